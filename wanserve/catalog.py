@@ -1,0 +1,541 @@
+"""The model catalogue: every DashScope model name, its limits, and the open checkpoint it runs.
+
+Two tables live here and nowhere else:
+
+* `FAMILIES`: how each open Wan checkpoint family samples (official steps, guidance, flow
+  shift, native fps and frame count, the pixel multiple its VAE needs).
+* `_CARDS`: what each DashScope model name promises its callers (sizes or resolution tiers,
+  durations, output fps, prompt limits, audio and multi-shot support) and which checkpoint
+  serves it by default.
+
+Operators override the checkpoint and sampling of any model in configuration
+(`Settings.models`); `Catalog.build` merges those overrides once at start-up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from wanserve.errors import InvalidParameter
+
+
+class Kind(StrEnum):
+    """What a model is conditioned on."""
+
+    TEXT_TO_VIDEO = "t2v"
+    IMAGE_TO_VIDEO = "i2v"
+    KEYFRAMES_TO_VIDEO = "kf2v"
+
+
+class Generation(StrEnum):
+    """The DashScope model generation; it decides the shape of `usage` and `actual_prompt`."""
+
+    WAN21 = "wan2.1"
+    WAN22 = "wan2.2"
+    WAN25 = "wan2.5"
+    WAN26 = "wan2.6"
+
+
+class Family(StrEnum):
+    """An open Wan checkpoint layout, as diffusers loads it."""
+
+    WAN21_T2V = "wan2.1-t2v"
+    WAN22_T2V_A14B = "wan2.2-t2v-a14b"
+    WAN21_I2V = "wan2.1-i2v"
+    WAN22_I2V_A14B = "wan2.2-i2v-a14b"
+    WAN22_TI2V_5B = "wan2.2-ti2v-5b"
+    WAN21_FLF2V = "wan2.1-flf2v"
+
+
+# The official Wan negative prompt (Wan-Video/Wan2.x `sample_neg_prompt`), used when a request
+# sends none: it suppresses the over-saturated, static, malformed output Wan is prone to.
+DEFAULT_NEGATIVE_PROMPT = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，"
+    "低质量，JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，"
+    "毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    steps: int
+    guidance_scale: float
+    guidance_scale_2: float | None
+    flow_shift: float
+    # Flow shift the official code recommends when generating at 480P or below.
+    low_res_flow_shift: float | None = None
+
+    def flow_shift_for(self, area: int) -> float:
+        if self.low_res_flow_shift is not None and area <= 832 * 480:
+            return self.low_res_flow_shift
+        return self.flow_shift
+
+
+@dataclass(frozen=True)
+class FamilyProfile:
+    """Official sampling defaults of a checkpoint family (Wan-Video/Wan2.x configs)."""
+
+    family: Family
+    sampling: Sampling
+    native_fps: int
+    size_multiple: int
+    kinds: frozenset[Kind]
+    # Wan2.2 two-expert models switch from `transformer` to `transformer_2` at this ratio.
+    boundary_ratio: float | None = None
+
+
+_T2V = frozenset({Kind.TEXT_TO_VIDEO})
+_I2V = frozenset({Kind.IMAGE_TO_VIDEO})
+
+FAMILIES: Mapping[Family, FamilyProfile] = {
+    p.family: p
+    for p in (
+        FamilyProfile(
+            family=Family.WAN21_T2V,
+            sampling=Sampling(
+                steps=50,
+                guidance_scale=5.0,
+                guidance_scale_2=None,
+                flow_shift=5.0,
+                low_res_flow_shift=3.0,
+            ),
+            native_fps=16,
+            size_multiple=16,
+            kinds=_T2V,
+        ),
+        FamilyProfile(
+            family=Family.WAN22_T2V_A14B,
+            sampling=Sampling(steps=40, guidance_scale=4.0, guidance_scale_2=3.0, flow_shift=12.0),
+            boundary_ratio=0.875,
+            native_fps=16,
+            size_multiple=16,
+            kinds=_T2V,
+        ),
+        FamilyProfile(
+            family=Family.WAN21_I2V,
+            sampling=Sampling(
+                steps=40,
+                guidance_scale=5.0,
+                guidance_scale_2=None,
+                flow_shift=5.0,
+                low_res_flow_shift=3.0,
+            ),
+            native_fps=16,
+            size_multiple=16,
+            kinds=_I2V,
+        ),
+        FamilyProfile(
+            family=Family.WAN22_I2V_A14B,
+            sampling=Sampling(steps=40, guidance_scale=3.5, guidance_scale_2=3.5, flow_shift=5.0),
+            boundary_ratio=0.9,
+            native_fps=16,
+            size_multiple=16,
+            kinds=_I2V,
+        ),
+        FamilyProfile(
+            family=Family.WAN22_TI2V_5B,
+            sampling=Sampling(steps=50, guidance_scale=5.0, guidance_scale_2=None, flow_shift=5.0),
+            native_fps=24,
+            size_multiple=32,
+            kinds=frozenset({Kind.TEXT_TO_VIDEO, Kind.IMAGE_TO_VIDEO}),
+        ),
+        FamilyProfile(
+            family=Family.WAN21_FLF2V,
+            sampling=Sampling(steps=50, guidance_scale=5.0, guidance_scale_2=None, flow_shift=16.0),
+            native_fps=16,
+            size_multiple=16,
+            kinds=frozenset({Kind.KEYFRAMES_TO_VIDEO, Kind.IMAGE_TO_VIDEO}),
+        ),
+    )
+}
+
+
+@dataclass(frozen=True, order=True)
+class Size:
+    width: int
+    height: int
+
+    def __str__(self) -> str:
+        return f"{self.width}*{self.height}"
+
+    @property
+    def area(self) -> int:
+        return self.width * self.height
+
+
+def _sizes(*pairs: tuple[int, int]) -> tuple[Size, ...]:
+    return tuple(Size(w, h) for w, h in pairs)
+
+
+# Resolution tiers, their sizes (DashScope's enumerations) and their pixel budgets.
+TIER_SIZES: Mapping[str, tuple[Size, ...]] = {
+    "480P": _sizes((832, 480), (480, 832), (624, 624)),
+    "720P": _sizes((1280, 720), (720, 1280), (960, 960), (1088, 832), (832, 1088)),
+    "1080P": _sizes((1920, 1080), (1080, 1920), (1440, 1440), (1632, 1248), (1248, 1632)),
+}
+TIER_AREA: Mapping[str, int] = {"480P": 832 * 480, "720P": 1280 * 720, "1080P": 1920 * 1080}
+TIER_SR: Mapping[str, int] = {"480P": 480, "720P": 720, "1080P": 1080}
+
+
+def tier_of(size: Size) -> str:
+    for tier, sizes in TIER_SIZES.items():
+        if size in sizes:
+            return tier
+    # Image-driven sizes are not enumerated: the nearest pixel budget names the tier.
+    return min(TIER_AREA, key=lambda t: abs(TIER_AREA[t] - size.area))
+
+
+@dataclass(frozen=True)
+class Durations:
+    allowed: tuple[int, ...]
+    default: int
+
+    def describe(self) -> str:
+        if len(self.allowed) == 1:
+            return f"fixed at {self.allowed[0]} seconds for this model"
+        lo, hi = self.allowed[0], self.allowed[-1]
+        if self.allowed == tuple(range(lo, hi + 1)) and hi - lo > 2:
+            return f"an integer from {lo} to {hi}"
+        return "one of " + ", ".join(str(d) for d in self.allowed)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where a model's weights come from: a diffusers-format directory or a hub id."""
+
+    source: str
+    family: Family
+    # Largest area the checkpoint was trained for; bigger requests are generated at this
+    # budget (same aspect) and scaled up to the exact size asked for.
+    max_area: int
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    name: str
+    kind: Kind
+    generation: Generation
+    tiers: tuple[str, ...]
+    durations: Durations
+    fps: int
+    prompt_limit: int
+    checkpoint: Checkpoint
+    sampling: Sampling
+    default_size: Size | None = None  # text-to-video: `size`
+    default_tier: str | None = None  # image-to-video: `resolution`
+    negative_prompt_limit: int = 500
+    audio: bool = False  # can carry a sound track (custom or generated)
+    multi_shot: bool = False
+    sizes: tuple[Size, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sizes", tuple(s for t in self.tiers for s in TIER_SIZES[t]))
+
+    @property
+    def profile(self) -> FamilyProfile:
+        return FAMILIES[self.checkpoint.family]
+
+    @property
+    def returns_actual_prompt(self) -> bool:
+        # "The wan2.6 model does not return this field, regardless of prompt_extend."
+        return self.generation is not Generation.WAN26
+
+
+_HUB = "Wan-AI/"
+_CKPT = {
+    "t2v-1.3b": Checkpoint(_HUB + "Wan2.1-T2V-1.3B-Diffusers", Family.WAN21_T2V, 832 * 480),
+    "t2v-14b": Checkpoint(_HUB + "Wan2.1-T2V-14B-Diffusers", Family.WAN21_T2V, 1280 * 720),
+    "t2v-a14b": Checkpoint(_HUB + "Wan2.2-T2V-A14B-Diffusers", Family.WAN22_T2V_A14B, 1280 * 720),
+    "i2v-480p": Checkpoint(_HUB + "Wan2.1-I2V-14B-480P-Diffusers", Family.WAN21_I2V, 832 * 480),
+    "i2v-720p": Checkpoint(_HUB + "Wan2.1-I2V-14B-720P-Diffusers", Family.WAN21_I2V, 1280 * 720),
+    "i2v-a14b": Checkpoint(_HUB + "Wan2.2-I2V-A14B-Diffusers", Family.WAN22_I2V_A14B, 1280 * 720),
+    "ti2v-5b": Checkpoint(_HUB + "Wan2.2-TI2V-5B-Diffusers", Family.WAN22_TI2V_5B, 1280 * 704),
+}
+
+
+def _card(name: str, *, ckpt: str, **kw: object) -> ModelCard:
+    checkpoint = _CKPT[ckpt]
+    return ModelCard(
+        name=name,
+        checkpoint=checkpoint,
+        sampling=FAMILIES[checkpoint.family].sampling,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+_2_TO_15 = Durations(tuple(range(2, 16)), 5)
+_5_OR_10 = Durations((5, 10), 5)
+_FIXED_5 = Durations((5,), 5)
+_T, _I = Kind.TEXT_TO_VIDEO, Kind.IMAGE_TO_VIDEO
+_W21, _W22, _W25, _W26 = Generation.WAN21, Generation.WAN22, Generation.WAN25, Generation.WAN26
+_ALL_TIERS = ("480P", "720P", "1080P")
+
+_CARDS: tuple[ModelCard, ...] = (
+    # Text-to-video (seeds 000, 001).
+    _card(
+        "wan2.6-t2v",
+        ckpt="t2v-a14b",
+        kind=_T,
+        generation=_W26,
+        tiers=("720P", "1080P"),
+        default_size=Size(1920, 1080),
+        durations=_2_TO_15,
+        fps=24,
+        prompt_limit=1500,
+        audio=True,
+        multi_shot=True,
+    ),
+    _card(
+        "wan2.5-t2v-preview",
+        ckpt="t2v-a14b",
+        kind=_T,
+        generation=_W25,
+        tiers=_ALL_TIERS,
+        default_size=Size(1920, 1080),
+        durations=_5_OR_10,
+        fps=24,
+        prompt_limit=1500,
+        audio=True,
+    ),
+    _card(
+        "wan2.2-t2v-plus",
+        ckpt="t2v-a14b",
+        kind=_T,
+        generation=_W22,
+        tiers=("480P", "1080P"),
+        default_size=Size(1920, 1080),
+        durations=_FIXED_5,
+        fps=30,
+        prompt_limit=800,
+    ),
+    _card(
+        "wan2.1-t2v-turbo",
+        ckpt="t2v-1.3b",
+        kind=_T,
+        generation=_W21,
+        tiers=("480P", "720P"),
+        default_size=Size(1280, 720),
+        durations=_FIXED_5,
+        fps=30,
+        prompt_limit=800,
+    ),
+    _card(
+        "wan2.1-t2v-plus",
+        ckpt="t2v-14b",
+        kind=_T,
+        generation=_W21,
+        tiers=("720P",),
+        default_size=Size(1280, 720),
+        durations=_FIXED_5,
+        fps=30,
+        prompt_limit=800,
+    ),
+    # Image-to-video (seeds 002, 003).
+    _card(
+        "wan2.6-i2v-flash",
+        ckpt="ti2v-5b",
+        kind=_I,
+        generation=_W26,
+        tiers=("720P", "1080P"),
+        default_tier="1080P",
+        durations=_2_TO_15,
+        fps=24,
+        prompt_limit=1500,
+        audio=True,
+        multi_shot=True,
+    ),
+    _card(
+        "wan2.6-i2v",
+        ckpt="i2v-a14b",
+        kind=_I,
+        generation=_W26,
+        tiers=("720P", "1080P"),
+        default_tier="1080P",
+        durations=_2_TO_15,
+        fps=24,
+        prompt_limit=1500,
+        audio=True,
+        multi_shot=True,
+    ),
+    _card(
+        "wan2.5-i2v-preview",
+        ckpt="i2v-a14b",
+        kind=_I,
+        generation=_W25,
+        tiers=_ALL_TIERS,
+        default_tier="1080P",
+        durations=_5_OR_10,
+        fps=24,
+        prompt_limit=1500,
+        audio=True,
+    ),
+    _card(
+        "wan2.2-i2v-flash",
+        ckpt="ti2v-5b",
+        kind=_I,
+        generation=_W22,
+        tiers=_ALL_TIERS,
+        default_tier="720P",
+        durations=_FIXED_5,
+        fps=30,
+        prompt_limit=800,
+    ),
+    _card(
+        "wan2.2-i2v-plus",
+        ckpt="i2v-a14b",
+        kind=_I,
+        generation=_W22,
+        tiers=("480P", "1080P"),
+        default_tier="1080P",
+        durations=_FIXED_5,
+        fps=30,
+        prompt_limit=800,
+    ),
+    _card(
+        "wanx2.1-i2v-plus",
+        ckpt="i2v-720p",
+        kind=_I,
+        generation=_W21,
+        tiers=("720P",),
+        default_tier="720P",
+        durations=_FIXED_5,
+        fps=30,
+        prompt_limit=800,
+    ),
+    _card(
+        "wanx2.1-i2v-turbo",
+        ckpt="i2v-480p",
+        kind=_I,
+        generation=_W21,
+        tiers=("480P", "720P"),
+        default_tier="720P",
+        durations=Durations((3, 4, 5), 5),
+        fps=30,
+        prompt_limit=800,
+    ),
+)
+
+# DashScope accepts both spellings of the Wan 2.1 text-to-video names.
+_ALIASES = {"wanx2.1-t2v-turbo": "wan2.1-t2v-turbo", "wanx2.1-t2v-plus": "wan2.1-t2v-plus"}
+
+
+class ModelOverride(BaseModel):
+    """Per-deployment changes to one catalogue entry (`Settings.models[name]`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    checkpoint: str | None = Field(
+        default=None, description="diffusers-format directory or hub id to load"
+    )
+    family: Family | None = Field(
+        default=None, description="layout of that checkpoint, if it differs from the default"
+    )
+    max_area: int | None = Field(default=None, gt=0)
+    steps: int | None = Field(default=None, ge=1, le=1000)
+    guidance_scale: float | None = Field(default=None, ge=0)
+    guidance_scale_2: float | None = Field(default=None, ge=0)
+    flow_shift: float | None = Field(default=None, gt=0)
+
+
+class Catalog:
+    """DashScope model name -> `ModelCard`, with the deployment's overrides applied."""
+
+    def __init__(self, cards: Iterable[ModelCard]) -> None:
+        self._cards = {c.name: c for c in cards}
+
+    @classmethod
+    def build(
+        cls,
+        overrides: Mapping[str, ModelOverride] | None = None,
+        *,
+        steps: int | None = None,
+    ) -> Catalog:
+        """The built-in catalogue with `overrides` (by model name) and a global step count."""
+        overrides = dict(overrides or {})
+        cards = list(_CARDS) + [
+            dataclasses.replace(next(c for c in _CARDS if c.name == target), name=alias)
+            for alias, target in _ALIASES.items()
+        ]
+        unknown = set(overrides) - {c.name for c in cards}
+        if unknown:
+            raise ValueError(f"configuration overrides unknown models: {sorted(unknown)}")
+        return cls(_apply_override(c, overrides.get(c.name), steps) for c in cards)
+
+    def get(self, name: str) -> ModelCard:
+        try:
+            return self._cards[name]
+        except KeyError:
+            raise InvalidParameter(
+                f"Model not exist: {name!r}. Available models: {', '.join(self.names())}."
+            ) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._cards)
+
+    def __iter__(self) -> Iterator[ModelCard]:
+        return iter(self._cards.values())
+
+    def __len__(self) -> int:
+        return len(self._cards)
+
+
+def _apply_override(card: ModelCard, o: ModelOverride | None, steps: int | None) -> ModelCard:
+    checkpoint = card.checkpoint
+    if o is not None and (o.checkpoint or o.family or o.max_area):
+        checkpoint = Checkpoint(
+            source=o.checkpoint or checkpoint.source,
+            family=o.family or checkpoint.family,
+            max_area=o.max_area or checkpoint.max_area,
+        )
+    base = FAMILIES[checkpoint.family].sampling
+    if card.kind not in FAMILIES[checkpoint.family].kinds:
+        raise ValueError(
+            f"model {card.name} ({card.kind.value}) cannot run on a {checkpoint.family.value} "
+            "checkpoint"
+        )
+    sampling = Sampling(
+        steps=(o.steps if o and o.steps else None) or steps or base.steps,
+        guidance_scale=o.guidance_scale
+        if o and o.guidance_scale is not None
+        else base.guidance_scale,
+        guidance_scale_2=(
+            o.guidance_scale_2 if o and o.guidance_scale_2 is not None else base.guidance_scale_2
+        ),
+        flow_shift=o.flow_shift if o and o.flow_shift is not None else base.flow_shift,
+        # An explicit flow shift applies at every resolution.
+        low_res_flow_shift=(
+            o.flow_shift if o and o.flow_shift is not None else base.low_res_flow_shift
+        ),
+    )
+    return dataclasses.replace(card, checkpoint=checkpoint, sampling=sampling)
+
+
+def generation_size(size: Size, *, max_area: int, multiple: int) -> Size:
+    """The size to denoise at: `size` itself when the checkpoint handles it, else the largest
+    size of the same aspect within `max_area`; both sides multiples of `multiple`."""
+    scale = min(1.0, math.sqrt(max_area / size.area))
+    w, h = size.width * scale / multiple, size.height * scale / multiple
+    budget = max(max_area, size.area) if scale == 1.0 else max_area
+    candidates = [
+        Size(max(1, fw(w)) * multiple, max(1, fh(h)) * multiple)
+        for fw in (round, math.floor)
+        for fh in (round, math.floor)
+    ]
+    fitting = [c for c in candidates if c.area <= budget] or [min(candidates, key=_area)]
+    aspect = size.width / size.height
+    return min(fitting, key=lambda c: (abs(c.width / c.height - aspect), -c.area))
+
+
+def _area(size: Size) -> int:
+    return size.area
+
+
+def frames_for(duration: int, fps: int) -> int:
+    """Native frame count for `duration` seconds at `fps`: the smallest 4n+1 covering it."""
+    return math.ceil(duration * fps / 4) * 4 + 1

@@ -1,0 +1,86 @@
+"""Domain errors. Each carries the DashScope error code it surfaces as.
+
+The code travels two ways: as an HTTP error body on a request that fails at once
+(the HTTP status is chosen in one place, `wanserve.api.errors`), or as `output.code`
+of a task that ends FAILED.
+
+    WanserveError                      code (default)
+    ├── InvalidParameter               InvalidParameter
+    │   ├── EmptyModel                 BadRequest.EmptyModel
+    │   ├── EmptyInput                 BadRequest.EmptyInput
+    │   └── InvalidURL                 InvalidURL
+    ├── InvalidApiKey                  InvalidApiKey
+    ├── AccessDenied                   AccessDenied
+    ├── UnsupportedOperation           UnsupportedOperation
+    ├── RequestTooLarge                BadRequest.TooLarge
+    ├── NotFound                       NotFound
+    ├── Throttled                      Throttling / Throttling.RateQuota
+    └── InternalError                  InternalError
+        └── ModelUnavailable           InternalError.Algo  (weights cannot be loaded)
+"""
+
+from __future__ import annotations
+
+
+class WanserveError(Exception):
+    """Base of every error this service raises on purpose."""
+
+    code: str = "InternalError"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class InvalidParameter(WanserveError):
+    """The request cannot be honoured as written; the message names the field."""
+
+    code = "InvalidParameter"
+
+
+class EmptyModel(InvalidParameter):
+    code = "BadRequest.EmptyModel"
+
+
+class EmptyInput(InvalidParameter):
+    code = "BadRequest.EmptyInput"
+
+
+class InvalidURL(InvalidParameter):
+    code = "InvalidURL"
+
+
+class InvalidApiKey(WanserveError):
+    code = "InvalidApiKey"
+
+
+class AccessDenied(WanserveError):
+    code = "AccessDenied"
+
+
+class UnsupportedOperation(WanserveError):
+    code = "UnsupportedOperation"
+
+
+class RequestTooLarge(WanserveError):
+    code = "BadRequest.TooLarge"
+
+
+class NotFound(WanserveError):
+    code = "NotFound"
+
+
+class Throttled(WanserveError):
+    code = "Throttling"
+
+
+class InternalError(WanserveError):
+    code = "InternalError"
+
+
+class ModelUnavailable(InternalError):
+    """The model's weights could not be found or loaded; the message says how to configure them."""
+
+    code = "InternalError.Algo"
