@@ -1,0 +1,392 @@
+"""The task state machine and the store that enforces it, on a real SQLite database."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from sqlalchemy import Engine
+
+from wanserve.catalog import Catalog
+from wanserve.db.engine import make_engine, upgrade
+from wanserve.keys import KeyStore
+from wanserve.spec import SynthesisRequest, build_spec
+from wanserve.tasks.lifecycle import IllegalTransition, can_transition, check_transition, sources_of
+from wanserve.tasks.models import Claim, Progress, TaskError, TaskQuery, TaskResult, TaskStatus
+from wanserve.tasks.store import SqlTaskStore
+
+P, R, S, F, C = (
+    TaskStatus.PENDING,
+    TaskStatus.RUNNING,
+    TaskStatus.SUCCEEDED,
+    TaskStatus.FAILED,
+    TaskStatus.CANCELED,
+)
+SPEC = build_spec(
+    SynthesisRequest(model="wan2.1-t2v-turbo", prompt="a cat", seed=1),
+    Catalog.build().get("wan2.1-t2v-turbo"),
+)
+RESULT = TaskResult(
+    video_key="videos/x.mp4", width=1280, height=720, has_audio=False, actual_prompt="a cat"
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+_ENGINES: list[Engine] = []
+
+
+@pytest.fixture(autouse=True)
+def _dispose_engines() -> Iterator[None]:
+    yield
+    while _ENGINES:  # close pooled connections before the test database is dropped
+        _ENGINES.pop().dispose()
+
+
+def make_store(where: Path | str, clock: Clock, ttl: float = 3600) -> tuple[SqlTaskStore, str]:
+    engine = make_engine(where if isinstance(where, str) else f"sqlite:///{where}")
+    _ENGINES.append(engine)
+    upgrade(engine)
+    key, _ = KeyStore(engine).create("k")
+    return SqlTaskStore(engine, ttl=timedelta(seconds=ttl), clock=clock), key.id
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each store test runs on the embedded SQLite file and on a real PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 't.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def store(db_url: str, clock: Clock) -> tuple[SqlTaskStore, str]:
+    return make_store(db_url, clock)
+
+
+def new_task(store: SqlTaskStore, key: str, task_id: str = "t1") -> str:
+    store.create(task_id=task_id, api_key_id=key, request_id="r", spec=SPEC)
+    return task_id
+
+
+# -- lifecycle table --
+
+
+def test_terminal_statuses() -> None:
+    assert {s for s in TaskStatus if s.is_terminal} == {S, F, C}
+
+
+@pytest.mark.parametrize("current", list(TaskStatus))
+@pytest.mark.parametrize("target", list(TaskStatus))
+def test_transition_table(current: TaskStatus, target: TaskStatus) -> None:
+    legal = {(P, R), (P, C), (P, F), (R, S), (R, F), (R, C), (R, P)}
+    assert can_transition(current, target) is ((current, target) in legal)
+    if (current, target) not in legal:
+        with pytest.raises(IllegalTransition):
+            check_transition(current, target)
+    assert (current in sources_of(target)) is ((current, target) in legal)
+
+
+# -- store operations --
+
+
+def test_create_and_get(store: tuple[SqlTaskStore, str], clock: Clock) -> None:
+    s, key = store
+    task = s.create(task_id="a", api_key_id=key, request_id="req", spec=SPEC)
+    assert task.status is P and task.submit_time == clock.now
+    assert task.expires_at == clock.now + timedelta(hours=1)
+    got = s.get("a")
+    assert got is not None and got.spec == SPEC and got.request_id == "req"
+    assert s.get("missing") is None
+
+
+def test_claim_is_exclusive(store: tuple[SqlTaskStore, str]) -> None:
+    s, key = store
+    new_task(s, key)
+    first = s.claim("t1", worker_id="w1")
+    assert first is not None and first.attempt == 1 and first.task.status is R
+    assert s.claim("t1", worker_id="w2") is None
+
+
+def test_concurrent_claims_one_winner(db_url: str, clock: Clock) -> None:
+    s, key = make_store(db_url, clock)
+    for i in range(6):
+        new_task(s, key, f"t{i}")
+    wins: list[Claim] = []
+    lock = threading.Lock()
+
+    def worker(n: int) -> None:
+        while (claim := s.claim_next(worker_id=f"w{n}")) is not None:
+            with lock:
+                wins.append(claim)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(c.task.id for c in wins) == [f"t{i}" for i in range(6)]
+
+
+def test_claim_next_is_fifo_and_skips_canceled(
+    store: tuple[SqlTaskStore, str], clock: Clock
+) -> None:
+    s, key = store
+    for name in ("a", "b", "c"):
+        new_task(s, key, name)
+        clock.advance(1)
+    assert s.cancel_pending("a")
+    claim = s.claim_next(worker_id="w")
+    assert claim is not None and claim.task.id == "b"
+
+
+def test_cancel_pending_only(store: tuple[SqlTaskStore, str]) -> None:
+    s, key = store
+    new_task(s, key)
+    assert s.cancel_pending("t1")
+    assert s.get("t1").status is C  # type: ignore[union-attr]
+    assert not s.cancel_pending("t1")
+    assert s.claim("t1", worker_id="w") is None  # a canceled task never runs
+
+
+def test_finish_is_fenced_by_attempt(store: tuple[SqlTaskStore, str], clock: Clock) -> None:
+    s, key = store
+    new_task(s, key)
+    stale = s.claim("t1", worker_id="w1")
+    assert stale is not None
+    clock.advance(120)
+    report = s.reap(stale_after=timedelta(seconds=60), max_attempts=3)
+    assert report.requeued == ["t1"]
+    fresh = s.claim("t1", worker_id="w2")
+    assert fresh is not None and fresh.attempt == 2
+    # The first worker wakes up late: none of its writes land.
+    assert not s.succeed(stale, RESULT)
+    assert not s.heartbeat(stale).owned
+    assert not s.release(stale)
+    assert s.succeed(fresh, RESULT)
+    task = s.get("t1")
+    assert task is not None and task.status is S and task.result == RESULT
+
+
+def test_reap_fails_after_max_attempts(store: tuple[SqlTaskStore, str], clock: Clock) -> None:
+    s, key = store
+    new_task(s, key)
+    for _ in range(2):
+        assert s.claim("t1", worker_id="w") is not None
+        clock.advance(61)
+        s.reap(stale_after=timedelta(seconds=60), max_attempts=2)
+    task = s.get("t1")
+    assert task is not None and task.status is F
+    assert task.error is not None and task.error.code == "InternalError"
+    assert "stopped responding 2 time(s)" in task.error.message
+
+
+def test_heartbeat_keeps_a_claim_alive(store: tuple[SqlTaskStore, str], clock: Clock) -> None:
+    s, key = store
+    new_task(s, key)
+    claim = s.claim("t1", worker_id="w")
+    assert claim is not None
+    for _ in range(5):
+        clock.advance(30)
+        assert s.heartbeat(claim).owned
+        assert s.reap(stale_after=timedelta(seconds=60), max_attempts=2).requeued == []
+
+
+def test_release_does_not_count_as_lost(store: tuple[SqlTaskStore, str], clock: Clock) -> None:
+    s, key = store
+    new_task(s, key)
+    for _ in range(3):  # graceful hand-backs, e.g. restarts, never fail the task
+        claim = s.claim("t1", worker_id="w")
+        assert claim is not None and s.release(claim)
+    task = s.get("t1")
+    assert task is not None and task.status is P and task.scheduled_time is None
+
+
+def test_progress_and_cancel_request(store: tuple[SqlTaskStore, str]) -> None:
+    s, key = store
+    new_task(s, key)
+    claim = s.claim("t1", worker_id="w")
+    assert claim is not None
+    control = s.report_progress(claim, Progress(step=3, total_steps=50, percent=7))
+    assert control.owned and not control.cancel_requested
+    assert s.get("t1").progress == Progress(3, 50, 7)  # type: ignore[union-attr]
+    assert s.request_cancel("t1")
+    assert s.heartbeat(claim).cancel_requested
+    assert s.cancel_running(claim)
+    assert s.get("t1").status is C  # type: ignore[union-attr]
+    assert not s.request_cancel("t1")
+
+
+def test_fail_records_code_and_message(store: tuple[SqlTaskStore, str]) -> None:
+    s, key = store
+    new_task(s, key)
+    claim = s.claim("t1", worker_id="w")
+    assert claim is not None
+    assert s.fail(claim, TaskError("InvalidParameter", "bad image"))
+    task = s.get("t1")
+    assert task is not None and task.error == TaskError("InvalidParameter", "bad image")
+    assert task.end_time is not None
+
+
+def test_success_extends_expiry_and_expired_tasks_are_listed(
+    store: tuple[SqlTaskStore, str], clock: Clock
+) -> None:
+    s, key = store
+    new_task(s, key)
+    clock.advance(1800)
+    claim = s.claim("t1", worker_id="w")
+    assert claim is not None and s.succeed(claim, RESULT)
+    task = s.get("t1")
+    assert task is not None and task.expires_at == clock.now + timedelta(hours=1)
+    clock.advance(3599)
+    assert s.expired() == []
+    clock.advance(2)
+    assert s.expired() == [("t1", "videos/x.mp4")]
+    assert s.delete(["t1"]) == 1 and s.get("t1") is None
+
+
+def test_unfinished_tasks_do_not_expire(store: tuple[SqlTaskStore, str], clock: Clock) -> None:
+    s, key = store
+    new_task(s, key)
+    clock.advance(10 * 3600)
+    assert s.expired() == []
+
+
+def test_query_filters_and_pages(
+    store: tuple[SqlTaskStore, str], clock: Clock, db_url: str
+) -> None:
+    s, key = store
+    other_engine = make_engine(db_url)
+    _ENGINES.append(other_engine)
+    engine_key, _ = KeyStore(other_engine).create("other")
+    for i in range(7):
+        new_task(s, key, f"t{i}")
+        clock.advance(60)
+    new_task(s, engine_key.id, "theirs")
+    assert s.cancel_pending("t2")
+    page = s.query(TaskQuery(api_key_id=key, page_no=1, page_size=3))
+    assert page.total == 7 and [t.id for t in page.tasks] == ["t6", "t5", "t4"]
+    page3 = s.query(TaskQuery(api_key_id=key, page_no=3, page_size=3))
+    assert [t.id for t in page3.tasks] == ["t0"]
+    canceled = s.query(TaskQuery(api_key_id=key, status=C))
+    assert [t.id for t in canceled.tasks] == ["t2"]
+    start = datetime(2026, 1, 1, 0, 2, tzinfo=UTC)
+    window = s.query(TaskQuery(api_key_id=key, start=start, end=start + timedelta(minutes=2)))
+    assert [t.id for t in window.tasks] == ["t4", "t3", "t2"]
+    assert s.query(TaskQuery(api_key_id=key, model="wan2.6-t2v")).total == 0
+    assert s.count_unfinished(key) == 6 and s.count_unfinished() == 7
+
+
+# -- state-machine property test --
+
+
+class StoreMachine(RuleBasedStateMachine):
+    """Random interleavings of API, worker and reaper actions never produce an illegal status
+    sequence, never change a finished task, and never let a fenced-out claim write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import tempfile
+
+        self._dir = tempfile.TemporaryDirectory()
+        self.clock = Clock()
+        self.store, self.key = make_store(Path(self._dir.name) / "m.db", self.clock)
+        self.history: dict[str, list[TaskStatus]] = {}
+        self.claims: list[Claim] = []
+        self.n = 0
+
+    def teardown(self) -> None:
+        self._dir.cleanup()
+
+    def _observe(self) -> None:
+        for task_id, seen in self.history.items():
+            task = self.store.get(task_id)
+            assert task is not None
+            if task.status is not seen[-1]:
+                seen.append(task.status)
+
+    @rule()
+    def create(self) -> None:
+        self.n += 1
+        task_id = f"t{self.n}"
+        new_task(self.store, self.key, task_id)
+        self.history[task_id] = [P]
+
+    @precondition(lambda self: self.history)
+    @rule(data=st.data())
+    def claim(self, data: st.DataObject) -> None:
+        task_id = data.draw(st.sampled_from(sorted(self.history)))
+        claim = self.store.claim(task_id, worker_id="w")
+        if claim is not None:
+            self.claims.append(claim)
+        self._observe()
+
+    @precondition(lambda self: self.history)
+    @rule(data=st.data())
+    def cancel(self, data: st.DataObject) -> None:
+        task_id = data.draw(st.sampled_from(sorted(self.history)))
+        self.store.cancel_pending(task_id)
+        self.store.request_cancel(task_id)
+        self._observe()
+
+    @precondition(lambda self: self.claims)
+    @rule(data=st.data(), outcome=st.sampled_from(["succeed", "fail", "cancel", "release", "beat"]))
+    def finish(self, data: st.DataObject, outcome: str) -> None:
+        claim = data.draw(st.sampled_from(self.claims))
+        before = self.store.get(claim.task.id)
+        assert before is not None
+        owned = before.status is R and before.attempts == claim.attempt
+        wrote = {
+            "succeed": lambda: self.store.succeed(claim, RESULT),
+            "fail": lambda: self.store.fail(claim, TaskError("InternalError", "x")),
+            "cancel": lambda: self.store.cancel_running(claim),
+            "release": lambda: self.store.release(claim),
+            "beat": lambda: self.store.heartbeat(claim).owned,
+        }[outcome]()
+        assert wrote is owned  # a claim writes iff it is the current one
+        self._observe()
+
+    @rule(seconds=st.integers(0, 120))
+    def time_passes_and_reaper_runs(self, seconds: int) -> None:
+        self.clock.advance(seconds)
+        self.store.reap(stale_after=timedelta(seconds=60), max_attempts=2)
+        self._observe()
+
+    @invariant()
+    def histories_are_legal(self) -> None:
+        for seen in self.history.values():
+            for a, b in itertools.pairwise(seen):
+                assert can_transition(a, b), f"illegal {a} -> {b} in {seen}"
+            terminal_at = next((i for i, s in enumerate(seen) if s.is_terminal), None)
+            assert terminal_at is None or terminal_at == len(seen) - 1
+
+
+TestStoreMachine = StoreMachine.TestCase
+TestStoreMachine.settings = settings(
+    max_examples=40,
+    stateful_step_count=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)

@@ -1,0 +1,1 @@
+"""Tasks: the record of truth for every generation request and its lifecycle."""

@@ -1,0 +1,90 @@
+"""Domain records of a task. No SQL and no DashScope field names here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from wanserve.spec import GenerationSpec
+
+
+class TaskStatus(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELED)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a running task is: denoising step k of n, and an overall percentage."""
+
+    step: int
+    total_steps: int
+    percent: int
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    video_key: str
+    width: int
+    height: int
+    has_audio: bool
+    actual_prompt: str | None
+
+
+@dataclass(frozen=True)
+class TaskError:
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Task:
+    id: str
+    api_key_id: str
+    request_id: str
+    model: str
+    status: TaskStatus
+    spec: GenerationSpec
+    submit_time: datetime
+    expires_at: datetime
+    scheduled_time: datetime | None = None
+    end_time: datetime | None = None
+    attempts: int = 0
+    progress: Progress | None = None
+    cancel_requested: bool = False
+    result: TaskResult | None = None
+    error: TaskError | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A worker's hold on a RUNNING task; `attempt` fences out a stale holder."""
+
+    task: Task
+    attempt: int
+    worker_id: str
+
+
+@dataclass(frozen=True)
+class TaskQuery:
+    api_key_id: str
+    page_no: int = 1
+    page_size: int = 10
+    start: datetime | None = None
+    end: datetime | None = None
+    model: str | None = None
+    status: TaskStatus | None = None
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    total: int
+    tasks: list[Task]

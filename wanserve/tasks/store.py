@@ -1,0 +1,436 @@
+"""`TaskStore`: the record of truth, and the only code that changes a task's status.
+
+Every status change is one conditional UPDATE whose WHERE clause lists the statuses the
+lifecycle allows the change from (`lifecycle.sources_of`), so racing writers (a cancel and a
+claim, two workers, a reaper and a slow worker) can never produce an illegal sequence. Updates
+made on behalf of a worker also match the claim's `attempt`, which fences out a holder that
+lost its claim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy.orm import sessionmaker
+
+from wanserve.clock import Clock, utcnow
+from wanserve.db.tables import TaskRow
+from wanserve.spec import GenerationSpec
+from wanserve.tasks.lifecycle import check_transition, sources_of
+from wanserve.tasks.models import (
+    Claim,
+    Progress,
+    Task,
+    TaskError,
+    TaskPage,
+    TaskQuery,
+    TaskResult,
+    TaskStatus,
+)
+
+
+@dataclass(frozen=True)
+class Control:
+    """What a worker learns when it reports in: whether it still holds the task, and whether
+    the task should stop."""
+
+    owned: bool
+    cancel_requested: bool
+
+
+@dataclass(frozen=True)
+class ReapReport:
+    requeued: list[str]
+    failed: list[str]
+
+
+class TaskStore(Protocol):
+    def create(
+        self, *, task_id: str, api_key_id: str, request_id: str, spec: GenerationSpec
+    ) -> Task: ...
+    def get(self, task_id: str) -> Task | None: ...
+    def query(self, q: TaskQuery) -> TaskPage: ...
+    def count_unfinished(self, api_key_id: str | None = None) -> int: ...
+    def cancel_pending(self, task_id: str) -> bool: ...
+    def request_cancel(self, task_id: str) -> bool: ...
+    def claim(self, task_id: str, *, worker_id: str) -> Claim | None: ...
+    def claim_next(
+        self, *, worker_id: str, models: Collection[str] | None = None
+    ) -> Claim | None: ...
+    def heartbeat(self, claim: Claim) -> Control: ...
+    def report_progress(self, claim: Claim, progress: Progress) -> Control: ...
+    def succeed(self, claim: Claim, result: TaskResult) -> bool: ...
+    def fail(self, claim: Claim, error: TaskError) -> bool: ...
+    def cancel_running(self, claim: Claim) -> bool: ...
+    def release(self, claim: Claim) -> bool: ...
+    def fail_pending(self, task_id: str, error: TaskError) -> bool: ...
+    def reap(self, *, stale_after: timedelta, max_attempts: int) -> ReapReport: ...
+    def expired(self, *, limit: int = 500) -> list[tuple[str, str | None]]: ...
+    def delete(self, task_ids: Iterable[str]) -> int: ...
+
+
+class SqlTaskStore:
+    """`TaskStore` on SQLAlchemy: SQLite (embedded) or PostgreSQL, same statements."""
+
+    def __init__(self, engine: Engine, *, ttl: timedelta, clock: Clock = utcnow) -> None:
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._ttl = ttl
+        self._now = clock
+
+    # -- API side -------------------------------------------------------------------------
+
+    def create(
+        self, *, task_id: str, api_key_id: str, request_id: str, spec: GenerationSpec
+    ) -> Task:
+        now = self._now()
+        row = TaskRow(
+            id=task_id,
+            api_key_id=api_key_id,
+            request_id=request_id,
+            model=spec.model,
+            status=TaskStatus.PENDING.value,
+            spec=spec.to_json(),
+            submit_time=now,
+            expires_at=now + self._ttl,
+            attempts=0,
+            lost=0,
+            cancel_requested=False,
+            step=0,
+            total_steps=spec.steps,
+            progress=0,
+            has_audio=False,
+        )
+        with self._sessions.begin() as s:
+            s.add(row)
+        return _to_task(row)
+
+    def get(self, task_id: str) -> Task | None:
+        with self._sessions() as s:
+            row = s.get(TaskRow, task_id)
+            return _to_task(row) if row is not None else None
+
+    def query(self, q: TaskQuery) -> TaskPage:
+        conditions: list[Any] = [
+            TaskRow.api_key_id == q.api_key_id,
+            # Expired tasks are gone as far as callers can tell.
+            ~(
+                (TaskRow.expires_at < self._now())
+                & TaskRow.status.in_([s.value for s in TaskStatus if s.is_terminal])
+            ),
+        ]
+        if q.start is not None:
+            conditions.append(TaskRow.submit_time >= q.start)
+        if q.end is not None:
+            conditions.append(TaskRow.submit_time <= q.end)
+        if q.model is not None:
+            conditions.append(TaskRow.model == q.model)
+        if q.status is not None:
+            conditions.append(TaskRow.status == q.status.value)
+        with self._sessions() as s:
+            total = s.scalar(select(func.count()).select_from(TaskRow).where(*conditions)) or 0
+            rows = s.scalars(
+                select(TaskRow)
+                .where(*conditions)
+                .order_by(TaskRow.submit_time.desc(), TaskRow.id)
+                .offset((q.page_no - 1) * q.page_size)
+                .limit(q.page_size)
+            ).all()
+            return TaskPage(total=total, tasks=[_to_task(r) for r in rows])
+
+    def count_unfinished(self, api_key_id: str | None = None) -> int:
+        stmt = (
+            select(func.count())
+            .select_from(TaskRow)
+            .where(TaskRow.status.in_([TaskStatus.PENDING.value, TaskStatus.RUNNING.value]))
+        )
+        if api_key_id is not None:
+            stmt = stmt.where(TaskRow.api_key_id == api_key_id)
+        with self._sessions() as s:
+            return s.scalar(stmt) or 0
+
+    def cancel_pending(self, task_id: str) -> bool:
+        """PENDING -> CANCELED. False when the task was not PENDING any more."""
+        return self._transition(
+            task_id, TaskStatus.CANCELED, only_from={TaskStatus.PENDING}, end_time=self._now()
+        )
+
+    def request_cancel(self, task_id: str) -> bool:
+        """Flag a RUNNING task; its worker stops at the next step and ends it CANCELED."""
+        with self._sessions.begin() as s:
+            res = s.execute(
+                update(TaskRow)
+                .where(TaskRow.id == task_id, TaskRow.status == TaskStatus.RUNNING.value)
+                .values(cancel_requested=True)
+            )
+            return _rowcount(res) == 1
+
+    # -- worker side ------------------------------------------------------------------------
+
+    def claim(self, task_id: str, *, worker_id: str) -> Claim | None:
+        """PENDING -> RUNNING for this worker; None if someone else got it or it was canceled."""
+        now = self._now()
+        with self._sessions.begin() as s:
+            res = s.execute(
+                update(TaskRow)
+                .where(
+                    TaskRow.id == task_id,
+                    TaskRow.status.in_(_values(sources_of(TaskStatus.RUNNING))),
+                )
+                .values(
+                    status=TaskStatus.RUNNING.value,
+                    attempts=TaskRow.attempts + 1,
+                    worker_id=worker_id,
+                    scheduled_time=now,
+                    heartbeat_at=now,
+                    cancel_requested=False,
+                    step=0,
+                    progress=0,
+                )
+            )
+            if _rowcount(res) != 1:
+                return None
+            row = s.get(TaskRow, task_id, populate_existing=True)
+            assert row is not None
+            return Claim(task=_to_task(row), attempt=row.attempts, worker_id=worker_id)
+
+    def claim_next(self, *, worker_id: str, models: Collection[str] | None = None) -> Claim | None:
+        """Claim the oldest PENDING task (of `models`, if given)."""
+        stmt = (
+            select(TaskRow.id)
+            .where(TaskRow.status == TaskStatus.PENDING.value)
+            .order_by(TaskRow.submit_time, TaskRow.id)
+            .limit(8)
+        )
+        if models is not None:
+            stmt = stmt.where(TaskRow.model.in_(list(models)))
+        for _ in range(5):  # losing a race to another worker just means: try the next one
+            with self._sessions() as s:
+                candidates = list(s.scalars(stmt))
+            if not candidates:
+                return None
+            for task_id in candidates:
+                claim = self.claim(task_id, worker_id=worker_id)
+                if claim is not None:
+                    return claim
+        return None
+
+    def heartbeat(self, claim: Claim) -> Control:
+        return self._touch(claim, {})
+
+    def report_progress(self, claim: Claim, progress: Progress) -> Control:
+        return self._touch(
+            claim,
+            {
+                "step": progress.step,
+                "total_steps": progress.total_steps,
+                "progress": progress.percent,
+            },
+        )
+
+    def succeed(self, claim: Claim, result: TaskResult) -> bool:
+        now = self._now()
+        return self._finish(
+            claim,
+            TaskStatus.SUCCEEDED,
+            video_key=result.video_key,
+            width=result.width,
+            height=result.height,
+            has_audio=result.has_audio,
+            actual_prompt=result.actual_prompt,
+            progress=100,
+            step=claim.task.spec.steps,
+            # The video stays downloadable for the full TTL after it is made.
+            expires_at=now + self._ttl,
+        )
+
+    def fail(self, claim: Claim, error: TaskError) -> bool:
+        return self._finish(
+            claim, TaskStatus.FAILED, error_code=error.code, error_message=error.message
+        )
+
+    def cancel_running(self, claim: Claim) -> bool:
+        return self._finish(claim, TaskStatus.CANCELED)
+
+    def release(self, claim: Claim) -> bool:
+        """Hand a RUNNING task back to the queue (graceful shutdown): it runs again later."""
+        with self._sessions.begin() as s:
+            res = s.execute(
+                update(TaskRow)
+                .where(*self._held(claim))
+                .values(
+                    status=_checked(TaskStatus.RUNNING, TaskStatus.PENDING),
+                    worker_id=None,
+                    heartbeat_at=None,
+                    scheduled_time=None,
+                    step=0,
+                    progress=0,
+                )
+            )
+            return _rowcount(res) == 1
+
+    def fail_pending(self, task_id: str, error: TaskError) -> bool:
+        return self._transition(
+            task_id,
+            TaskStatus.FAILED,
+            only_from={TaskStatus.PENDING},
+            end_time=self._now(),
+            error_code=error.code,
+            error_message=error.message,
+        )
+
+    # -- housekeeping -----------------------------------------------------------------------
+
+    def reap(self, *, stale_after: timedelta, max_attempts: int) -> ReapReport:
+        """RUNNING tasks whose worker stopped reporting: back to PENDING, or FAILED once they
+        have been lost `max_attempts` times."""
+        now = self._now()
+        stale = (TaskRow.status == TaskStatus.RUNNING.value) & (
+            TaskRow.heartbeat_at < now - stale_after
+        )
+        requeued: list[str] = []
+        failed: list[str] = []
+        with self._sessions() as s:
+            rows = s.execute(select(TaskRow.id, TaskRow.attempts, TaskRow.lost).where(stale)).all()
+        for task_id, attempts, lost in rows:
+            give_up = lost + 1 >= max_attempts
+            values: dict[str, Any] = {"lost": lost + 1, "worker_id": None, "heartbeat_at": None}
+            if give_up:
+                values |= {
+                    "status": _checked(TaskStatus.RUNNING, TaskStatus.FAILED),
+                    "end_time": now,
+                    "error_code": "InternalError",
+                    "error_message": (
+                        f"The worker running this task stopped responding {lost + 1} time(s); "
+                        "the task was not retried again. Resubmit it, and tell the operator if "
+                        "this repeats (it usually means the process ran out of memory)."
+                    ),
+                }
+            else:
+                values |= {
+                    "status": _checked(TaskStatus.RUNNING, TaskStatus.PENDING),
+                    "scheduled_time": None,
+                }
+            with self._sessions.begin() as s:
+                res = s.execute(
+                    update(TaskRow)
+                    .where(TaskRow.id == task_id, TaskRow.attempts == attempts, stale)
+                    .values(**values)
+                )
+                if _rowcount(res) == 1:
+                    (failed if give_up else requeued).append(task_id)
+        return ReapReport(requeued=requeued, failed=failed)
+
+    def expired(self, *, limit: int = 500) -> list[tuple[str, str | None]]:
+        """Finished tasks past their expiry: (task id, video key) pairs to purge."""
+        with self._sessions() as s:
+            rows = s.execute(
+                select(TaskRow.id, TaskRow.video_key)
+                .where(
+                    TaskRow.expires_at < self._now(),
+                    TaskRow.status.in_([s.value for s in TaskStatus if s.is_terminal]),
+                )
+                .limit(limit)
+            ).all()
+            return [(r[0], r[1]) for r in rows]
+
+    def delete(self, task_ids: Iterable[str]) -> int:
+        ids = list(task_ids)
+        if not ids:
+            return 0
+        with self._sessions.begin() as s:
+            return _rowcount(s.execute(delete(TaskRow).where(TaskRow.id.in_(ids))))
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _held(self, claim: Claim) -> list[Any]:
+        return [
+            TaskRow.id == claim.task.id,
+            TaskRow.status == TaskStatus.RUNNING.value,
+            TaskRow.attempts == claim.attempt,
+        ]
+
+    def _touch(self, claim: Claim, values: dict[str, Any]) -> Control:
+        with self._sessions.begin() as s:
+            res = s.execute(
+                update(TaskRow)
+                .where(*self._held(claim))
+                .values(heartbeat_at=self._now(), **values)
+                .returning(TaskRow.cancel_requested)
+            )
+            flag = res.scalar_one_or_none()
+            return Control(owned=flag is not None, cancel_requested=bool(flag))
+
+    def _finish(self, claim: Claim, status: TaskStatus, **values: Any) -> bool:
+        check_transition(TaskStatus.RUNNING, status)
+        with self._sessions.begin() as s:
+            res = s.execute(
+                update(TaskRow)
+                .where(*self._held(claim))
+                .values(status=status.value, end_time=self._now(), heartbeat_at=None, **values)
+            )
+            return _rowcount(res) == 1
+
+    def _transition(
+        self, task_id: str, target: TaskStatus, *, only_from: set[TaskStatus], **values: Any
+    ) -> bool:
+        allowed = sources_of(target) & only_from
+        with self._sessions.begin() as s:
+            res = s.execute(
+                update(TaskRow)
+                .where(TaskRow.id == task_id, TaskRow.status.in_(_values(allowed)))
+                .values(status=target.value, **values)
+            )
+            return _rowcount(res) == 1
+
+
+def _checked(current: TaskStatus, target: TaskStatus) -> str:
+    check_transition(current, target)
+    return target.value
+
+
+def _values(statuses: Iterable[TaskStatus]) -> list[str]:
+    return [s.value for s in statuses]
+
+
+def _rowcount(result: Any) -> int:
+    return int(result.rowcount)
+
+
+def _to_task(row: TaskRow) -> Task:
+    status = TaskStatus(row.status)
+    progress = None
+    if status is TaskStatus.RUNNING or row.step:
+        progress = Progress(step=row.step, total_steps=row.total_steps, percent=row.progress)
+    result = None
+    if status is TaskStatus.SUCCEEDED and row.video_key is not None:
+        result = TaskResult(
+            video_key=row.video_key,
+            width=row.width or 0,
+            height=row.height or 0,
+            has_audio=row.has_audio,
+            actual_prompt=row.actual_prompt,
+        )
+    error = None
+    if status is TaskStatus.FAILED:
+        error = TaskError(code=row.error_code or "InternalError", message=row.error_message or "")
+    return Task(
+        id=row.id,
+        api_key_id=row.api_key_id,
+        request_id=row.request_id,
+        model=row.model,
+        status=status,
+        spec=GenerationSpec.from_json(row.spec),
+        submit_time=row.submit_time,
+        expires_at=row.expires_at,
+        scheduled_time=row.scheduled_time,
+        end_time=row.end_time,
+        attempts=row.attempts,
+        progress=progress,
+        cancel_requested=row.cancel_requested,
+        result=result,
+        error=error,
+    )
