@@ -1,0 +1,1 @@
+"""The generation engine: Wan pipelines behind the `Runner` seam."""

@@ -1,0 +1,227 @@
+"""Tiny, randomly initialised Wan checkpoints of every family, built offline.
+
+`--weights dummy` runs each model on components of its real architecture (UMT5 text encoder,
+Wan VAE, Wan transformer(s), CLIP image encoder where the family has one, UniPC flow
+scheduler) shrunk to a few thousand parameters. They are written once as diffusers-format
+directories and then loaded by the same `from_pretrained` code as real weights, so dummy mode
+exercises the real loading path. The videos are noise; everything else is real.
+
+Weights are drawn from a fixed seed and the tokenizer is trained deterministically, so two
+builds are identical.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import sentencepiece as spm
+import torch
+from diffusers import (
+    AutoencoderKLWan,
+    UniPCMultistepScheduler,
+    WanImageToVideoPipeline,
+    WanPipeline,
+    WanTransformer3DModel,
+)
+from transformers import (
+    CLIPImageProcessor,
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    T5Tokenizer,
+    UMT5Config,
+    UMT5EncoderModel,
+)
+
+from wanserve.catalog import FAMILIES, Family
+
+# Bump when the layout below changes, so stale cached builds are not reused.
+DUMMY_VERSION = 1
+
+_CORPUS = (
+    "a cat runs in the moonlight",
+    "a dog plays on the grass in the park",
+    "the city at night with neon lights and rain",
+    "a boy sings a song under a railway bridge",
+    "waves crash on the shore at sunset",
+    "low resolution, error, worst quality, low quality, deformed, extra fingers",
+    "shot from a low angle, in a medium close-up, with warm tones and mixed lighting",
+    "the camera slowly pans to the right across a mountain landscape",
+    "a street musician plays guitar in a retro subway station",
+    "a fox in a trench coat turns the pages of an old case file",
+)
+_TEXT_DIM = 32
+_HEADS, _HEAD_DIM = 2, 12
+_CLIP = {"hidden_size": 4, "image_size": 32, "patch_size": 2}  # 16x16 patches + 1 = 257 tokens
+
+
+def build_tokenizer() -> T5Tokenizer:
+    """A real SentencePiece Unigram tokenizer, trained in memory on a fixed corpus."""
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(_CORPUS * 3),
+        model_writer=model,
+        vocab_size=320,
+        model_type="unigram",
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        hard_vocab_limit=False,
+        minloglevel=2,
+        num_threads=1,
+    )
+    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    vocab = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
+    return T5Tokenizer(vocab=vocab, extra_ids=0)
+
+
+def _transformer(**overrides: Any) -> WanTransformer3DModel:
+    config: dict[str, Any] = {
+        "patch_size": (1, 2, 2),
+        "num_attention_heads": _HEADS,
+        "attention_head_dim": _HEAD_DIM,
+        "in_channels": 16,
+        "out_channels": 16,
+        "text_dim": _TEXT_DIM,
+        "freq_dim": 256,
+        "ffn_dim": 32,
+        "num_layers": 2,
+        "cross_attn_norm": True,
+        "qk_norm": "rms_norm_across_heads",
+        "rope_max_seq_len": 1024,
+    }
+    return WanTransformer3DModel(**(config | overrides))
+
+
+def _vae(family: Family) -> AutoencoderKLWan:
+    if family is Family.WAN22_TI2V_5B:
+        return AutoencoderKLWan(
+            base_dim=3,
+            z_dim=48,
+            in_channels=12,
+            out_channels=12,
+            is_residual=True,
+            patch_size=2,
+            latents_mean=[0.0] * 48,
+            latents_std=[1.0] * 48,
+            dim_mult=[1, 1, 1, 1],
+            num_res_blocks=1,
+            scale_factor_spatial=16,
+            scale_factor_temporal=4,
+            temperal_downsample=[False, True, True],
+        )
+    return AutoencoderKLWan(
+        base_dim=3,
+        z_dim=16,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+    )
+
+
+def build_pipeline(family: Family) -> Any:
+    """The tiny pipeline of `family`, in memory, deterministic."""
+    profile = FAMILIES[family]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        tokenizer = build_tokenizer()
+        text_encoder = UMT5EncoderModel(
+            UMT5Config(
+                vocab_size=len(tokenizer),
+                d_model=_TEXT_DIM,
+                d_kv=8,
+                d_ff=64,
+                num_layers=2,
+                num_heads=4,
+            )
+        )
+        vae = _vae(family)
+        scheduler = UniPCMultistepScheduler(
+            prediction_type="flow_prediction",
+            use_flow_sigmas=True,
+            num_train_timesteps=1000,
+            flow_shift=profile.sampling.flow_shift,
+        )
+        common: dict[str, Any] = {
+            "tokenizer": tokenizer,
+            "text_encoder": text_encoder,
+            "vae": vae,
+            "scheduler": scheduler,
+        }
+        if family is Family.WAN21_T2V:
+            return WanPipeline(transformer=_transformer(), **common)
+        if family is Family.WAN22_T2V_A14B:
+            return WanPipeline(
+                transformer=_transformer(),
+                transformer_2=_transformer(),
+                boundary_ratio=profile.boundary_ratio,
+                **common,
+            )
+        if family is Family.WAN22_TI2V_5B:
+            return WanPipeline(
+                transformer=_transformer(in_channels=48, out_channels=48),
+                expand_timesteps=True,
+                **common,
+            )
+        if family is Family.WAN22_I2V_A14B:
+            return WanImageToVideoPipeline(
+                transformer=_transformer(in_channels=36),
+                transformer_2=_transformer(in_channels=36),
+                boundary_ratio=profile.boundary_ratio,
+                image_encoder=None,
+                image_processor=None,
+                **common,
+            )
+        # Wan2.1 image-to-video and first-last-frame: CLIP image tokens feed a second
+        # cross-attention (added K/V projections), as in the 14B checkpoints.
+        clip_tokens = (_CLIP["image_size"] // _CLIP["patch_size"]) ** 2 + 1
+        image_encoder = CLIPVisionModel(
+            CLIPVisionConfig(
+                hidden_size=_CLIP["hidden_size"],
+                projection_dim=_CLIP["hidden_size"],
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                image_size=_CLIP["image_size"],
+                intermediate_size=16,
+                patch_size=_CLIP["patch_size"],
+            )
+        )
+        extra: dict[str, Any] = {}
+        if family is Family.WAN21_FLF2V:
+            extra["pos_embed_seq_len"] = 2 * clip_tokens
+        return WanImageToVideoPipeline(
+            transformer=_transformer(
+                in_channels=36,
+                image_dim=_CLIP["hidden_size"],
+                added_kv_proj_dim=_HEADS * _HEAD_DIM,
+                **extra,
+            ),
+            image_encoder=image_encoder,
+            image_processor=CLIPImageProcessor(
+                crop_size=_CLIP["image_size"], size=_CLIP["image_size"]
+            ),
+            **common,
+        )
+
+
+def ensure_checkpoint(family: Family, root: Path) -> Path:
+    """A diffusers-format directory holding the tiny `family` pipeline, built on first use."""
+    target = root / f"{family.value}-v{DUMMY_VERSION}"
+    if (target / "model_index.json").exists():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{family.value}-", dir=root))
+    try:
+        build_pipeline(family).save_pretrained(staging)
+        try:
+            staging.rename(target)
+        except OSError:
+            if not (target / "model_index.json").exists():  # not a concurrent builder's win
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
