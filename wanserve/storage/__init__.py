@@ -1,0 +1,1 @@
+"""Object storage for output videos (and uploaded inputs) behind the `Storage` seam."""

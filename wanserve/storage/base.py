@@ -1,0 +1,18 @@
+"""The `Storage` seam: where output videos (and later uploaded inputs) live."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+
+class Storage(Protocol):
+    def put(self, key: str, source: Path) -> None:
+        """Store the file at `source` under `key` (the source may be moved)."""
+
+    def delete(self, key: str) -> None:
+        """Remove `key`; absent keys are fine."""
+
+    def url(self, key: str, *, expires_at: datetime, base_url: str) -> str:
+        """An absolute URL that fetches `key` until `expires_at` and not after."""

@@ -1,0 +1,48 @@
+"""`LocalStorage`: files under a directory, served by this app at `/files/<key>` with
+signed, expiring query strings."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import quote
+
+from wanserve.storage.signing import UrlSigner
+
+FILES_PREFIX = "/files/"
+
+
+def check_key(key: str) -> str:
+    """Keys are relative POSIX paths of plain segments; nothing may climb out of the root."""
+    parts = key.split("/")
+    if any(p in ("", ".", "..") or "\\" in p or "\x00" in p for p in parts):
+        raise ValueError(f"invalid storage key: {key!r}")
+    return key
+
+
+class LocalStorage:
+    def __init__(self, root: Path, *, signer: UrlSigner) -> None:
+        self.root = root
+        self.signer = signer
+        root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def put(self, key: str, source: Path) -> None:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.with_name(f".{target.name}.{os.getpid()}.part")
+        shutil.move(str(source), staging)
+        os.replace(staging, target)  # readers never see a half-written file
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+
+    def url(self, key: str, *, expires_at: datetime, base_url: str) -> str:
+        expires = int(expires_at.timestamp())
+        signature = self.signer.signature(FILES_PREFIX + check_key(key), expires)
+        path = FILES_PREFIX + quote(key)
+        return f"{base_url.rstrip('/')}{path}?Expires={expires}&Signature={signature}"

@@ -1,0 +1,32 @@
+"""HMAC-signed, expiring URLs for objects the app serves itself."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from datetime import datetime
+
+from wanserve.errors import AccessDenied
+
+
+class UrlSigner:
+    def __init__(self, secret: bytes) -> None:
+        if len(secret) < 16:
+            raise ValueError("signing secret must be at least 16 bytes")
+        self._secret = secret
+
+    def signature(self, path: str, expires: int) -> str:
+        mac = hmac.new(self._secret, f"{path}\n{expires}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+    def verify(
+        self, path: str, expires: str | None, signature: str | None, *, now: datetime
+    ) -> None:
+        """Raise `AccessDenied` unless `signature` signs `path` and `expires` is in the future."""
+        if not expires or not signature or not expires.isdigit():
+            raise AccessDenied("The URL is not signed: request it again from the task.")
+        if not hmac.compare_digest(self.signature(path, int(expires)), signature):
+            raise AccessDenied("The URL signature does not match.")
+        if int(expires) <= now.timestamp():
+            raise AccessDenied("The URL has expired.")
