@@ -1,0 +1,182 @@
+"""Shared fixtures. Fakes live only at seams (the engine `Runner`); the database, storage,
+workers and HTTP stack are the real ones."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from wanserve.app import Components, build_components, create_app
+from wanserve.config import Settings
+from wanserve.engine.runner import (
+    CancelFn,
+    Clip,
+    Conditioning,
+    EngineProgress,
+    GenerationCancelled,
+    ProgressFn,
+)
+from wanserve.spec import GenerationSpec
+
+
+@dataclass
+class FakeRunner:
+    """A `Runner` that draws frames from the seed instantly (tiny frames; the media layer
+    scales them to the requested size). `gate` lets a test hold a run at its first step."""
+
+    calls: list[GenerationSpec] = field(default_factory=list)
+    gate: threading.Event | None = None
+    started: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+    def run(
+        self,
+        spec: GenerationSpec,
+        *,
+        conditioning: Conditioning,
+        on_progress: ProgressFn,
+        should_cancel: CancelFn,
+    ) -> Clip:
+        self.calls.append(spec)
+        on_progress(EngineProgress("denoise", 1, spec.steps))
+        self.started.set()
+        if self.gate is not None:
+            while not self.gate.wait(0.02):
+                if should_cancel():
+                    raise GenerationCancelled()
+        if self.error is not None:
+            raise self.error
+        if should_cancel():
+            raise GenerationCancelled()
+        for step in range(2, spec.steps + 1):
+            on_progress(EngineProgress("denoise", step, spec.steps))
+        rng = np.random.default_rng(spec.seed)
+        frames = rng.integers(0, 256, size=(spec.num_frames, 48, 64, 3), dtype=np.uint8)
+        return Clip(frames=frames, fps=spec.native_fps)
+
+
+def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    base: dict[str, Any] = {
+        "data_dir": data_dir,
+        "weights": "dummy",
+        "heartbeat_seconds": 0.2,
+        "heartbeat_timeout_seconds": 1.0,
+        "janitor_interval_seconds": 0.2,
+        "x264_preset": "ultrafast",
+        "secret_key": "test-secret-key-0123456789",
+    }
+    return Settings(**(base | overrides))
+
+
+@dataclass
+class Harness:
+    """An app on a temp data dir with a fake runner, a TestClient and an API key."""
+
+    settings: Settings
+    components: Components
+    runner: FakeRunner
+    client: TestClient
+    key: str
+    key_id: str
+
+    def headers(self, key: str | None = None, **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.key}", "X-DashScope-Async": "enable"} | extra
+
+    def create(self, body: dict[str, Any], key: str | None = None) -> Any:
+        return self.client.post(
+            "/api/v1/services/aigc/video-generation/video-synthesis",
+            json=body,
+            headers=self.headers(key),
+        )
+
+    def get(self, task_id: str, key: str | None = None) -> dict[str, Any]:
+        res = self.client.get(f"/api/v1/tasks/{task_id}", headers=self.headers(key))
+        assert res.status_code == 200, res.text
+        body: dict[str, Any] = res.json()
+        return body
+
+    def wait(
+        self,
+        task_id: str,
+        *,
+        until: Callable[[dict[str, Any]], bool] | None = None,
+        timeout: float = 30.0,
+    ) -> dict[str, Any]:
+        import time
+
+        deadline = time.monotonic() + timeout
+        done = until or (lambda b: b["output"]["task_status"] not in ("PENDING", "RUNNING"))
+        while True:
+            body = self.get(task_id)
+            if done(body):
+                return body
+            if time.monotonic() > deadline:
+                raise AssertionError(f"task {task_id} still {body['output']['task_status']}")
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def harness_factory(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
+    clients: list[TestClient] = []
+
+    def factory(
+        *,
+        start_workers: bool = True,
+        runner: FakeRunner | None = None,
+        data_dir: Path | None = None,
+        **overrides: Any,
+    ) -> Harness:
+        settings = make_settings(data_dir or tmp_path / "data", **overrides)
+        fake = runner or FakeRunner()
+        components = build_components(settings, runner=fake)
+        app = create_app(settings, components=components, start_workers=start_workers)
+        client = TestClient(app)
+        client.__enter__()
+        clients.append(client)
+        key, secret = components.services.keys.create("test")
+        return Harness(settings, components, fake, client, secret, key.id)
+
+    yield factory
+    for client in reversed(clients):
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def harness(harness_factory: Callable[..., Harness]) -> Harness:
+    return harness_factory()
+
+
+T2V = {"model": "wan2.1-t2v-turbo", "input": {"prompt": "a cat"}, "parameters": {"size": "832*480"}}
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh database on the local PostgreSQL server, dropped afterwards."""
+    import os
+    import uuid
+
+    import psycopg
+
+    admin = os.environ.get(
+        "WANSERVE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+    )
+    name = f"wanserve_test_{uuid.uuid4().hex[:10]}"
+    try:
+        conn = psycopg.connect(admin, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"PostgreSQL not reachable at {admin}: {exc}")
+    with conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    yield f"{base}/{name}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -1,0 +1,128 @@
+"""The unmodified `dashscope` SDK against a real `wanserve serve` process in dummy mode, with
+only `base_http_api_url` changed. Full-size videos (832*480, 5 s): kept to two generations."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from http import HTTPStatus
+from pathlib import Path
+
+import av
+import dashscope
+import httpx
+import pytest
+from dashscope import VideoSynthesis
+from dashscope.aigc.video_synthesis import AioVideoSynthesis
+
+from tests.server import ServerProcess
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    # One denoising step: the tiny model's output is noise at any step count, and the VAE
+    # decode of 81 frames at 480p dominates the run anyway.
+    with ServerProcess(tmp_path_factory.mktemp("sdk"), WANSERVE_STEPS="1") as proc:
+        previous = dashscope.base_http_api_url
+        dashscope.base_http_api_url = f"{proc.base}/api/v1"
+        yield proc
+        dashscope.base_http_api_url = previous
+
+
+@pytest.fixture(scope="module")
+def key(server: ServerProcess) -> str:
+    secret = server.create_key()
+    assert secret.startswith("sk-") and len(secret) > 40
+    return secret
+
+
+def check_mp4(url: str, path: Path, *, size: tuple[int, int], fps: int, seconds: float) -> None:
+    res = httpx.get(url, timeout=60)
+    assert res.status_code == 200 and res.headers["content-type"] == "video/mp4"
+    path.write_bytes(res.content)
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        assert s.codec_context.name == "h264"
+        assert s.codec_context.pix_fmt == "yuv420p"
+        assert (s.width, s.height) == size
+        assert s.average_rate == fps
+        assert abs(float(s.duration * s.time_base) - seconds) < 1e-6
+        assert sum(1 for _ in c.decode(video=0)) == fps * seconds
+
+
+def test_call_returns_a_real_video(server: ServerProcess, key: str, tmp_path: Path) -> None:
+    rsp = VideoSynthesis.call(
+        api_key=key,
+        model="wan2.1-t2v-turbo",
+        prompt="a kitten in the moonlight",
+        size="832*480",
+        seed=12345,
+        watermark=True,
+        negative_prompt="flower",
+    )
+    assert rsp.status_code == HTTPStatus.OK, rsp
+    assert rsp.output.task_status == "SUCCEEDED"
+    assert rsp.output.orig_prompt == rsp.output.actual_prompt == "a kitten in the moonlight"
+    assert (
+        rsp.usage.video_count == 1
+        and rsp.usage.video_duration == 5
+        and rsp.usage.video_ratio == "832*480"
+    )
+    check_mp4(rsp.output.video_url, tmp_path / "call.mp4", size=(832, 480), fps=30, seconds=5)
+
+
+def test_async_call_fetch_cancel_wait_list_and_aio(
+    server: ServerProcess, key: str, tmp_path: Path
+) -> None:
+    first = VideoSynthesis.async_call(
+        api_key=key, model="wanx2.1-t2v-turbo", prompt="waves at sunset", size="624*624", seed=1
+    )
+    assert first.status_code == HTTPStatus.OK and first.output.task_status == "PENDING"
+    # One worker: the second task waits behind the first, so it can still be canceled.
+    second = VideoSynthesis.async_call(
+        api_key=key, model="wan2.1-t2v-turbo", prompt="a dog", size="832*480"
+    )
+    canceled = VideoSynthesis.cancel(second, api_key=key)
+    assert canceled.status_code == HTTPStatus.OK
+    assert VideoSynthesis.fetch(second, api_key=key).output.task_status == "CANCELED"
+    again = VideoSynthesis.cancel(second, api_key=key)
+    assert (again.status_code, again.code) == (400, "UnsupportedOperation")
+
+    fetched = VideoSynthesis.fetch(first, api_key=key)
+    assert fetched.status_code == HTTPStatus.OK
+    assert fetched.output.task_status in ("PENDING", "RUNNING", "SUCCEEDED")
+
+    done = VideoSynthesis.wait(first, api_key=key)
+    assert done.status_code == HTTPStatus.OK and done.output.task_status == "SUCCEEDED"
+    check_mp4(done.output.video_url, tmp_path / "wait.mp4", size=(624, 624), fps=30, seconds=5)
+
+    listed = VideoSynthesis.list(api_key=key, page_size=50)
+    assert listed.status_code == HTTPStatus.OK
+    statuses = {t["task_id"]: t["task_status"] for t in listed.output["tasks"]}
+    assert (
+        statuses[first.output.task_id] == "SUCCEEDED"
+        and statuses[second.output.task_id] == "CANCELED"
+    )
+    filtered = VideoSynthesis.list(api_key=key, status="CANCELED", model_name="wan2.1-t2v-turbo")
+    assert [t["task_id"] for t in filtered.output["tasks"]] == [second.output.task_id]
+
+    async def aio() -> tuple[str, str]:
+        fetched = await AioVideoSynthesis.fetch(first.output.task_id, api_key=key)
+        waited = await AioVideoSynthesis.wait(first.output.task_id, api_key=key)
+        return fetched.output.task_status, waited.output.video_url
+
+    status, url = asyncio.run(aio())
+    assert status == "SUCCEEDED" and url.startswith(server.base)
+
+
+def test_sdk_sees_dashscope_errors(server: ServerProcess, key: str) -> None:
+    bad = VideoSynthesis.async_call(
+        api_key=key, model="wan2.1-t2v-turbo", prompt="x", size="1920*1080"
+    )
+    assert (bad.status_code, bad.code) == (400, "InvalidParameter") and "1920*1080" in bad.message
+    wrong = VideoSynthesis.async_call(api_key="sk-wrong", model="wan2.1-t2v-turbo", prompt="x")
+    assert (wrong.status_code, wrong.code) == (401, "InvalidApiKey")
+    unknown = VideoSynthesis.fetch("no-such-task", api_key=key)
+    assert unknown.status_code == HTTPStatus.OK and unknown.output.task_status == "UNKNOWN"

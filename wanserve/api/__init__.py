@@ -1,0 +1,1 @@
+"""The DashScope-compatible HTTP API."""

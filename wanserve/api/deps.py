@@ -1,0 +1,64 @@
+"""Request-scoped dependencies: the wired services, the caller's API key, the request id."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from wanserve.api.errors import request_id_of
+from wanserve.clock import Clock
+from wanserve.config import Settings
+from wanserve.errors import InvalidApiKey
+from wanserve.keys import ApiKey, KeyStore
+from wanserve.storage.base import Storage
+from wanserve.storage.local import LocalStorage
+from wanserve.storage.signing import UrlSigner
+from wanserve.tasks.models import Task
+from wanserve.tasks.service import TaskService
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything routes use, built once by `create_app`."""
+
+    settings: Settings
+    tasks: TaskService
+    keys: KeyStore
+    storage: Storage
+    signer: UrlSigner
+    local_files: LocalStorage | None  # set when this app serves the stored files itself
+    clock: Clock
+
+    def video_url(self, task: Task, *, base_url: str) -> str | None:
+        if task.result is None:
+            return None
+        base = self.settings.public_url or base_url
+        return self.storage.url(task.result.video_key, expires_at=task.expires_at, base_url=base)
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def authenticate(request: Request, services: Annotated[Services, Depends(get_services)]) -> ApiKey:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if not header or scheme.lower() != "bearer" or not token:
+        raise InvalidApiKey("No API-key provided.")
+    key = services.keys.authenticate(token)
+    if key is None:
+        raise InvalidApiKey("Invalid API-key provided.")
+    return key
+
+
+def get_request_id(request: Request) -> str:
+    return request_id_of(request)
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+ApiKeyDep = Annotated[ApiKey, Depends(authenticate)]
+RequestIdDep = Annotated[str, Depends(get_request_id)]

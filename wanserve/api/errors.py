@@ -1,0 +1,96 @@
+"""Every error leaves the API as DashScope's `{request_id, code, message}` with its HTTP status.
+
+Domain errors (`wanserve.errors`) map to statuses here and nowhere else; framework errors
+(unknown route, wrong method, malformed query) and anything unexpected are reshaped too, so a
+client never sees FastAPI's `{"detail": ...}` or a bare 500.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from wanserve import errors
+from wanserve.api.schemas import error_body
+
+log = logging.getLogger(__name__)
+
+_STATUS: tuple[tuple[type[errors.WanserveError], int], ...] = (
+    (errors.InvalidParameter, 400),
+    (errors.UnsupportedOperation, 400),
+    (errors.InvalidApiKey, 401),
+    (errors.AccessDenied, 403),
+    (errors.NotFound, 404),
+    (errors.RequestTooLarge, 413),
+    (errors.Throttled, 429),
+    (errors.InternalError, 500),
+)
+
+
+def http_status(exc: errors.WanserveError) -> int:
+    for cls, status in _STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def request_id_of(request: Request) -> str:
+    return str(getattr(request.state, "request_id", ""))
+
+
+def error_response(request: Request, status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse(
+        error_body(code, message, request_id=request_id_of(request)), status_code=status
+    )
+
+
+async def _domain(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.WanserveError)
+    return error_response(request, http_status(exc), exc.code, exc.message)
+
+
+async def _http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404:
+        code, message = "NotFound", f"No such endpoint: {request.method} {request.url.path}."
+    elif exc.status_code == 405:
+        code, message = (
+            "UnsupportedOperation",
+            f"{request.method} is not allowed on {request.url.path}.",
+        )
+    else:
+        code, message = (
+            "InvalidParameter" if exc.status_code < 500 else "InternalError",
+            str(exc.detail),
+        )
+    return error_response(request, exc.status_code, code, message)
+
+
+async def _validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}"
+        for e in exc.errors()
+    )
+    return error_response(request, 400, "InvalidParameter", f"Invalid request: {problems}.")
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(
+        request,
+        500,
+        "InternalError",
+        "An internal error has occurred, please try again later or contact service support.",
+    )
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(errors.WanserveError, _domain)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,127 @@
+"""DashScope endpoints under /api/v1, and signed file downloads. Routes parse, call one
+service method, and render; nothing else."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+
+from wanserve.api import schemas
+from wanserve.api.deps import ApiKeyDep, RequestIdDep, ServicesDep
+from wanserve.errors import AccessDenied, NotFound, RequestTooLarge
+from wanserve.storage.local import FILES_PREFIX
+from wanserve.tasks.models import TaskQuery
+
+api = APIRouter(prefix="/api/v1")
+files = APIRouter()
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestTooLarge(f"The request body exceeds {limit} bytes.")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLarge(f"The request body exceeds {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@api.post("/services/aigc/{task_group}/video-synthesis")
+async def create_task(
+    task_group: str,
+    request: Request,
+    services: ServicesDep,
+    key: ApiKeyDep,
+    request_id: RequestIdDep,
+) -> dict[str, Any]:
+    """Create a video synthesis task (asynchronous only)."""
+    if request.headers.get("x-dashscope-async", "").lower() != "enable":
+        raise AccessDenied("current user api does not support synchronous calls")
+    raw = await _read_body(request, services.settings.max_body_bytes)
+    synthesis = schemas.parse_create_body(raw)
+    task = await run_in_threadpool(
+        services.tasks.submit, synthesis, api_key_id=key.id, request_id=request_id
+    )
+    return schemas.created(task, request_id=request_id)
+
+
+@api.get("/tasks/{task_id}")
+@api.get("/tasks/{task_id}/", include_in_schema=False)
+def get_task(
+    task_id: str, request: Request, services: ServicesDep, key: ApiKeyDep, request_id: RequestIdDep
+) -> dict[str, Any]:
+    """A task's status and, once SUCCEEDED, its video URL; UNKNOWN if not the caller's."""
+    task = services.tasks.get(task_id, api_key_id=key.id)
+    if task is None:
+        return schemas.unknown(task_id, request_id=request_id)
+    url = services.video_url(task, base_url=str(request.base_url))
+    return schemas.task_body(task, request_id=request_id, video_url=url)
+
+
+@api.post("/tasks/{task_id}/cancel")
+@api.post("/tasks/{task_id}/cancel/", include_in_schema=False)
+def cancel_task(
+    task_id: str, services: ServicesDep, key: ApiKeyDep, request_id: RequestIdDep
+) -> dict[str, Any]:
+    """Cancel a task that has not finished."""
+    services.tasks.cancel(task_id, api_key_id=key.id)
+    return {"request_id": request_id}
+
+
+@api.get("/tasks")
+@api.get("/tasks/", include_in_schema=False)
+def list_tasks(
+    request: Request,
+    services: ServicesDep,
+    key: ApiKeyDep,
+    request_id: RequestIdDep,
+    page_no: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=100)] = 10,
+    start_time: str | None = None,
+    end_time: str | None = None,
+    model_name: str | None = None,
+    status: str | None = None,
+) -> dict[str, Any]:
+    """The caller's tasks, newest first."""
+    query = TaskQuery(
+        api_key_id=key.id,
+        page_no=page_no,
+        page_size=page_size,
+        start=schemas.parse_list_time(start_time, "start_time"),
+        end=schemas.parse_list_time(end_time, "end_time"),
+        model=model_name or None,
+        status=schemas.parse_status(status),
+    )
+    page = services.tasks.list(query)
+    base = str(request.base_url)
+    return schemas.page_body(
+        page, query, request_id=request_id, url_for=lambda t: services.video_url(t, base_url=base)
+    )
+
+
+@files.api_route(FILES_PREFIX + "{key:path}", methods=["GET", "HEAD"], include_in_schema=False)
+def download(
+    key: str,
+    request: Request,
+    services: ServicesDep,
+    expires: Annotated[str | None, Query(alias="Expires")] = None,
+    signature: Annotated[str | None, Query(alias="Signature")] = None,
+) -> FileResponse:
+    """A stored video, for as long as its signed URL is valid."""
+    local = services.local_files
+    if local is None:
+        raise NotFound("Files are not served by this server.")
+    services.signer.verify(FILES_PREFIX + key, expires, signature, now=services.clock())
+    try:
+        path = local.path(key)
+    except ValueError:
+        raise NotFound("No such file.") from None
+    if not path.is_file():
+        raise NotFound("The file no longer exists (it may have expired).")
+    return FileResponse(path, media_type="video/mp4")

@@ -1,0 +1,186 @@
+"""DashScope wire format: the only place its field names live.
+
+Requests are read leniently (the SDK adds `input.function` and `input.extend_prompt`, and
+callers pass extra parameters) and turned into a domain `SynthesisRequest`; every rule about
+the values is applied later, once, by `wanserve.spec.build_spec`. Responses are rendered from
+domain `Task`s: times in UTC+8 `YYYY-MM-DD HH:mm:ss.SSS`, `usage` in the fields of the model's
+generation (wan2.6 differs from wan2.5 and earlier).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from wanserve.catalog import TIER_SR, Generation
+from wanserve.errors import EmptyInput, InvalidParameter
+from wanserve.spec import SynthesisRequest
+from wanserve.tasks.models import Task, TaskPage, TaskQuery, TaskStatus
+
+BEIJING = timezone(timedelta(hours=8), "UTC+8")
+_INPUT_FIELDS = (
+    "prompt",
+    "negative_prompt",
+    "img_url",
+    "first_frame_url",
+    "last_frame_url",
+    "audio_url",
+)
+_PARAMETER_FIELDS = (
+    "size",
+    "resolution",
+    "duration",
+    "seed",
+    "prompt_extend",
+    "watermark",
+    "shot_type",
+    "audio",
+)
+
+UrlFor = Callable[[Task], str | None]
+
+
+def parse_create_body(raw: bytes) -> SynthesisRequest:
+    """The create-task JSON body as a `SynthesisRequest` (values unchecked)."""
+    try:
+        body = json.loads(raw) if raw else None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidParameter(f"The request body is not valid JSON: {exc}.") from None
+    if not isinstance(body, dict):
+        raise InvalidParameter("The request body must be a JSON object with model and input.")
+    inp = body.get("input")
+    if inp is None:
+        raise EmptyInput(
+            'Required body invalid, please check the request body: "input" is missing.'
+        )
+    if not isinstance(inp, dict):
+        raise InvalidParameter("input must be a JSON object.")
+    params = body.get("parameters")
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise InvalidParameter("parameters must be a JSON object.")
+    fields: dict[str, Any] = {name: inp.get(name) for name in _INPUT_FIELDS}
+    fields |= {name: params.get(name) for name in _PARAMETER_FIELDS}
+    return SynthesisRequest(model=body.get("model"), **fields)
+
+
+def format_time(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    local = moment.astimezone(BEIJING)
+    return local.strftime("%Y-%m-%d %H:%M:%S.") + f"{local.microsecond // 1000:03d}"
+
+
+def parse_list_time(value: str | None, name: str) -> datetime | None:
+    """`YYYYMMDDhhmmss` in UTC+8, as the SDK's `list(start_time=..., end_time=...)` sends."""
+    if value is None or value == "":
+        return None
+    try:
+        return datetime.strptime(value, "%Y%m%d%H%M%S").replace(tzinfo=BEIJING)
+    except ValueError:
+        raise InvalidParameter(
+            f"{name} {value!r} must be a time written YYYYMMDDhhmmss (UTC+8)."
+        ) from None
+
+
+def parse_status(value: str | None) -> TaskStatus | None:
+    if value is None or value == "":
+        return None
+    try:
+        return TaskStatus(value.upper())
+    except ValueError:
+        raise InvalidParameter(
+            f"status {value!r} must be one of {', '.join(s.value for s in TaskStatus)}."
+        ) from None
+
+
+def created(task: Task, *, request_id: str) -> dict[str, Any]:
+    return {
+        "request_id": request_id,
+        "output": {"task_id": task.id, "task_status": task.status.value},
+    }
+
+
+def unknown(task_id: str, *, request_id: str) -> dict[str, Any]:
+    return {"request_id": request_id, "output": {"task_id": task_id, "task_status": "UNKNOWN"}}
+
+
+def task_body(task: Task, *, request_id: str, video_url: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"request_id": request_id, "output": task_output(task, video_url)}
+    usage = task_usage(task)
+    if usage is not None:
+        body["usage"] = usage
+    return body
+
+
+def task_output(task: Task, video_url: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "task_id": task.id,
+        "task_status": task.status.value,
+        "submit_time": format_time(task.submit_time),
+    }
+    if task.scheduled_time is not None:
+        out["scheduled_time"] = format_time(task.scheduled_time)
+    if task.end_time is not None:
+        out["end_time"] = format_time(task.end_time)
+    if task.spec.orig_prompt is not None:
+        out["orig_prompt"] = task.spec.orig_prompt
+    if task.status is TaskStatus.RUNNING and task.progress is not None:
+        # Our extension: DashScope reports nothing while a task runs.
+        out["progress"] = task.progress.percent
+        out["step"] = task.progress.step
+        out["total_steps"] = task.progress.total_steps
+    if task.status is TaskStatus.SUCCEEDED and task.result is not None:
+        if task.result.actual_prompt is not None and task.spec.generation is not Generation.WAN26:
+            out["actual_prompt"] = task.result.actual_prompt
+        if video_url is not None:
+            out["video_url"] = video_url
+    if task.status is TaskStatus.FAILED and task.error is not None:
+        out["code"] = task.error.code
+        out["message"] = task.error.message
+    return out
+
+
+def task_usage(task: Task) -> dict[str, Any] | None:
+    """Billing facts of a SUCCEEDED task, in the fields of its model generation."""
+    if task.status is not TaskStatus.SUCCEEDED or task.result is None:
+        return None
+    spec, result = task.spec, task.result
+    size = f"{result.width}*{result.height}"
+    usage: dict[str, Any]
+    if spec.generation is Generation.WAN26:
+        usage = {
+            "duration": float(spec.duration),
+            "input_video_duration": 0,
+            "output_video_duration": spec.duration,
+            "SR": TIER_SR[spec.tier],
+            "size": size,
+            "video_count": 1,
+        }
+    else:
+        usage = {"video_duration": spec.duration, "video_ratio": size, "video_count": 1}
+    if spec.generation in (Generation.WAN25, Generation.WAN26):
+        usage["audio"] = result.has_audio
+    return usage
+
+
+def page_body(
+    page: TaskPage, query: TaskQuery, *, request_id: str, url_for: UrlFor
+) -> dict[str, Any]:
+    return {
+        "request_id": request_id,
+        "page_no": query.page_no,
+        "page_size": query.page_size,
+        "total": page.total,
+        "tasks": [
+            {**task_output(t, url_for(t)), "model_name": t.model, "request_id": t.request_id}
+            for t in page.tasks
+        ],
+    }
+
+
+def error_body(code: str, message: str, *, request_id: str) -> dict[str, Any]:
+    return {"request_id": request_id, "code": code, "message": message}

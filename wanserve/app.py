@@ -1,0 +1,187 @@
+"""`create_app(settings)`: the FastAPI application and everything it runs, wired once.
+
+Embedded mode (the default) runs the whole service in this process: SQLite task store, local
+file storage, and generation threads that claim tasks from the store. Tests pass their own
+`runner` (a fake at the engine seam) or `start_workers=False` to drive workers themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+
+from fastapi import FastAPI, Request, Response
+
+from wanserve import __version__
+from wanserve.api import errors as api_errors
+from wanserve.api.deps import Services
+from wanserve.api.routes import api, files
+from wanserve.catalog import Catalog
+from wanserve.clock import Clock, utcnow
+from wanserve.config import Settings
+from wanserve.db.engine import make_engine, upgrade
+from wanserve.engine.runner import EngineConfig, Runner, build_runner
+from wanserve.keys import KeyStore
+from wanserve.media.video import EncodeSettings
+from wanserve.spec import Features
+from wanserve.storage.local import LocalStorage
+from wanserve.storage.signing import UrlSigner
+from wanserve.tasks.janitor import Janitor
+from wanserve.tasks.service import Limits, TaskService
+from wanserve.tasks.store import SqlTaskStore
+from wanserve.workers.execute import Execution, InputResolver, TextOnlyInputs, execute
+from wanserve.workers.local import EmbeddedDispatcher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Components:
+    """The long-lived objects behind an app, exposed for tests and the CLI."""
+
+    services: Services
+    store: SqlTaskStore
+    dispatcher: EmbeddedDispatcher
+    janitor: Janitor
+    runner: Runner
+
+
+def build_components(
+    settings: Settings,
+    *,
+    runner: Runner | None = None,
+    inputs: InputResolver | None = None,
+    clock: Clock = utcnow,
+) -> Components:
+    engine = make_engine(settings.effective_database_url)
+    upgrade(engine)
+    store = SqlTaskStore(engine, ttl=timedelta(seconds=settings.task_ttl_seconds), clock=clock)
+    signer = UrlSigner(settings.load_secret_key())
+    storage = LocalStorage(settings.data_dir / "files", signer=signer)
+    if runner is None:
+        runner = build_runner(
+            EngineConfig(
+                weights=settings.weights.value,
+                device=settings.device,
+                dummy_root=settings.data_dir / "dummy-weights",
+                hf_cache_dir=settings.hf_cache_dir,
+                allow_download=settings.allow_download,
+            )
+        )
+    execution = Execution(
+        store=store,
+        runner=runner,
+        storage=storage,
+        inputs=inputs or TextOnlyInputs(),
+        scratch_dir=settings.data_dir / "tmp",
+        heartbeat_seconds=settings.heartbeat_seconds,
+        encode=EncodeSettings(crf=settings.x264_crf, preset=settings.x264_preset),
+    )
+    dispatcher = EmbeddedDispatcher(
+        store=store,
+        execute=lambda claim, stopping: execute(claim, execution, stopping=stopping),
+        workers=settings.workers,
+    )
+    catalog = Catalog.build(settings.models, steps=settings.effective_steps)
+    tasks = TaskService(
+        store=store,
+        dispatcher=dispatcher,
+        catalog=catalog,
+        features=Features(),
+        limits=Limits(
+            max_unfinished_per_key=settings.max_unfinished_per_key, max_queue=settings.max_queue
+        ),
+        cancel_running=settings.cancel_running,
+        clock=clock,
+    )
+    services = Services(
+        settings=settings,
+        tasks=tasks,
+        keys=KeyStore(engine, clock=clock),
+        storage=storage,
+        signer=signer,
+        local_files=storage,
+        clock=clock,
+    )
+    janitor = Janitor(
+        store=store,
+        storage=storage,
+        interval_seconds=settings.janitor_interval_seconds,
+        stale_after=timedelta(seconds=settings.heartbeat_timeout_seconds),
+        max_attempts=settings.max_attempts,
+    )
+    return Components(
+        services=services, store=store, dispatcher=dispatcher, janitor=janitor, runner=runner
+    )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    components: Components | None = None,
+    start_workers: bool = True,
+) -> FastAPI:
+    parts = components or build_components(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        parts.janitor.start()
+        if start_workers:
+            parts.dispatcher.start()
+        log.info(
+            "wanserve %s ready: %d model(s), weights=%s, data in %s",
+            __version__,
+            len(parts.services.tasks.catalog),
+            settings.weights.value,
+            settings.data_dir,
+        )
+        try:
+            yield
+        finally:
+            parts.dispatcher.stop(timeout=30)
+            parts.janitor.stop()
+
+    app = FastAPI(
+        title="wanserve",
+        version=__version__,
+        description="DashScope-compatible Wan video synthesis on open weights.",
+        lifespan=lifespan,
+    )
+    app.state.services = parts.services
+    app.state.components = parts
+    api_errors.install(app)
+    app.include_router(api)
+    app.include_router(files)
+    app.middleware("http")(_request_context)
+
+    @app.get("/health", include_in_schema=False)
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+async def _request_context(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    """Give every request an id (echoed in bodies and `X-Request-Id`) and log it without its
+    query string, which may carry a URL signature."""
+    request_id = str(uuid.uuid4())
+    request.state.request_id = request_id
+    started = time.monotonic()
+    response = await call_next(request)
+    response.headers["X-Request-Id"] = request_id
+    log.info(
+        "%s %s -> %d (%.0f ms) %s",
+        request.method,
+        request.url.path,
+        response.status_code,
+        (time.monotonic() - started) * 1000,
+        request_id,
+    )
+    return response

@@ -1,0 +1,119 @@
+"""Settings: built once (by the CLI or a test), validated, and passed down. Nothing else reads
+the environment.
+
+Every field can be set as `WANSERVE_<FIELD>` in the environment (nested mappings as JSON, e.g.
+`WANSERVE_MODELS='{"wan2.1-t2v-turbo": {"checkpoint": "/models/Wan2.1-T2V-1.3B-Diffusers"}}'`);
+command-line options override the environment.
+"""
+
+from __future__ import annotations
+
+import secrets
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from wanserve.catalog import ModelOverride
+
+
+class WeightsMode(StrEnum):
+    AUTO = "auto"  # real checkpoints: a local diffusers directory or a hub id
+    DUMMY = "dummy"  # tiny random components of the real architectures, built offline
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WANSERVE_", extra="forbid", frozen=True)
+
+    # Where the embedded defaults keep their state.
+    data_dir: Path = Field(default=Path("data"), description="SQLite file, videos, secrets")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: sqlite file in data_dir"
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    public_url: str | None = Field(
+        default=None,
+        description="absolute base URL clients reach this server at (for video_url); "
+        "default: the URL of the request",
+    )
+    log_level: str = "info"
+
+    # Engine.
+    weights: WeightsMode = WeightsMode.AUTO
+    models: dict[str, ModelOverride] = Field(default_factory=dict)
+    steps: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="denoising steps for every model (default: each family's official count; "
+        "4 in dummy mode)",
+    )
+    device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
+    hf_cache_dir: Path | None = None
+    allow_download: bool = Field(
+        default=True, description="let auto mode fetch hub checkpoints missing from the cache"
+    )
+    workers: int = Field(default=1, ge=0, le=16, description="in-process generation threads")
+
+    # Task lifecycle.
+    task_ttl_seconds: int = Field(default=24 * 3600, ge=1)
+    heartbeat_seconds: float = Field(default=5.0, gt=0)
+    heartbeat_timeout_seconds: float = Field(default=60.0, gt=0)
+    max_attempts: int = Field(default=2, ge=1, le=10)
+    janitor_interval_seconds: float = Field(default=30.0, gt=0)
+    max_unfinished_per_key: int = Field(default=100, ge=1)
+    max_queue: int = Field(default=1000, ge=1)
+    cancel_running: bool = Field(
+        default=False,
+        description="let POST .../cancel stop RUNNING tasks (DashScope cancels PENDING only)",
+    )
+
+    # Requests and security.
+    max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    secret_key: str | None = Field(
+        default=None, description="HMAC key for signed URLs; default: generated once in data_dir"
+    )
+
+    # Video encoding.
+    x264_crf: int = Field(default=20, ge=0, le=51)
+    x264_preset: str = "veryfast"
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.heartbeat_timeout_seconds <= self.heartbeat_seconds:
+            raise ValueError("heartbeat_timeout_seconds must exceed heartbeat_seconds")
+        return self
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'wanserve.db'}"
+
+    @property
+    def effective_steps(self) -> int | None:
+        """Step count applied to every model unless a per-model override says otherwise."""
+        if self.steps is not None:
+            return self.steps
+        # Random weights draw noise at any step count; a short schedule keeps dummy mode quick
+        # while still running the whole multistep sampler (and both Wan2.2 experts).
+        return 4 if self.weights is WeightsMode.DUMMY else None
+
+    def load_secret_key(self) -> bytes:
+        """The signing key: configured, or created once (0600) under data_dir and reused."""
+        if self.secret_key:
+            return self.secret_key.encode()
+        path = self.data_dir / "secret.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(secrets.token_urlsafe(48))
+            tmp.chmod(0o600)
+            tmp.replace(path)
+        return path.read_text().strip().encode()

@@ -1,0 +1,62 @@
+"""Housekeeping: hand back tasks whose worker died, and purge expired tasks and their videos."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+
+from wanserve.storage.base import Storage
+from wanserve.tasks.store import TaskStore
+
+log = logging.getLogger(__name__)
+
+
+class Janitor:
+    def __init__(
+        self,
+        *,
+        store: TaskStore,
+        storage: Storage,
+        interval_seconds: float,
+        stale_after: timedelta,
+        max_attempts: int,
+    ) -> None:
+        self._store = store
+        self._storage = storage
+        self._interval = interval_seconds
+        self._stale_after = stale_after
+        self._max_attempts = max_attempts
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> None:
+        report = self._store.reap(stale_after=self._stale_after, max_attempts=self._max_attempts)
+        for task_id in report.requeued:
+            log.warning("task %s: its worker stopped responding; queued again", task_id)
+        for task_id in report.failed:
+            log.error("task %s: its worker stopped responding too often; failed", task_id)
+        while expired := self._store.expired():
+            for _task_id, video_key in expired:
+                if video_key:
+                    self._storage.delete(video_key)
+            self._store.delete(task_id for task_id, _ in expired)
+            log.info("purged %d expired task(s)", len(expired))
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="wanserve-janitor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                self.run_once()
+            except Exception:
+                log.exception("janitor pass failed; will retry")
+            if self._stop.wait(self._interval):
+                return

@@ -1,0 +1,96 @@
+"""What the API asks of the task layer: submit, look up, cancel and list tasks for a key."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from wanserve.catalog import Catalog
+from wanserve.clock import Clock, utcnow
+from wanserve.errors import Throttled, UnsupportedOperation
+from wanserve.spec import Features, SynthesisRequest, build_spec, resolve_card
+from wanserve.tasks.models import Task, TaskPage, TaskQuery, TaskStatus
+from wanserve.tasks.store import TaskStore
+from wanserve.workers.base import Dispatcher
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_unfinished_per_key: int = 100
+    max_queue: int = 1000
+
+
+class TaskService:
+    def __init__(
+        self,
+        *,
+        store: TaskStore,
+        dispatcher: Dispatcher,
+        catalog: Catalog,
+        features: Features,
+        limits: Limits,
+        cancel_running: bool,
+        clock: Clock = utcnow,
+    ) -> None:
+        self._store = store
+        self._dispatcher = dispatcher
+        self.catalog = catalog
+        self._features = features
+        self._limits = limits
+        self._cancel_running = cancel_running
+        self._now = clock
+
+    def submit(self, request: SynthesisRequest, *, api_key_id: str, request_id: str) -> Task:
+        """Validate, persist as PENDING, and hand to a worker. Raises domain errors."""
+        card = resolve_card(request, self.catalog)
+        spec = build_spec(request, card, features=self._features)
+        if self._store.count_unfinished(api_key_id) >= self._limits.max_unfinished_per_key:
+            raise Throttled(
+                f"This API key already has {self._limits.max_unfinished_per_key} unfinished "
+                "tasks; wait for some to finish before submitting more.",
+                code="Throttling.RateQuota",
+            )
+        if self._store.count_unfinished() >= self._limits.max_queue:
+            raise Throttled("The server's task queue is full; please try again later.")
+        task = self._store.create(
+            task_id=str(uuid.uuid4()), api_key_id=api_key_id, request_id=request_id, spec=spec
+        )
+        self._dispatcher.submit(task.id, model=task.model)
+        return task
+
+    def get(self, task_id: str, *, api_key_id: str) -> Task | None:
+        """The caller's task, or None when it never existed, expired, or is another key's."""
+        task = self._store.get(task_id)
+        if task is None or task.api_key_id != api_key_id or self._expired(task):
+            return None
+        return task
+
+    def cancel(self, task_id: str, *, api_key_id: str) -> Task:
+        """Cancel a PENDING task now, or (unless strict) ask a RUNNING one to stop."""
+        task = self.get(task_id, api_key_id=api_key_id)
+        if task is None:
+            raise UnsupportedOperation(f"Task {task_id} does not exist or has expired.")
+        if task.status is TaskStatus.PENDING and self._store.cancel_pending(task_id):
+            return self._reload(task)
+        task = self._reload(task)
+        if task.status is TaskStatus.RUNNING and self._cancel_running:
+            if self._store.request_cancel(task_id):
+                return self._reload(task)
+            task = self._reload(task)
+        if task.status is TaskStatus.RUNNING:
+            raise UnsupportedOperation(
+                f"Task {task_id} is RUNNING; only PENDING tasks can be canceled on this server."
+            )
+        raise UnsupportedOperation(
+            f"Task {task_id} has already ended ({task.status.value}) and cannot be canceled."
+        )
+
+    def list(self, query: TaskQuery) -> TaskPage:
+        return self._store.query(query)
+
+    def _reload(self, task: Task) -> Task:
+        fresh = self._store.get(task.id)
+        return fresh if fresh is not None else task
+
+    def _expired(self, task: Task) -> bool:
+        return task.status.is_terminal and task.expires_at < self._now()

@@ -1,0 +1,1 @@
+"""Dispatch and execution: how a task id becomes a running generation."""

@@ -1,0 +1,224 @@
+"""The one job body: run a claimed task to its end, whatever dispatches it.
+
+    claim (done by the caller) -> resolve inputs -> engine -> MP4 -> storage -> SUCCEEDED
+
+Every exit ends the row: SUCCEEDED, FAILED with a DashScope code and an actionable message,
+CANCELED when the client asked, or back to PENDING when this worker is shutting down. A
+heartbeat thread keeps the claim alive during long steps (VAE decode, encoding) and carries
+cancellation requests back from the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from wanserve.engine.runner import Conditioning, EngineProgress, GenerationCancelled, Runner
+from wanserve.errors import InvalidParameter, WanserveError
+from wanserve.media.video import EncodeSettings, encode_mp4, output_frames
+from wanserve.media.watermark import Watermark
+from wanserve.spec import GenerationSpec
+from wanserve.storage.base import Storage
+from wanserve.tasks.models import Claim, Progress, TaskError, TaskResult, TaskStatus
+from wanserve.tasks.store import Control, TaskStore
+
+log = logging.getLogger(__name__)
+
+# Overall percentage bands of each stage (denoising dominates on GPUs).
+_DENOISE = (2, 85)
+_DECODE = (85, 95)
+_PROGRESS_MIN_INTERVAL = 0.5  # seconds between progress writes within a stage
+
+
+class InputResolver(Protocol):
+    def resolve(self, spec: GenerationSpec) -> tuple[GenerationSpec, Conditioning]:
+        """Fetch and decode the spec's inputs; size image-driven specs."""
+
+
+class TextOnlyInputs:
+    """Resolver for deployments without input fetching: text-to-video only."""
+
+    def resolve(self, spec: GenerationSpec) -> tuple[GenerationSpec, Conditioning]:
+        if spec.image is not None or spec.audio_ref is not None:
+            raise InvalidParameter("This server cannot fetch image or audio inputs yet.")
+        return spec, Conditioning()
+
+
+@dataclass(frozen=True)
+class Execution:
+    """What the job body needs, built once per worker process."""
+
+    store: TaskStore
+    runner: Runner
+    storage: Storage
+    inputs: InputResolver
+    scratch_dir: Path
+    heartbeat_seconds: float
+    encode: EncodeSettings = field(default_factory=EncodeSettings)
+
+
+class _Signals:
+    """Thread-shared view of the task's control state."""
+
+    def __init__(self, stopping: Callable[[], bool]) -> None:
+        self.cancel_requested = False
+        self.lost = False
+        self._stopping = stopping
+
+    def update(self, control: Control) -> None:
+        self.cancel_requested = self.cancel_requested or control.cancel_requested
+        self.lost = self.lost or not control.owned
+
+    def should_stop(self) -> bool:
+        return self.cancel_requested or self.lost or self._stopping()
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._stopping()
+
+
+def execute(
+    claim: Claim, ex: Execution, *, stopping: Callable[[], bool] = lambda: False
+) -> TaskStatus | None:
+    """Run `claim` to an end state; return the state written (None if the claim was lost)."""
+    task = claim.task
+    signals = _Signals(stopping)
+    beat_stop = threading.Event()
+    beat = threading.Thread(
+        target=_heartbeat,
+        args=(claim, ex, signals, beat_stop),
+        daemon=True,
+        name=f"heartbeat-{task.id[:8]}",
+    )
+    beat.start()
+    try:
+        return _run(claim, ex, signals)
+    finally:
+        beat_stop.set()
+        beat.join()
+
+
+def _run(claim: Claim, ex: Execution, signals: _Signals) -> TaskStatus | None:
+    task = claim.task
+    started = time.monotonic()
+    reporter = _ProgressReporter(claim, ex.store, signals)
+    try:
+        spec, conditioning = ex.inputs.resolve(task.spec)
+        clip = ex.runner.run(
+            spec,
+            conditioning=conditioning,
+            on_progress=reporter,
+            should_cancel=signals.should_stop,
+        )
+        if signals.should_stop():
+            raise GenerationCancelled()
+        key = f"videos/{task.id}.mp4"
+        with tempfile.TemporaryDirectory(dir=_scratch(ex)) as tmp:
+            path = Path(tmp) / "video.mp4"
+            width, height = spec.size.width, spec.size.height
+            decorate = Watermark(width, height) if spec.watermark else None
+            frames = output_frames(
+                clip.frames,
+                source_fps=clip.fps,
+                width=width,
+                height=height,
+                fps=spec.fps,
+                duration=spec.duration,
+                decorate=decorate,
+            )
+            encode_mp4(frames, path, width=width, height=height, fps=spec.fps, settings=ex.encode)
+            ex.storage.put(key, path)
+        result = TaskResult(
+            video_key=key,
+            width=width,
+            height=height,
+            has_audio=False,
+            # Without a prompt extender, the prompt used is the one sent (truncated).
+            actual_prompt=spec.prompt if spec.prompt_extend else None,
+        )
+        if ex.store.succeed(claim, result):
+            log.info("task %s succeeded in %.1fs", task.id, time.monotonic() - started)
+            return TaskStatus.SUCCEEDED
+        ex.storage.delete(key)  # the claim was lost meanwhile; the new holder writes its own
+        return None
+    except GenerationCancelled:
+        return _stopped(claim, ex, signals)
+    except WanserveError as exc:
+        log.info("task %s failed: %s: %s", task.id, exc.code, exc.message)
+        return _end(ex.store.fail(claim, TaskError(exc.code, exc.message)), TaskStatus.FAILED)
+    except Exception:
+        log.exception("task %s failed with an unexpected error", task.id)
+        error = TaskError(
+            "InternalError",
+            "An internal error occurred while generating the video. It has been logged with "
+            f"task id {task.id}; please try again later.",
+        )
+        return _end(ex.store.fail(claim, error), TaskStatus.FAILED)
+
+
+def _stopped(claim: Claim, ex: Execution, signals: _Signals) -> TaskStatus | None:
+    if signals.lost:
+        return None
+    if signals.cancel_requested:
+        log.info("task %s canceled while running", claim.task.id)
+        return _end(ex.store.cancel_running(claim), TaskStatus.CANCELED)
+    # Shutting down: the task is not the client's fault; it runs again after restart.
+    log.info("task %s handed back to the queue (worker stopping)", claim.task.id)
+    return _end(ex.store.release(claim), TaskStatus.PENDING)
+
+
+def _end(written: bool, status: TaskStatus) -> TaskStatus | None:
+    return status if written else None
+
+
+def _scratch(ex: Execution) -> Path:
+    ex.scratch_dir.mkdir(parents=True, exist_ok=True)
+    return ex.scratch_dir
+
+
+def _heartbeat(claim: Claim, ex: Execution, signals: _Signals, stop: threading.Event) -> None:
+    while not stop.wait(ex.heartbeat_seconds):
+        try:
+            signals.update(ex.store.heartbeat(claim))
+        except Exception:  # a transient database error must not kill the heartbeat
+            log.warning("heartbeat for task %s failed", claim.task.id, exc_info=True)
+
+
+class _ProgressReporter:
+    """Turns engine events into `Progress` rows, throttled, and picks up cancel requests."""
+
+    def __init__(self, claim: Claim, store: TaskStore, signals: _Signals) -> None:
+        self._claim = claim
+        self._store = store
+        self._signals = signals
+        self._denoise_step = 0
+        self._last_write = 0.0
+        self._last_stage = ""
+
+    def __call__(self, event: EngineProgress) -> None:
+        lo, hi = _DENOISE if event.stage == "denoise" else _DECODE
+        if event.stage == "denoise":
+            self._denoise_step = event.step
+        percent = lo + (hi - lo) * event.step // max(1, event.total)
+        now = time.monotonic()
+        final = event.step == event.total
+        if (
+            event.stage == self._last_stage
+            and not final
+            and now - self._last_write < _PROGRESS_MIN_INTERVAL
+        ):
+            return
+        self._last_stage, self._last_write = event.stage, now
+        progress = Progress(
+            step=self._denoise_step, total_steps=self._claim.task.spec.steps, percent=percent
+        )
+        try:
+            self._signals.update(self._store.report_progress(self._claim, progress))
+        except Exception:
+            log.warning("progress write for task %s failed", self._claim.task.id, exc_info=True)
