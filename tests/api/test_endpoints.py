@@ -210,7 +210,8 @@ def test_full_lifecycle_and_download(harness_factory: Callable[..., Harness]) ->
     task_id = h.create(
         {**T2V, "parameters": {"size": "832*480", "watermark": True, "seed": 42}}
     ).json()["output"]["task_id"]
-    running = h.wait(task_id, until=lambda b: b["output"]["task_status"] == "RUNNING")
+    # RUNNING is visible as soon as the task is claimed; wait for its first progress report.
+    running = h.wait(task_id, until=lambda b: b["output"].get("step") == 1)
     out = running["output"]
     assert TIME.match(out["scheduled_time"]) and out["step"] == 1 and out["total_steps"] == 4
     assert 0 <= out["progress"] <= 100
