@@ -256,6 +256,9 @@ _CKPT = {
     "i2v-720p": Checkpoint(_HUB + "Wan2.1-I2V-14B-720P-Diffusers", Family.WAN21_I2V, 1280 * 720),
     "i2v-a14b": Checkpoint(_HUB + "Wan2.2-I2V-A14B-Diffusers", Family.WAN22_I2V_A14B, 1280 * 720),
     "ti2v-5b": Checkpoint(_HUB + "Wan2.2-TI2V-5B-Diffusers", Family.WAN22_TI2V_5B, 1280 * 704),
+    "flf2v-720p": Checkpoint(
+        _HUB + "Wan2.1-FLF2V-14B-720P-Diffusers", Family.WAN21_FLF2V, 1280 * 720
+    ),
 }
 
 
@@ -416,6 +419,18 @@ _CARDS: tuple[ModelCard, ...] = (
         tiers=("480P", "720P"),
         default_tier="720P",
         durations=Durations((3, 4, 5), 5),
+        fps=30,
+        prompt_limit=800,
+    ),
+    # First and last frame (DashScope's key-frame model name): beyond the seeds.
+    _card(
+        "wanx2.1-kf2v-plus",
+        ckpt="flf2v-720p",
+        kind=Kind.KEYFRAMES_TO_VIDEO,
+        generation=_W21,
+        tiers=("720P",),
+        default_tier="720P",
+        durations=_FIXED_5,
         fps=30,
         prompt_limit=800,
     ),

@@ -13,7 +13,8 @@ from wanserve.catalog import Catalog
 from wanserve.engine.runner import EngineConfig, build_runner
 from wanserve.spec import SynthesisRequest, build_spec
 from wanserve.tasks.models import TaskStatus
-from wanserve.workers.execute import Execution, TextOnlyInputs, execute
+from wanserve.workers.execute import Execution, execute
+from wanserve.workers.inputs import MediaResolver
 
 
 def test_same_seed_byte_identical_mp4(tmp_path: Path) -> None:
@@ -32,7 +33,7 @@ def test_same_seed_byte_identical_mp4(tmp_path: Path) -> None:
         store=parts.store,
         runner=runner,
         storage=parts.services.storage,
-        inputs=TextOnlyInputs(),
+        inputs=MediaResolver(),
         scratch_dir=tmp_path / "tmp",
         heartbeat_seconds=0.5,
     )

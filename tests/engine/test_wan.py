@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.autoencoders.autoencoder_kl_wan import WanRMS_norm
 
-from wanserve.catalog import Catalog, Family, Kind
+from wanserve.catalog import Catalog, Family
 from wanserve.engine import dummy, wan
 from wanserve.engine.runner import (
     Conditioning,
@@ -96,7 +96,7 @@ def test_warm_model_is_not_reloaded(dummy_root: Path) -> None:
     run(fresh, small())
     run(fresh, small(seed=3))
     assert fresh.manager.loads == 1
-    assert fresh.manager.resident() == [(small().checkpoint, Family.WAN21_T2V, Kind.TEXT_TO_VIDEO)]
+    assert fresh.manager.resident() == [(small().checkpoint, Family.WAN21_T2V)]
 
 
 def test_cancel_stops_at_the_next_step_and_the_pipeline_stays_usable(
@@ -151,9 +151,7 @@ def test_missing_weights_fail_with_how_to_configure(tmp_path: Path) -> None:
         allow_download=False,
     )
     with pytest.raises(ModelUnavailable) as info:
-        wan.load_pipeline(
-            "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", Family.WAN21_T2V, Kind.TEXT_TO_VIDEO, config=config
-        )
+        wan.WanLoader(config).load("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", Family.WAN21_T2V)
     message = info.value.message
     assert "Wan-AI/Wan2.1-T2V-1.3B-Diffusers" in message
     assert "WANSERVE_MODELS" in message and "--weights dummy" in message

@@ -42,8 +42,21 @@ def catalog() -> Catalog:
     return Catalog.build()
 
 
-def test_every_seed_model_is_served(catalog: Catalog) -> None:
-    assert set(catalog.names()) == SEED_MODELS
+def test_every_seed_model_is_served_plus_key_frames(catalog: Catalog) -> None:
+    assert set(catalog.names()) == SEED_MODELS | {"wanx2.1-kf2v-plus"}
+
+
+def test_first_and_last_frame_model(catalog: Catalog) -> None:
+    card = catalog.get("wanx2.1-kf2v-plus")
+    assert card.kind is Kind.KEYFRAMES_TO_VIDEO
+    assert (card.tiers, card.default_tier, card.durations.allowed, card.fps) == (
+        ("720P",),
+        "720P",
+        (5,),
+        30,
+    )
+    assert card.checkpoint.family is Family.WAN21_FLF2V
+    assert card.checkpoint.source == "Wan-AI/Wan2.1-FLF2V-14B-720P-Diffusers"
 
 
 def test_unknown_model_names_the_available_ones(catalog: Catalog) -> None:

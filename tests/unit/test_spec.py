@@ -30,9 +30,10 @@ NO_FEATURES = Features()
 def spec(
     model: str = "wan2.1-t2v-turbo", features: Features = NO_FEATURES, **fields: Any
 ) -> GenerationSpec:
-    if CATALOG.get(model).kind is Kind.IMAGE_TO_VIDEO:
+    kind = CATALOG.get(model).kind
+    if kind is Kind.IMAGE_TO_VIDEO:
         fields.setdefault("img_url", IMG)
-    else:
+    elif kind is Kind.TEXT_TO_VIDEO:
         fields.setdefault("prompt", "a cat")
     req = SynthesisRequest(model=model, **fields)
     return build_spec(req, resolve_card(req, CATALOG), features=features)
@@ -339,6 +340,18 @@ def test_image_inputs() -> None:
     with pytest.raises(InvalidParameter, match="last_frame_url is not supported"):
         spec("wan2.2-i2v-plus", last_frame_url=IMG)
     rejects("img_url is not a parameter of text-to-video", img_url=IMG)
+
+
+def test_key_frames_need_both_ends() -> None:
+    s = spec("wanx2.1-kf2v-plus", first_frame_url=IMG, last_frame_url=IMG + "?2")
+    assert s.image == MediaRef("first_frame_url", IMG)
+    assert s.last_image == MediaRef("last_frame_url", IMG + "?2")
+    assert s.kind is Kind.KEYFRAMES_TO_VIDEO and s.tier == "720P"
+    for missing in ({"first_frame_url": IMG}, {"last_frame_url": IMG}):
+        with pytest.raises(InvalidParameter, match=r"needs both input\.first_frame_url and"):
+            spec("wanx2.1-kf2v-plus", **missing)
+    sized = s.with_image_size(1280, 720)
+    assert (sized.width, sized.height) == (1280, 720)
 
 
 @pytest.mark.parametrize(

@@ -4,13 +4,21 @@ The engine knows nothing of HTTP, SQL or task ids. It gets a `GenerationSpec` an
 inputs, reports typed progress events, polls a cancel check between steps, and returns raw
 frames at the checkpoint's native frame rate and denoising size. Resizing, retiming,
 watermarking and encoding are the media layer's job.
+
+`ModelManager` keeps checkpoints resident between tasks. A checkpoint is loaded once however
+many catalogue entries and pipeline kinds use it (Wan2.2-TI2V-5B serves text- and
+image-to-video from one copy), and least recently used checkpoints are unloaded when a memory
+budget would be exceeded.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,6 +28,8 @@ from PIL import Image
 
 from wanserve.catalog import Family, Kind
 from wanserve.spec import GenerationSpec
+
+log = logging.getLogger(__name__)
 
 Frames = NDArray[np.uint8]  # (frames, height, width, 3), RGB
 
@@ -71,74 +81,142 @@ class EngineConfig:
     dummy_root: Path
     hf_cache_dir: Path | None = None
     allow_download: bool = True
+    dtype: str = "auto"  # "auto" (bf16 on CUDA, fp32 on CPU) | "bfloat16" | "float16" | "float32"
+    text_encoder_device: str = "auto"  # "auto" (with the transformer) | "cpu"
+    cpu_offload: bool = False  # diffusers model CPU offload (CUDA only)
+    vae_tiling: bool = False
+    memory_budget_bytes: int | None = None  # resident checkpoints; None = unlimited
 
 
-PipelineKey = tuple[str, Family, Kind]
-Loader = Callable[[str, Family, Kind], Any]
+CheckpointKey = tuple[str, Family]
+
+
+@dataclass
+class Resident:
+    """One loaded checkpoint: its pipeline views by kind, and per-checkpoint caches."""
+
+    base: Any
+    nbytes: int
+    views: dict[Kind, Any] = field(default_factory=dict)
+    cache: dict[str, Any] = field(default_factory=dict)  # e.g. prompt embeddings
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one run at a time
+    leases: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class Leased:
+    pipeline: Any
+    cache: dict[str, Any]
+
+
+class CheckpointLoader(Protocol):
+    def load(self, source: str, family: Family) -> Any:
+        """Load the checkpoint's base pipeline onto its device."""
+
+    def view(self, base: Any, family: Family, kind: Kind) -> Any:
+        """The pipeline serving `kind`, sharing `base`'s modules (may be `base` itself)."""
+
+    def nbytes(self, base: Any) -> int:
+        """Memory the checkpoint's weights occupy."""
+
+    def estimate(self, source: str, family: Family) -> int:
+        """Best guess of `nbytes` before loading (0 if unknown)."""
+
+    def release(self) -> None:
+        """Return freed memory to the device (after an unload or a failed run)."""
 
 
 class ModelManager:
-    """Keeps loaded pipelines resident between tasks; loads each at most once.
-
-    A pipeline is used by one run at a time (`lease`), so two workers never interleave
-    scheduler state on the same pipeline object.
-    """
-
-    def __init__(self, loader: Loader) -> None:
+    def __init__(self, loader: CheckpointLoader, *, budget_bytes: int | None = None) -> None:
         self._loader = loader
-        self._pipelines: dict[PipelineKey, Any] = {}
-        self._locks: dict[PipelineKey, threading.Lock] = {}
+        self._budget = budget_bytes
+        self._resident: dict[CheckpointKey, Resident] = {}
+        self._loading: dict[CheckpointKey, threading.Lock] = {}
+        self._known_size: dict[CheckpointKey, int] = {}
         self._guard = threading.Lock()
-        self.loads = 0  # how many times a checkpoint was actually loaded (for tests/metrics)
+        self.loads = 0  # checkpoints actually loaded (a warm lease does not count)
+        self.evictions = 0
 
-    def _lock_for(self, key: PipelineKey) -> threading.Lock:
+    @contextmanager
+    def lease(self, source: str, family: Family, kind: Kind) -> Iterator[Leased]:
+        """Hold the checkpoint's pipeline for `kind` for one run."""
+        key = (source, family)
+        resident = self._ensure(key)
+        with resident.lock:
+            try:
+                view = resident.views.get(kind)
+                if view is None:
+                    view = resident.views[kind] = self._loader.view(resident.base, family, kind)
+                yield Leased(pipeline=view, cache=resident.cache)
+            finally:
+                with self._guard:
+                    resident.leases -= 1
+                    resident.last_used = time.monotonic()
+
+    def resident(self) -> list[CheckpointKey]:
         with self._guard:
-            return self._locks.setdefault(key, threading.Lock())
+            return list(self._resident)
 
-    def lease(self, source: str, family: Family, kind: Kind) -> _Lease:
-        return _Lease(self, (source, family, kind))
+    def resident_bytes(self) -> int:
+        with self._guard:
+            return sum(r.nbytes for r in self._resident.values())
 
-    def _acquire(self, key: PipelineKey) -> Any:
-        lock = self._lock_for(key)
-        lock.acquire()
-        try:
-            pipe = self._pipelines.get(key)
-            if pipe is None:
-                pipe = self._loader(*key)
-                self._pipelines[key] = pipe
+    def _ensure(self, key: CheckpointKey) -> Resident:
+        with self._guard:
+            resident = self._resident.get(key)
+            if resident is not None:
+                resident.leases += 1
+                return resident
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:  # one loader per checkpoint; others wait for it
+            with self._guard:
+                resident = self._resident.get(key)
+                if resident is not None:
+                    resident.leases += 1
+                    return resident
+                expected = self._known_size.get(key) or self._loader.estimate(*key)
+                self._evict_for(expected, keep=key)
+            base = self._loader.load(*key)
+            size = self._loader.nbytes(base)
+            with self._guard:
                 self.loads += 1
-            return pipe
-        except BaseException:
-            lock.release()
-            raise
+                self._known_size[key] = size
+                resident = Resident(base=base, nbytes=size, leases=1)
+                self._resident[key] = resident
+                self._evict_for(0, keep=key)
+            log.info(
+                "resident: %s (%.1f MB); total %.1f MB",
+                key[0],
+                size / 1e6,
+                self.resident_bytes() / 1e6,
+            )
+            return resident
 
-    def _release(self, key: PipelineKey) -> None:
-        self._lock_for(key).release()
-
-    def resident(self) -> list[PipelineKey]:
-        with self._guard:
-            return list(self._pipelines)
-
-
-class _Lease:
-    def __init__(self, manager: ModelManager, key: PipelineKey) -> None:
-        self._manager = manager
-        self._key = key
-
-    def __enter__(self) -> Any:
-        return self._manager._acquire(self._key)
-
-    def __exit__(self, *exc: object) -> None:
-        self._manager._release(self._key)
-
-
-Generate = Callable[..., Frames]
+    def _evict_for(self, incoming: int, *, keep: CheckpointKey) -> None:
+        """Unload idle checkpoints, least recently used first, until `incoming` more bytes fit.
+        Caller holds `_guard`. Checkpoints in use are never unloaded."""
+        if self._budget is None:
+            return
+        idle = sorted(
+            (k for k, r in self._resident.items() if r.leases == 0 and k != keep),
+            key=lambda k: self._resident[k].last_used,
+        )
+        freed = False
+        while idle and sum(r.nbytes for r in self._resident.values()) + incoming > self._budget:
+            victim = idle.pop(0)
+            log.info("unloading %s to stay within the model memory budget", victim[0])
+            del self._resident[victim]
+            self.evictions += 1
+            freed = True
+        if freed:
+            self._loader.release()
 
 
 class PipelineRunner:
     """`Runner` over diffusers Wan pipelines kept resident by a `ModelManager`."""
 
-    def __init__(self, *, manager: ModelManager, generate: Generate) -> None:
+    def __init__(self, *, manager: ModelManager, generate: Callable[..., Frames]) -> None:
         self._manager = manager
         self._generate = generate
 
@@ -154,9 +232,9 @@ class PipelineRunner:
         on_progress: ProgressFn,
         should_cancel: CancelFn,
     ) -> Clip:
-        with self._manager.lease(spec.checkpoint, spec.family, spec.kind) as pipe:
+        with self._manager.lease(spec.checkpoint, spec.family, spec.kind) as leased:
             frames = self._generate(
-                pipe,
+                leased,
                 spec,
                 conditioning=conditioning,
                 on_progress=on_progress,
@@ -166,13 +244,11 @@ class PipelineRunner:
 
 
 def build_runner(config: EngineConfig) -> PipelineRunner:
-    """The real runner: loads checkpoints (or tiny dummy ones) on first use, keeps them.
+    """The real runner: loads checkpoints (or tiny dummy ones) on first use and keeps them.
 
     torch and diffusers are imported here, not at module level, so code that only needs the
     seam's types (the API, the task layer) does not pay for them."""
     from wanserve.engine import wan
 
-    def load(source: str, family: Family, kind: Kind) -> Any:
-        return wan.load_pipeline(source, family, kind, config=config)
-
-    return PipelineRunner(manager=ModelManager(load), generate=wan.generate)
+    manager = ModelManager(wan.WanLoader(config), budget_bytes=config.memory_budget_bytes)
+    return PipelineRunner(manager=manager, generate=wan.generate)

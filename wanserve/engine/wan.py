@@ -1,13 +1,15 @@
 """diffusers adapters for the Wan families: loading checkpoints and running one generation.
 
-The only module that imports torch and diffusers. One way to run every family
-(`generate`), with the same argument names for text- and image-to-video.
+The only module (with `dummy.py`) that imports torch and diffusers. One way to run every
+family (`generate`), with the same argument names for text-, image- and key-frame-to-video.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import types
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +17,7 @@ import diffusers
 import numpy as np
 import torch
 import transformers
-from diffusers import (
-    AutoencoderKLWan,
-    WanImageToVideoPipeline,
-    WanPipeline,
-)
+from diffusers import AutoencoderKLWan, WanImageToVideoPipeline, WanPipeline
 from diffusers.models.autoencoders.autoencoder_kl_wan import WanRMS_norm
 from transformers import CLIPVisionModel
 
@@ -32,6 +30,7 @@ from wanserve.engine.runner import (
     EngineProgress,
     Frames,
     GenerationCancelled,
+    Leased,
     ProgressFn,
 )
 from wanserve.errors import InternalError, ModelUnavailable
@@ -39,8 +38,12 @@ from wanserve.spec import GenerationSpec
 
 log = logging.getLogger(__name__)
 
+# Families whose checkpoint is an image-to-video pipeline (with or without CLIP).
 _IMAGE_FAMILIES = {Family.WAN21_I2V, Family.WAN22_I2V_A14B, Family.WAN21_FLF2V}
 _CLIP_FAMILIES = {Family.WAN21_I2V, Family.WAN21_FLF2V}
+_MAX_SEQUENCE_LENGTH = 512  # UMT5 context the Wan checkpoints were trained with
+_PROMPT_CACHE_SIZE = 32
+_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -49,65 +52,131 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_pipeline(source: str, family: Family, kind: Kind, *, config: EngineConfig) -> Any:
-    """Load the pipeline serving `kind` requests from checkpoint `source` of `family`.
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        # bf16 on accelerators; fp32 on CPU, which has no fast bf16 here (3.5x slower, measured).
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return _DTYPES[name]
 
-    `source` is a diffusers-format directory or a hub id (dummy mode ignores it and loads the
-    tiny build of `family`). Fails with `ModelUnavailable` saying how to configure weights.
-    """
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()
+
+def check_config(config: EngineConfig) -> None:
+    """Refuse engine settings this machine cannot honour, at start-up rather than per task."""
     device = resolve_device(config.device)
-    # bf16 on accelerators; fp32 on CPU, which has no fast bf16 here (3.5x slower, measured).
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    if config.weights == "dummy":
-        location: str | Path = dummy.ensure_checkpoint(family, config.dummy_root)
-        local_only = True
-    else:
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {config.device!r} requested but CUDA is not available")
+    if config.cpu_offload and device.type != "cuda":
+        raise ValueError("cpu_offload moves models between a GPU and the CPU; it needs device cuda")
+    if config.dtype not in ("auto", *_DTYPES):
+        raise ValueError(f"unknown dtype {config.dtype!r}")
+    if config.text_encoder_device not in ("auto", "cpu"):
+        raise ValueError("text_encoder_device must be 'auto' or 'cpu'")
+
+
+class WanLoader:
+    """`CheckpointLoader` for Wan checkpoints in diffusers format (or their dummy builds)."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        check_config(config)
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.dtype = resolve_dtype(config.dtype, self.device)
+
+    def load(self, source: str, family: Family) -> Any:
+        """Load `source` (a diffusers directory or hub id; ignored in dummy mode) of `family`,
+        or fail with `ModelUnavailable` saying how to configure weights."""
+        diffusers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.disable_progress_bar()
+        location, common = self._location(source, family)
+        cls = WanImageToVideoPipeline if family in _IMAGE_FAMILIES else WanPipeline
+        try:
+            # The Wan VAE and CLIP encoder stay in fp32 whatever the transformer runs in
+            # (diffusers' Wan guidance: they lose quality in half precision).
+            extra: dict[str, Any] = {
+                "vae": AutoencoderKLWan.from_pretrained(
+                    location, subfolder="vae", dtype=torch.float32, **common
+                )
+            }
+            if family in _CLIP_FAMILIES:
+                extra["image_encoder"] = CLIPVisionModel.from_pretrained(
+                    location, subfolder="image_encoder", dtype=torch.float32, **common
+                )
+            pipe = cls.from_pretrained(location, dtype=self.dtype, **extra, **common)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ModelUnavailable(
+                f"Weights for checkpoint {source!r} ({family.value}) could not be loaded: "
+                f"{_first_line(exc)}. Point the model at a local diffusers-format directory "
+                'with WANSERVE_MODELS=\'{"<model>": {"checkpoint": "/path/to/dir"}}\', '
+                "allow downloads (WANSERVE_ALLOW_DOWNLOAD=true), or run with --weights dummy. "
+                "See docs/models.md."
+            ) from exc
+        if family is Family.WAN22_TI2V_5B and not pipe.config.expand_timesteps:
+            pipe.register_to_config(expand_timesteps=True)
+        self._place(pipe)
+        log.info("loaded %s (%s) on %s as %s", source, family.value, self.device, self.dtype)
+        return pipe
+
+    def _location(self, source: str, family: Family) -> tuple[str | Path, dict[str, Any]]:
+        if self.config.weights == "dummy":
+            return dummy.ensure_checkpoint(family, self.config.dummy_root), {
+                "local_files_only": True
+            }
         path = Path(source).expanduser()
-        location = path if path.is_dir() else source
-        local_only = path.is_dir() or not config.allow_download
-    common: dict[str, Any] = {"local_files_only": local_only}
-    if config.hf_cache_dir is not None:
-        common["cache_dir"] = str(config.hf_cache_dir)
-    cls = _pipeline_class(family, kind)
-    try:
-        # The Wan VAE and CLIP encoder stay in fp32 whatever the transformer runs in
-        # (diffusers' Wan guidance: they lose quality in half precision).
-        extra: dict[str, Any] = {
-            "vae": AutoencoderKLWan.from_pretrained(
-                location, subfolder="vae", dtype=torch.float32, **common
-            )
+        common: dict[str, Any] = {
+            "local_files_only": path.is_dir() or not self.config.allow_download
         }
-        if family in _CLIP_FAMILIES:
-            extra["image_encoder"] = CLIPVisionModel.from_pretrained(
-                location, subfolder="image_encoder", dtype=torch.float32, **common
+        if self.config.hf_cache_dir is not None:
+            common["cache_dir"] = str(self.config.hf_cache_dir)
+        return (path if path.is_dir() else source), common
+
+    def _place(self, pipe: Any) -> None:
+        pipe.set_progress_bar_config(disable=True)
+        if self.config.cpu_offload:
+            # Each model moves to the GPU only while it runs (diffusers' model offload).
+            pipe.enable_model_cpu_offload(device=self.device)
+        else:
+            pipe.to(self.device)
+            if self.config.text_encoder_device == "cpu":
+                # UMT5-XXL is ~11 GB in bf16 and runs once per prompt: keep it off the GPU.
+                pipe.text_encoder.to("cpu", torch.float32)
+        if self.config.vae_tiling:
+            pipe.vae.enable_tiling()
+        if self.device.type == "cpu":
+            use_fast_cpu_norms(pipe.vae)
+
+    def view(self, base: Any, family: Family, kind: Kind) -> Any:
+        if family is Family.WAN22_TI2V_5B and kind is not Kind.TEXT_TO_VIDEO:
+            # TI2V-5B serves both kinds from one set of weights; only the pipeline differs.
+            parts = {k: v for k, v in base.components.items() if k != "transformer_2"}
+            view: Any = WanImageToVideoPipeline(
+                **(parts | {"image_encoder": None, "image_processor": None}),
+                transformer_2=None,
+                boundary_ratio=None,
+                expand_timesteps=True,
             )
-        pipe = cls.from_pretrained(location, dtype=dtype, **extra, **common)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise ModelUnavailable(
-            f"Weights for checkpoint {source!r} ({family.value}) could not be loaded: "
-            f"{_first_line(exc)}. Point the model at a local diffusers-format directory with "
-            'WANSERVE_MODELS=\'{"<model>": {"checkpoint": "/path/to/dir"}}\', allow '
-            "downloads (WANSERVE_ALLOW_DOWNLOAD=true), or run with --weights dummy. "
-            "See docs/models.md."
-        ) from exc
-    if family is Family.WAN22_TI2V_5B and not pipe.config.expand_timesteps:
-        pipe.register_to_config(expand_timesteps=True)
-    pipe.to(device)
-    pipe.set_progress_bar_config(disable=True)
-    if device.type == "cpu":
-        use_fast_cpu_norms(pipe.vae)
-    log.info("loaded %s (%s, %s) on %s", source, family.value, kind.value, device)
-    return pipe
+            view.set_progress_bar_config(disable=True)
+            return view
+        return base
 
+    def nbytes(self, base: Any) -> int:
+        total = 0
+        for component in base.components.values():
+            if isinstance(component, torch.nn.Module):
+                for tensor in (*component.parameters(), *component.buffers()):
+                    total += tensor.numel() * tensor.element_size()
+        return total
 
-def _pipeline_class(family: Family, kind: Kind) -> Any:
-    if family in _IMAGE_FAMILIES or (
-        family is Family.WAN22_TI2V_5B and kind is not Kind.TEXT_TO_VIDEO
-    ):
-        return WanImageToVideoPipeline
-    return WanPipeline
+    def estimate(self, source: str, family: Family) -> int:
+        path = Path(source).expanduser()
+        if self.config.weights == "dummy" or not path.is_dir():
+            return 0
+        return sum(
+            f.stat().st_size for f in path.rglob("*") if f.suffix in (".safetensors", ".bin")
+        )
+
+    def release(self) -> None:
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -138,28 +207,49 @@ def _rms_norm_channels_first(self: WanRMS_norm, x: torch.Tensor) -> torch.Tensor
     return normalized * self.scale * self.gamma + self.bias  # type: ignore[no-any-return]
 
 
+def encode_prompt(leased: Leased, text: str) -> torch.Tensor:
+    """UMT5 embeddings of `text` on the text encoder's device, cached per checkpoint (the
+    default negative prompt is the same for most requests)."""
+    cache: OrderedDict[str, torch.Tensor] = leased.cache.setdefault("prompts", OrderedDict())
+    hit = cache.get(text)
+    if hit is not None:
+        cache.move_to_end(text)
+        return hit
+    pipe = leased.pipeline
+    embeds, _ = pipe.encode_prompt(
+        prompt=text,
+        do_classifier_free_guidance=False,
+        max_sequence_length=_MAX_SEQUENCE_LENGTH,
+        device=pipe.text_encoder.device,
+    )
+    cache[text] = embeds
+    while len(cache) > _PROMPT_CACHE_SIZE:
+        cache.popitem(last=False)
+    return embeds  # type: ignore[no-any-return]
+
+
 def generate(
-    pipe: Any,
+    leased: Leased,
     spec: GenerationSpec,
     *,
     conditioning: Conditioning,
     on_progress: ProgressFn,
     should_cancel: CancelFn,
 ) -> Frames:
-    """Run one generation on `pipe`; return uint8 frames (F, H, W, 3) at the denoising size."""
+    """Run one generation; return uint8 frames (F, H, W, 3) at the denoising size."""
+    pipe = leased.pipeline
     if spec.gen_width is None or spec.gen_height is None:
         raise ValueError("spec has no size yet (image-to-video specs are sized by the worker)")
     _set_flow_shift(pipe, spec.flow_shift)
     steps = spec.steps
+    latent_frames = (spec.num_frames - 1) // 4 + 1
+    decoded = 0
 
     def on_step_end(_pipe: Any, i: int, _t: Any, _kwargs: dict[str, Any]) -> dict[str, Any]:
         on_progress(EngineProgress("denoise", i + 1, steps))
         if should_cancel():
             raise GenerationCancelled()
         return {}
-
-    latent_frames = (spec.num_frames - 1) // 4 + 1
-    decoded = 0
 
     def on_decode_frame(_module: Any, _args: Any) -> None:
         nonlocal decoded
@@ -168,36 +258,45 @@ def generate(
         decoded += 1
         on_progress(EngineProgress("decode", decoded, latent_frames))
 
-    kwargs: dict[str, Any] = {
-        "prompt": spec.prompt,
-        "negative_prompt": spec.negative_prompt,
-        "height": spec.gen_height,
-        "width": spec.gen_width,
-        "num_frames": spec.num_frames,
-        "num_inference_steps": steps,
-        "guidance_scale": spec.guidance_scale,
-        # Latents are drawn on the CPU so a seed gives the same video on any device.
-        "generator": torch.Generator("cpu").manual_seed(spec.seed),
-        "output_type": "np",
-        "callback_on_step_end": on_step_end,
-    }
-    if pipe.config.boundary_ratio is not None and spec.guidance_scale_2 is not None:
-        kwargs["guidance_scale_2"] = spec.guidance_scale_2
-    if isinstance(pipe, WanImageToVideoPipeline):
-        if conditioning.image is None:
-            raise InternalError(f"{spec.model} needs a first-frame image and none was resolved")
-        kwargs["image"] = conditioning.image
-        if conditioning.last_image is not None:
-            kwargs["last_image"] = conditioning.last_image
     hook = pipe.vae.decoder.register_forward_pre_hook(on_decode_frame)
     try:
         with torch.inference_mode():
+            device = pipe._execution_device
+            kwargs: dict[str, Any] = {
+                "prompt_embeds": encode_prompt(leased, spec.prompt).to(device),
+                "height": spec.gen_height,
+                "width": spec.gen_width,
+                "num_frames": spec.num_frames,
+                "num_inference_steps": steps,
+                "guidance_scale": spec.guidance_scale,
+                # Latents are drawn on the CPU so a seed gives the same video on any device.
+                "generator": torch.Generator("cpu").manual_seed(spec.seed),
+                "max_sequence_length": _MAX_SEQUENCE_LENGTH,
+                "output_type": "np",
+                "callback_on_step_end": on_step_end,
+            }
+            if spec.guidance_scale > 1.0:
+                kwargs["negative_prompt_embeds"] = encode_prompt(leased, spec.negative_prompt).to(
+                    device
+                )
+            if pipe.config.boundary_ratio is not None and spec.guidance_scale_2 is not None:
+                kwargs["guidance_scale_2"] = spec.guidance_scale_2
+            if isinstance(pipe, WanImageToVideoPipeline):
+                if conditioning.image is None:
+                    raise InternalError(
+                        f"{spec.model} needs a first-frame image; none was resolved"
+                    )
+                kwargs["image"] = conditioning.image
+                if conditioning.last_image is not None:
+                    kwargs["last_image"] = conditioning.last_image
             video = pipe(**kwargs).frames[0]
     except torch.OutOfMemoryError as exc:
         raise InternalError(
             f"The device ran out of memory generating {spec.num_frames} frames at "
-            f"{spec.gen_width}x{spec.gen_height}. Try a shorter duration or a lower "
-            "resolution; operators can enable CPU offload or VAE tiling."
+            f"{spec.gen_width}x{spec.gen_height} with {spec.model}. Try a shorter duration or "
+            "a lower resolution; operators can enable cpu_offload, text_encoder_device=cpu or "
+            "vae_tiling (docs/configuration.md).",
+            code="InternalError.Algo",
         ) from exc
     finally:
         hook.remove()
