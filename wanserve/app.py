@@ -34,7 +34,8 @@ from wanserve.storage.signing import UrlSigner
 from wanserve.tasks.janitor import Janitor
 from wanserve.tasks.service import Limits, TaskService
 from wanserve.tasks.store import SqlTaskStore
-from wanserve.workers.execute import Execution, InputResolver, TextOnlyInputs, execute
+from wanserve.workers.execute import Execution, InputResolver, execute
+from wanserve.workers.inputs import MediaResolver
 from wanserve.workers.local import EmbeddedDispatcher
 
 log = logging.getLogger(__name__)
@@ -71,13 +72,20 @@ def build_components(
                 dummy_root=settings.data_dir / "dummy-weights",
                 hf_cache_dir=settings.hf_cache_dir,
                 allow_download=settings.allow_download,
+                dtype=settings.dtype,
+                text_encoder_device=settings.text_encoder_device,
+                cpu_offload=settings.cpu_offload,
+                vae_tiling=settings.vae_tiling,
+                memory_budget_bytes=(
+                    int(settings.model_memory_gib * 2**30) if settings.model_memory_gib else None
+                ),
             )
         )
     execution = Execution(
         store=store,
         runner=runner,
         storage=storage,
-        inputs=inputs or TextOnlyInputs(),
+        inputs=inputs or MediaResolver(),
         scratch_dir=settings.data_dir / "tmp",
         heartbeat_seconds=settings.heartbeat_seconds,
         encode=EncodeSettings(crf=settings.x264_crf, preset=settings.x264_preset),

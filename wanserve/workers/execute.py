@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from wanserve.engine.runner import Conditioning, EngineProgress, GenerationCancelled, Runner
-from wanserve.errors import InvalidParameter, WanserveError
+from wanserve.errors import WanserveError
 from wanserve.media.video import EncodeSettings, encode_mp4, output_frames
 from wanserve.media.watermark import Watermark
 from wanserve.spec import GenerationSpec
@@ -39,15 +39,6 @@ _PROGRESS_MIN_INTERVAL = 0.5  # seconds between progress writes within a stage
 class InputResolver(Protocol):
     def resolve(self, spec: GenerationSpec) -> tuple[GenerationSpec, Conditioning]:
         """Fetch and decode the spec's inputs; size image-driven specs."""
-
-
-class TextOnlyInputs:
-    """Resolver for deployments without input fetching: text-to-video only."""
-
-    def resolve(self, spec: GenerationSpec) -> tuple[GenerationSpec, Conditioning]:
-        if spec.image is not None or spec.audio_ref is not None:
-            raise InvalidParameter("This server cannot fetch image or audio inputs yet.")
-        return spec, Conditioning()
 
 
 @dataclass(frozen=True)
