@@ -22,6 +22,7 @@ from wanserve.engine.runner import (
     EngineProgress,
     GenerationCancelled,
     ProgressFn,
+    Runner,
 )
 from wanserve.spec import GenerationSpec
 
@@ -81,7 +82,7 @@ class Harness:
 
     settings: Settings
     components: Components
-    runner: FakeRunner
+    runner: Any  # a FakeRunner unless the test passed the real engine
     client: TestClient
     key: str
     key_id: str
@@ -129,7 +130,7 @@ def harness_factory(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
     def factory(
         *,
         start_workers: bool = True,
-        runner: FakeRunner | None = None,
+        runner: Runner | None = None,
         data_dir: Path | None = None,
         **overrides: Any,
     ) -> Harness:

@@ -16,21 +16,6 @@ from pydantic import ValidationError
 from wanserve import __version__
 from wanserve.config import Settings, WeightsMode
 
-# CLI option dest -> Settings field, for options that map one to one.
-_SETTINGS_OPTIONS = (
-    "host",
-    "port",
-    "data_dir",
-    "database_url",
-    "weights",
-    "steps",
-    "device",
-    "workers",
-    "public_url",
-    "log_level",
-    "cancel_running",
-)
-
 
 def _store_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -82,9 +67,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.add_argument(
+        "--dtype",
+        choices=["auto", "bfloat16", "float16", "float32"],
+        help="transformer precision [default auto: bf16 on CUDA, fp32 on CPU]",
+    )
+    serve.add_argument(
+        "--text-encoder-device", choices=["auto", "cpu"], help="cpu keeps UMT5 off the GPU"
+    )
+    serve.add_argument(
+        "--cpu-offload",
+        action=argparse.BooleanOptionalAction,
+        help="move each model to the GPU only while it runs (small GPUs)",
+    )
+    serve.add_argument(
+        "--vae-tiling", action=argparse.BooleanOptionalAction, help="decode the VAE in tiles"
+    )
+    serve.add_argument(
+        "--model-memory-gib",
+        type=float,
+        help="memory budget for resident checkpoints; least recently used ones are unloaded",
+    )
+    serve.add_argument(
         "--cancel-running",
         action=argparse.BooleanOptionalAction,
-        help="let cancel stop RUNNING tasks, not only PENDING ones",
+        help="let cancel stop RUNNING tasks, not only PENDING ones [default on]",
     )
 
     keys = sub.add_parser("keys", help="create, list and revoke API keys")
@@ -124,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    given = {name: getattr(args, name) for name in _SETTINGS_OPTIONS if hasattr(args, name)}
+    # Options are named after Settings fields; only those given on the command line are passed.
+    given = {name: getattr(args, name) for name in Settings.model_fields if hasattr(args, name)}
     return Settings(**given)
 
 
@@ -154,7 +161,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             "sampling with %d steps",
             settings.effective_steps,
         )
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except ValueError as exc:  # settings the machine cannot honour, e.g. cpu_offload on a CPU
+        print(f"wanserve: invalid configuration: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
     uvicorn.run(
         app,
         host=settings.host,

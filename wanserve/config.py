@@ -52,6 +52,26 @@ class Settings(BaseSettings):
         "4 in dummy mode)",
     )
     device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
+    dtype: str = Field(
+        default="auto",
+        pattern="^(auto|bfloat16|float16|float32)$",
+        description="transformer and text encoder precision (auto: bf16 on CUDA, fp32 on CPU)",
+    )
+    text_encoder_device: str = Field(
+        default="auto",
+        pattern="^(auto|cpu)$",
+        description="cpu keeps the UMT5 text encoder off the GPU",
+    )
+    cpu_offload: bool = Field(
+        default=False, description="diffusers model CPU offload, for GPUs too small for a model"
+    )
+    vae_tiling: bool = Field(default=False, description="decode the VAE in tiles to save memory")
+    model_memory_gib: float | None = Field(
+        default=None,
+        gt=0,
+        description="resident checkpoints may use this much memory; least recently used ones "
+        "are unloaded beyond it (default: no limit)",
+    )
     hf_cache_dir: Path | None = None
     allow_download: bool = Field(
         default=True, description="let auto mode fetch hub checkpoints missing from the cache"
@@ -67,7 +87,7 @@ class Settings(BaseSettings):
     max_unfinished_per_key: int = Field(default=100, ge=1)
     max_queue: int = Field(default=1000, ge=1)
     cancel_running: bool = Field(
-        default=False,
+        default=True,
         description="let POST .../cancel stop RUNNING tasks (DashScope cancels PENDING only)",
     )
 

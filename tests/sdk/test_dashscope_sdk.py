@@ -4,6 +4,7 @@ only `base_http_api_url` changed. Full-size videos (832*480, 5 s): kept to two g
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from http import HTTPStatus
 from pathlib import Path
@@ -126,3 +127,56 @@ def test_sdk_sees_dashscope_errors(server: ServerProcess, key: str) -> None:
     assert (wrong.status_code, wrong.code) == (401, "InvalidApiKey")
     unknown = VideoSynthesis.fetch("no-such-task", api_key=key)
     assert unknown.status_code == HTTPStatus.OK and unknown.output.task_status == "UNKNOWN"
+
+
+@pytest.fixture(scope="module")
+def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
+    """A server whose models denoise at a small pixel budget (an operator setting), so every
+    family can run through the SDK in seconds."""
+    from tests.api.test_engine_http import SMALL
+
+    proc = ServerProcess(
+        tmp_path_factory.mktemp("sdk-small"), WANSERVE_STEPS="2", WANSERVE_MODELS=json.dumps(SMALL)
+    )
+    with proc:
+        previous = dashscope.base_http_api_url
+        dashscope.base_http_api_url = f"{proc.base}/api/v1"
+        yield proc, proc.create_key()
+        dashscope.base_http_api_url = previous
+
+
+@pytest.mark.parametrize(
+    ("model", "kwargs", "size"),
+    [
+        ("wan2.2-t2v-plus", {"prompt": "waves", "size": "832*480"}, (832, 480)),
+        (
+            "wanx2.1-i2v-turbo",
+            {"img_url": "IMAGE", "resolution": "480P", "duration": 3},
+            (720, 544),
+        ),
+        ("wan2.2-i2v-plus", {"img_url": "IMAGE", "resolution": "480P"}, (720, 544)),
+        (
+            "wan2.6-i2v-flash",
+            {"img_url": "IMAGE", "resolution": "720P", "duration": 2},
+            (1104, 816),
+        ),
+        ("wanx2.1-kf2v-plus", {"first_frame_url": "IMAGE", "last_frame_url": "IMAGE"}, (1104, 816)),
+    ],
+)
+def test_every_family_through_the_sdk(
+    small_server: tuple[ServerProcess, str],
+    model: str,
+    kwargs: dict[str, object],
+    size: tuple[int, int],
+    tmp_path: Path,
+) -> None:
+    from tests.api.test_engine_http import data_uri
+
+    _, key = small_server
+    args = {k: (data_uri(7) if v == "IMAGE" else v) for k, v in kwargs.items()}
+    rsp = VideoSynthesis.call(api_key=key, model=model, seed=5, **args)
+    assert rsp.status_code == HTTPStatus.OK and rsp.output.task_status == "SUCCEEDED", rsp
+    card_fps = 24 if model.startswith("wan2.6") else 30
+    seconds = args.get("duration", 5)
+    assert isinstance(seconds, int)
+    check_mp4(rsp.output.video_url, tmp_path / "v.mp4", size=size, fps=card_fps, seconds=seconds)
