@@ -1,0 +1,224 @@
+"""The one guarded fetcher every client-supplied URL goes through.
+
+A public server fetches URLs strangers send it, so each fetch:
+
+* accepts only http and https, and follows at most `max_redirects` redirects, checking every
+  hop like the first;
+* resolves the host itself and connects only to an address it has checked (no second DNS
+  lookup for an attacker to rebind): private, loopback, link-local, multicast, reserved and
+  cloud-metadata addresses are refused unless the operator allows private networks or names
+  the host in `allowed_hosts`; metadata addresses are refused always;
+* bounds DNS, connect, each read and the whole transfer by time, and the body by size (the
+  declared Content-Length first, then the bytes actually streamed);
+* checks the declared content type against what the field expects;
+* ignores proxy environment variables, which would bypass the address checks.
+
+Failures are `InvalidURL` (cannot or may not be fetched) or `InvalidParameter` (fetched, but not
+acceptable), naming the request field.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ipaddress
+import socket
+import ssl
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpcore
+
+from wanserve.errors import InvalidParameter, InvalidURL
+
+Resolver = Callable[[str, int], list[str]]
+_REDIRECTS = {301, 302, 303, 307, 308}
+# Cloud instance-metadata endpoints (AWS/GCP/Azure/OpenStack, Alibaba Cloud, AWS IPv6).
+_METADATA = {
+    ipaddress.ip_address("169.254.169.254"),
+    ipaddress.ip_address("100.100.100.200"),
+    ipaddress.ip_address("fd00:ec2::254"),
+}
+_ACCEPT = {
+    "image": ("image/",),
+    "audio": ("audio/", "video/mpeg"),
+}
+_GENERIC_TYPES = ("application/octet-stream", "binary/octet-stream", "")
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    allow_private: bool = False
+    allowed_hosts: frozenset[str] = frozenset()
+    connect_timeout: float = 5.0
+    read_timeout: float = 15.0
+    total_timeout: float = 60.0
+    max_redirects: int = 3
+    user_agent: str = "wanserve-fetch/1"
+
+
+@dataclass(frozen=True)
+class Fetched:
+    content_type: str
+    data: bytes
+    url: str  # after redirects
+
+
+class BlockedAddress(Exception):
+    def __init__(self, host: str, addresses: Iterable[str]) -> None:
+        super().__init__(host)
+        self.host = host
+        self.addresses = list(addresses)
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def address_allowed(address: str, *, allow_private: bool) -> bool:
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip in _METADATA or ip.is_link_local:
+        return False  # never, even on premises: it is where cloud credentials live
+    if ip.is_multicast or ip.is_unspecified:
+        return False
+    if ip.is_global:
+        return True
+    return allow_private
+
+
+class _GuardedBackend(httpcore.SyncBackend):
+    """Resolves, checks, then connects to the checked address itself."""
+
+    def __init__(self, policy: FetchPolicy, resolve: Resolver) -> None:
+        self._policy = policy
+        self._resolve = resolve
+        self._dns = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="dns")
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        future = self._dns.submit(self._resolve, host, port)
+        try:
+            addresses = future.result(timeout=self._policy.connect_timeout)
+        except concurrent.futures.TimeoutError:
+            raise httpcore.ConnectTimeout(f"DNS lookup of {host} timed out") from None
+        except OSError as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from None
+        trusted = host.lower() in self._policy.allowed_hosts
+        allowed = [
+            a
+            for a in addresses
+            if trusted or address_allowed(a, allow_private=self._policy.allow_private)
+        ]
+        if not allowed:
+            raise BlockedAddress(host, addresses)
+        return super().connect_tcp(allowed[0], port, timeout, local_address, socket_options)
+
+
+@dataclass
+class SafeFetcher:
+    policy: FetchPolicy = field(default_factory=FetchPolicy)
+    resolve: Resolver = system_resolver
+
+    def __post_init__(self) -> None:
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=ssl.create_default_context(),
+            network_backend=_GuardedBackend(self.policy, self.resolve),
+            max_connections=16,
+            retries=0,
+        )
+
+    def fetch(self, url: str, *, field: str, kind: str, max_bytes: int) -> Fetched:
+        """GET `url` for request field `field`, expecting `kind` ("image" or "audio")."""
+        deadline = time.monotonic() + self.policy.total_timeout
+        current = url
+        try:
+            for _hop in range(self.policy.max_redirects + 1):
+                self._check_url(current, field)
+                location = self._get(current, field, kind, max_bytes, deadline)
+                if isinstance(location, Fetched):
+                    return location
+                current = urljoin(current, location)
+        except BlockedAddress as exc:
+            raise InvalidURL(
+                f"{field}: {exc.host} resolves to a private, loopback, link-local or metadata "
+                "address, which this server does not fetch."
+            ) from None
+        except httpcore.TimeoutException:
+            raise InvalidURL(f"{field}: timed out fetching {_safe(current)}.") from None
+        except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol) as exc:
+            raise InvalidURL(
+                f"{field}: could not fetch {_safe(current)}: {_first_line(exc)}."
+            ) from None
+        raise InvalidURL(f"{field}: more than {self.policy.max_redirects} redirects.")
+
+    def _check_url(self, url: str, field: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise InvalidURL(f"{field}: only http and https URLs can be fetched ({_safe(url)}).")
+
+    def _get(
+        self, url: str, field: str, kind: str, max_bytes: int, deadline: float
+    ) -> Fetched | str:
+        timeout = {
+            "connect": self.policy.connect_timeout,
+            "read": self.policy.read_timeout,
+            "write": self.policy.read_timeout,
+            "pool": self.policy.connect_timeout,
+        }
+        headers = [(b"User-Agent", self.policy.user_agent.encode()), (b"Accept", b"*/*")]
+        with self._pool.stream(
+            "GET", url, headers=headers, extensions={"timeout": timeout}
+        ) as resp:
+            head = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in resp.headers}
+            if resp.status in _REDIRECTS:
+                location = head.get("location")
+                if not location:
+                    raise InvalidURL(f"{field}: HTTP {resp.status} redirect without a Location.")
+                return location
+            if resp.status != 200:
+                raise InvalidURL(f"{field}: {_safe(url)} answered HTTP {resp.status}.")
+            content_type = head.get("content-type", "").split(";")[0].strip().lower()
+            accepted = _ACCEPT[kind]
+            if not content_type.startswith(accepted) and content_type not in _GENERIC_TYPES:
+                raise InvalidParameter(f"{field}: {_safe(url)} is {content_type}, not {kind} data.")
+            declared = head.get("content-length", "")
+            if declared.isdigit() and int(declared) > max_bytes:
+                raise InvalidParameter(f"{field} is larger than {max_bytes // (1024 * 1024)} MB.")
+            chunks, size = [], 0
+            for chunk in resp.iter_stream():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise InvalidParameter(
+                        f"{field} is larger than {max_bytes // (1024 * 1024)} MB."
+                    )
+                if time.monotonic() > deadline:
+                    raise InvalidURL(
+                        f"{field}: fetching {_safe(url)} took longer than "
+                        f"{self.policy.total_timeout:.0f} s."
+                    )
+                chunks.append(chunk)
+            return Fetched(content_type=content_type, data=b"".join(chunks), url=url)
+
+
+def _safe(url: str) -> str:
+    """The URL without credentials or query, for messages and logs."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
