@@ -22,6 +22,8 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from wanserve.media.audio import AudioClip
+
 Frame = NDArray[np.uint8]  # (height, width, 3) RGB
 Frames = NDArray[np.uint8]  # (frames, height, width, 3) RGB
 
@@ -82,9 +84,12 @@ def encode_mp4(
     width: int,
     height: int,
     fps: int,
-    settings: EncodeSettings = EncodeSettings(),
+    settings: EncodeSettings | None = None,
+    audio: AudioClip | None = None,
 ) -> int:
-    """Write `frames` as H.264 yuv420p MP4 with the moov atom first. Returns frames written."""
+    """Write `frames` as H.264 yuv420p MP4 with the moov atom first, and `audio` (if any) as
+    AAC interleaved with it. Returns the number of video frames written."""
+    settings = settings or EncodeSettings()
     written = 0
     with av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"}) as container:
         stream = container.add_stream(
@@ -97,6 +102,7 @@ def encode_mp4(
         codec.thread_count = settings.threads
         codec.colorspace = codec.color_primaries = codec.color_trc = _BT709
         codec.color_range = _LIMITED_RANGE
+        track = _AudioTrack(container, audio) if audio is not None else None
         for frame in frames:
             video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(
                 format="yuv420p", dst_colorspace="ITU709"
@@ -104,5 +110,38 @@ def encode_mp4(
             video_frame.pts = written
             container.mux(stream.encode(video_frame))
             written += 1
+            if track is not None:
+                track.write_until(written / fps)  # keep the tracks interleaved
         container.mux(stream.encode(None))
+        if track is not None:
+            track.finish()
     return written
+
+
+class _AudioTrack:
+    """An AAC stream fed in encoder-sized frames, in step with the video."""
+
+    _FRAME = 1024  # AAC samples per frame
+
+    def __init__(self, container: av.container.OutputContainer, clip: AudioClip) -> None:
+        self._container = container
+        self._clip = clip
+        layout = "mono" if clip.channels == 1 else "stereo"
+        self._stream = container.add_stream("aac", rate=clip.sample_rate, layout=layout)
+        self._layout = layout
+        self._next = 0  # next sample to encode
+
+    def write_until(self, seconds: float) -> None:
+        end = min(self._clip.samples.shape[1], round(seconds * self._clip.sample_rate))
+        while self._next < end:
+            stop = min(self._next + self._FRAME, self._clip.samples.shape[1])
+            chunk = np.ascontiguousarray(self._clip.samples[:, self._next : stop])
+            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=self._layout)
+            frame.sample_rate = self._clip.sample_rate
+            frame.pts = self._next
+            self._container.mux(self._stream.encode(frame))
+            self._next = stop
+
+    def finish(self) -> None:
+        self.write_until(self._clip.seconds)
+        self._container.mux(self._stream.encode(None))
