@@ -66,6 +66,22 @@ class ApiKeyRow(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
+class UploadRow(Base):
+    """A file a client uploaded through the SDK's policy flow, referenced as oss://<key>."""
+
+    __tablename__ = "uploads"
+
+    key: Mapped[str] = mapped_column(String(512), primary_key=True)
+    api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    model: Mapped[str] = mapped_column(String(64))
+    content_type: Mapped[str] = mapped_column(String(128))
+    size: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index(None, "expires_at"),)
+
+
 class TaskRow(Base):
     __tablename__ = "tasks"
 

@@ -38,6 +38,12 @@ class LocalStorage:
         shutil.move(str(source), staging)
         os.replace(staging, target)  # readers never see a half-written file
 
+    def read(self, key: str) -> bytes:
+        return self.path(key).read_bytes()
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
 

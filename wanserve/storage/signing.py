@@ -16,9 +16,14 @@ class UrlSigner:
             raise ValueError("signing secret must be at least 16 bytes")
         self._secret = secret
 
+    def mac(self, purpose: str, message: bytes) -> str:
+        """HMAC-SHA256 of `message`, domain-separated by `purpose` so a signature made for one
+        use (a download URL) can never be replayed as another (an upload policy)."""
+        digest = hmac.new(self._secret, purpose.encode() + b"\0" + message, hashlib.sha256)
+        return base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
+
     def signature(self, path: str, expires: int) -> str:
-        mac = hmac.new(self._secret, f"{path}\n{expires}".encode(), hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+        return self.mac("url", f"{path}\n{expires}".encode())
 
     def verify(
         self, path: str, expires: str | None, signature: str | None, *, now: datetime

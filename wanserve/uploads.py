@@ -1,0 +1,208 @@
+"""The DashScope SDK's local-file upload flow, served by this server.
+
+The SDK turns `img_url="file://..."` or `audio_url="/path/x.mp3"` into three steps:
+
+1. `GET /api/v1/uploads?action=getPolicy&model=M` (with the API key): we issue a policy, a
+   JSON document naming a fresh `upload_dir`, the key that asked, and an expiry, plus its HMAC.
+2. `POST <upload_host>` (multipart, no API key): the form carries the policy and signature we
+   issued; we verify them, the object key, and the size, then store the file.
+3. The create request names the file `oss://<upload_dir>/<name>`; it resolves only for the
+   key that asked for the policy, for 48 hours.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import Engine, delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import sessionmaker
+
+from wanserve.clock import Clock, utcnow
+from wanserve.db.tables import UploadRow
+from wanserve.errors import AccessDenied, InvalidParameter, InvalidURL, RequestTooLarge
+from wanserve.storage.base import Storage
+from wanserve.storage.local import check_key
+from wanserve.storage.signing import UrlSigner
+
+PREFIX = "dashscope-instant"
+SCHEME = "oss://"
+_PURPOSE = "upload-policy"
+
+
+@dataclass(frozen=True)
+class UploadPolicy:
+    policy: str
+    signature: str
+    upload_dir: str
+    upload_host: str
+    expire_in_seconds: int
+    max_file_size_mb: int
+    oss_access_key_id: str = "wanserve"
+    x_oss_object_acl: str = "private"
+    x_oss_forbid_overwrite: str = "true"
+
+
+@dataclass(frozen=True)
+class Upload:
+    key: str
+    api_key_id: str
+    model: str
+    content_type: str
+    size: int
+    expires_at: datetime
+
+
+class UploadService:
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        storage: Storage,
+        signer: UrlSigner,
+        max_bytes: int,
+        policy_ttl: timedelta = timedelta(minutes=5),
+        upload_ttl: timedelta = timedelta(hours=48),
+        clock: Clock = utcnow,
+    ) -> None:
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._storage = storage
+        self._signer = signer
+        self.max_bytes = max_bytes
+        self._policy_ttl = policy_ttl
+        self._upload_ttl = upload_ttl
+        self._now = clock
+
+    def issue(self, *, api_key_id: str, model: str, upload_host: str) -> UploadPolicy:
+        """A policy for one upload directory, valid for a few minutes."""
+        expires = self._now() + self._policy_ttl
+        upload_dir = f"{PREFIX}/{uuid.uuid4().hex}"
+        document = {
+            "expiration": expires.isoformat(),
+            "upload_dir": upload_dir,
+            "api_key_id": api_key_id,
+            "model": model,
+            "max_bytes": self.max_bytes,
+        }
+        policy = base64.b64encode(json.dumps(document, sort_keys=True).encode()).decode()
+        return UploadPolicy(
+            policy=policy,
+            signature=self._signer.mac(_PURPOSE, policy.encode()),
+            upload_dir=upload_dir,
+            upload_host=upload_host,
+            expire_in_seconds=int(self._policy_ttl.total_seconds()),
+            max_file_size_mb=max(1, self.max_bytes // (1024 * 1024)),
+        )
+
+    def receive(
+        self, fields: Mapping[str, str], *, source: Path, size: int, content_type: str
+    ) -> Upload:
+        """Verify an upload form against the policy we issued, then keep the file."""
+        policy, signature = fields.get("policy", ""), fields.get("Signature", "")
+        if not policy or not signature:
+            raise AccessDenied("The upload carries no policy or signature.")
+        if not hmac.compare_digest(self._signer.mac(_PURPOSE, policy.encode()), signature):
+            raise AccessDenied("The upload policy signature does not match.")
+        try:
+            document = json.loads(base64.b64decode(policy, validate=True))
+            expires = datetime.fromisoformat(document["expiration"])
+            upload_dir, api_key_id, model = (
+                document["upload_dir"],
+                document["api_key_id"],
+                document["model"],
+            )
+        except (binascii.Error, ValueError, KeyError, TypeError):
+            raise AccessDenied("The upload policy is malformed.") from None
+        if expires < self._now():
+            raise AccessDenied("The upload policy has expired; ask for a new one.")
+        key = fields.get("key", "")
+        name = key[len(upload_dir) + 1 :] if key.startswith(upload_dir + "/") else ""
+        if not name or "/" in name:
+            raise AccessDenied("The object key is outside the policy's upload directory.")
+        try:
+            check_key(key)
+        except ValueError:
+            raise InvalidParameter("The object key is not a valid file name.") from None
+        if size > min(self.max_bytes, int(document.get("max_bytes", self.max_bytes))):
+            raise RequestTooLarge(f"The file exceeds {self.max_bytes // (1024 * 1024)} MB.")
+        now = self._now()
+        row = UploadRow(
+            key=key,
+            api_key_id=api_key_id,
+            model=model,
+            content_type=content_type[:128],
+            size=size,
+            created_at=now,
+            expires_at=now + self._upload_ttl,
+        )
+        try:
+            with self._sessions.begin() as s:
+                s.add(row)
+        except IntegrityError:
+            raise AccessDenied("An object with this key already exists (no overwrite).") from None
+        try:
+            self._storage.put(_object(key), source)
+        except BaseException:
+            with self._sessions.begin() as s:
+                s.execute(delete(UploadRow).where(UploadRow.key == key))
+            raise
+        return _to_upload(row)
+
+    def check(self, url: str, *, api_key_id: str, field: str) -> Upload:
+        """The upload `url` names, if it exists, is live, and belongs to `api_key_id`."""
+        key = url[len(SCHEME) :] if url.startswith(SCHEME) else ""
+        with self._sessions() as s:
+            row = s.get(UploadRow, key)
+        if row is None or row.api_key_id != api_key_id or row.expires_at < self._now():
+            raise InvalidURL(
+                f"{field}: {url} is not a file this API key uploaded, or it has expired "
+                "(uploads are kept 48 hours)."
+            )
+        return _to_upload(row)
+
+    def open(self, url: str, *, field: str, max_bytes: int) -> tuple[str, bytes]:
+        """(content type, bytes) of a live upload; ownership was checked at submission."""
+        key = url[len(SCHEME) :]
+        with self._sessions() as s:
+            row = s.get(UploadRow, key)
+        if row is None or row.expires_at < self._now():
+            raise InvalidURL(f"{field}: {url} has expired or does not exist.")
+        if row.size > max_bytes:
+            raise InvalidParameter(f"{field} is larger than {max_bytes // (1024 * 1024)} MB.")
+        try:
+            return row.content_type, self._storage.read(_object(key))
+        except FileNotFoundError:
+            raise InvalidURL(f"{field}: {url} has expired or does not exist.") from None
+
+    def purge_expired(self) -> int:
+        with self._sessions() as s:
+            keys = list(s.scalars(select(UploadRow.key).where(UploadRow.expires_at < self._now())))
+        for key in keys:
+            self._storage.delete(_object(key))
+        if keys:
+            with self._sessions.begin() as s:
+                s.execute(delete(UploadRow).where(UploadRow.key.in_(keys)))
+        return len(keys)
+
+
+def _object(key: str) -> str:
+    return f"uploads/{key}"
+
+
+def _to_upload(row: UploadRow) -> Upload:
+    return Upload(
+        key=row.key,
+        api_key_id=row.api_key_id,
+        model=row.model,
+        content_type=row.content_type,
+        size=row.size,
+        expires_at=row.expires_at,
+    )
