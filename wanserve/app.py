@@ -21,12 +21,16 @@ from wanserve import __version__
 from wanserve.api import errors as api_errors
 from wanserve.api.deps import Services
 from wanserve.api.routes import api, files
+from wanserve.api.uploads import uploads as uploads_router
 from wanserve.catalog import Catalog
 from wanserve.clock import Clock, utcnow
 from wanserve.config import Settings
 from wanserve.db.engine import make_engine, upgrade
 from wanserve.engine.runner import EngineConfig, Runner, build_runner
 from wanserve.keys import KeyStore
+from wanserve.media.audio import AudioLimits
+from wanserve.media.fetch import FetchPolicy, SafeFetcher
+from wanserve.media.image import ImageLimits
 from wanserve.media.video import EncodeSettings
 from wanserve.spec import Features
 from wanserve.storage.local import LocalStorage
@@ -34,6 +38,7 @@ from wanserve.storage.signing import UrlSigner
 from wanserve.tasks.janitor import Janitor
 from wanserve.tasks.service import Limits, TaskService
 from wanserve.tasks.store import SqlTaskStore
+from wanserve.uploads import UploadService
 from wanserve.workers.execute import Execution, InputResolver, execute
 from wanserve.workers.inputs import MediaResolver
 from wanserve.workers.local import EmbeddedDispatcher
@@ -64,6 +69,25 @@ def build_components(
     store = SqlTaskStore(engine, ttl=timedelta(seconds=settings.task_ttl_seconds), clock=clock)
     signer = UrlSigner(settings.load_secret_key())
     storage = LocalStorage(settings.data_dir / "files", signer=signer)
+    (settings.data_dir / "tmp").mkdir(parents=True, exist_ok=True)
+    uploads = UploadService(
+        engine=engine,
+        storage=storage,
+        signer=signer,
+        max_bytes=settings.max_upload_bytes,
+        upload_ttl=timedelta(seconds=settings.upload_ttl_seconds),
+        clock=clock,
+    )
+    fetcher = SafeFetcher(
+        FetchPolicy(
+            allow_private=settings.fetch_allow_private,
+            allowed_hosts=frozenset(h.lower() for h in settings.fetch_allowed_hosts),
+            connect_timeout=settings.fetch_connect_timeout,
+            read_timeout=settings.fetch_read_timeout,
+            total_timeout=settings.fetch_total_timeout,
+            max_redirects=settings.fetch_max_redirects,
+        )
+    )
     if runner is None:
         runner = build_runner(
             EngineConfig(
@@ -85,7 +109,15 @@ def build_components(
         store=store,
         runner=runner,
         storage=storage,
-        inputs=inputs or MediaResolver(),
+        inputs=inputs
+        or MediaResolver(
+            fetcher=fetcher,
+            uploads=uploads,
+            image_limits=ImageLimits(
+                max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
+            ),
+            audio_limits=AudioLimits(max_bytes=settings.max_audio_bytes),
+        ),
         scratch_dir=settings.data_dir / "tmp",
         heartbeat_seconds=settings.heartbeat_seconds,
         encode=EncodeSettings(crf=settings.x264_crf, preset=settings.x264_preset),
@@ -105,6 +137,7 @@ def build_components(
             max_unfinished_per_key=settings.max_unfinished_per_key, max_queue=settings.max_queue
         ),
         cancel_running=settings.cancel_running,
+        uploads=uploads,
         clock=clock,
     )
     services = Services(
@@ -114,6 +147,7 @@ def build_components(
         storage=storage,
         signer=signer,
         local_files=storage,
+        uploads=uploads,
         clock=clock,
     )
     janitor = Janitor(
@@ -122,6 +156,7 @@ def build_components(
         interval_seconds=settings.janitor_interval_seconds,
         stale_after=timedelta(seconds=settings.heartbeat_timeout_seconds),
         max_attempts=settings.max_attempts,
+        uploads=uploads,
     )
     return Components(
         services=services, store=store, dispatcher=dispatcher, janitor=janitor, runner=runner
@@ -164,6 +199,7 @@ def create_app(
     app.state.components = parts
     api_errors.install(app)
     app.include_router(api)
+    app.include_router(uploads_router)
     app.include_router(files)
     app.middleware("http")(_request_context)
 

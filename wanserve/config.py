@@ -93,6 +93,23 @@ class Settings(BaseSettings):
 
     # Requests and security.
     max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    max_image_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(default=4096 * 4096, ge=256)
+    max_audio_bytes: int = Field(default=15 * 1024 * 1024, ge=1024)
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    upload_ttl_seconds: int = Field(default=48 * 3600, ge=60)
+    fetch_allow_private: bool = Field(
+        default=False,
+        description="fetch input URLs on private networks (on-premise); metadata and "
+        "link-local addresses stay refused",
+    )
+    fetch_allowed_hosts: list[str] = Field(
+        default_factory=list, description="host names fetched even when they resolve privately"
+    )
+    fetch_connect_timeout: float = Field(default=5.0, gt=0)
+    fetch_read_timeout: float = Field(default=15.0, gt=0)
+    fetch_total_timeout: float = Field(default=60.0, gt=0)
+    fetch_max_redirects: int = Field(default=3, ge=0, le=10)
     secret_key: str | None = Field(
         default=None, description="HMAC key for signed URLs; default: generated once in data_dir"
     )

@@ -180,3 +180,33 @@ def test_every_family_through_the_sdk(
     seconds = args.get("duration", 5)
     assert isinstance(seconds, int)
     check_mp4(rsp.output.video_url, tmp_path / "v.mp4", size=size, fps=card_fps, seconds=seconds)
+
+
+def test_sdk_uploads_a_local_image_and_a_local_audio_file(
+    small_server: tuple[ServerProcess, str], tmp_path: Path
+) -> None:
+    """The SDK's own upload flow: getPolicy, multipart POST to our upload_host, oss:// refs."""
+    from tests.api.test_inputs import png
+    from tests.audio_files import wav
+
+    _, key = small_server
+    image = tmp_path / "my cat.png"  # a space: the SDK unquotes file:// paths
+    image.write_bytes(png(9, (120, 160)))
+    voice = tmp_path / "voice.wav"
+    voice.write_bytes(wav(4.0))
+    rsp = VideoSynthesis.call(
+        api_key=key,
+        model="wan2.5-i2v-preview",
+        prompt="the cat sings",
+        img_url=f"file://{image}",
+        audio_url=str(voice),
+        resolution="480P",
+    )
+    assert rsp.status_code == HTTPStatus.OK and rsp.output.task_status == "SUCCEEDED", rsp
+    assert rsp.usage["audio"] is True
+    path = tmp_path / "out.mp4"
+    check_mp4(rsp.output.video_url, path, size=(544, 720), fps=24, seconds=5)
+    with av.open(str(path)) as c:
+        track = c.streams.audio[0]
+        assert track.codec_context.name == "aac"
+        assert abs(float(track.duration * track.time_base) - 5.0) < 0.03

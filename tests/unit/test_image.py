@@ -31,7 +31,9 @@ def test_accepted_formats(fmt: str) -> None:
 
 @pytest.mark.parametrize("fmt", ["GIF", "TIFF", "ICO"])
 def test_other_formats_are_refused(fmt: str) -> None:
-    with pytest.raises(InvalidParameter, match=f"img_url is a {fmt} file; send JPEG, PNG, BMP or WEBP"):
+    with pytest.raises(
+        InvalidParameter, match=f"img_url is a {fmt} file; send JPEG, PNG, BMP or WEBP"
+    ):
         decode_image(encode(noise(), fmt), field="img_url")
 
 

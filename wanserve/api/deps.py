@@ -17,6 +17,7 @@ from wanserve.storage.local import LocalStorage
 from wanserve.storage.signing import UrlSigner
 from wanserve.tasks.models import Task
 from wanserve.tasks.service import TaskService
+from wanserve.uploads import UploadService
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class Services:
     storage: Storage
     signer: UrlSigner
     local_files: LocalStorage | None  # set when this app serves the stored files itself
+    uploads: UploadService
     clock: Clock
 
     def video_url(self, task: Task, *, base_url: str) -> str | None:

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from wanserve.storage.base import Storage
 from wanserve.tasks.store import TaskStore
+from wanserve.uploads import UploadService
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,9 @@ class Janitor:
         interval_seconds: float,
         stale_after: timedelta,
         max_attempts: int,
+        uploads: UploadService | None = None,
     ) -> None:
+        self._uploads = uploads
         self._store = store
         self._storage = storage
         self._interval = interval_seconds
@@ -42,6 +45,8 @@ class Janitor:
                     self._storage.delete(video_key)
             self._store.delete(task_id for task_id, _ in expired)
             log.info("purged %d expired task(s)", len(expired))
+        if self._uploads is not None and (count := self._uploads.purge_expired()):
+            log.info("purged %d expired upload(s)", count)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="wanserve-janitor", daemon=True)

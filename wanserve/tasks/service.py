@@ -7,10 +7,11 @@ from dataclasses import dataclass
 
 from wanserve.catalog import Catalog
 from wanserve.clock import Clock, utcnow
-from wanserve.errors import Throttled, UnsupportedOperation
+from wanserve.errors import InvalidURL, Throttled, UnsupportedOperation
 from wanserve.spec import Features, SynthesisRequest, build_spec, resolve_card
 from wanserve.tasks.models import Task, TaskPage, TaskQuery, TaskStatus
 from wanserve.tasks.store import TaskStore
+from wanserve.uploads import UploadService
 from wanserve.workers.base import Dispatcher
 
 
@@ -30,8 +31,10 @@ class TaskService:
         features: Features,
         limits: Limits,
         cancel_running: bool,
+        uploads: UploadService | None = None,
         clock: Clock = utcnow,
     ) -> None:
+        self._uploads = uploads
         self._store = store
         self._dispatcher = dispatcher
         self.catalog = catalog
@@ -44,6 +47,11 @@ class TaskService:
         """Validate, persist as PENDING, and hand to a worker. Raises domain errors."""
         card = resolve_card(request, self.catalog)
         spec = build_spec(request, card, features=self._features)
+        for ref in (spec.image, spec.last_image, spec.audio_ref):
+            if ref is not None and ref.url.startswith("oss://"):
+                if self._uploads is None:
+                    raise InvalidURL(f"{ref.field}: this server does not accept oss:// references.")
+                self._uploads.check(ref.url, api_key_id=api_key_id, field=ref.field)
         if self._store.count_unfinished(api_key_id) >= self._limits.max_unfinished_per_key:
             raise Throttled(
                 f"This API key already has {self._limits.max_unfinished_per_key} unfinished "

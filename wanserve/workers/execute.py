@@ -19,14 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from wanserve.engine.runner import Conditioning, EngineProgress, GenerationCancelled, Runner
+from wanserve.engine.runner import EngineProgress, GenerationCancelled, Runner
 from wanserve.errors import WanserveError
+from wanserve.media.audio import fit_audio
 from wanserve.media.video import EncodeSettings, encode_mp4, output_frames
 from wanserve.media.watermark import Watermark
 from wanserve.spec import GenerationSpec
 from wanserve.storage.base import Storage
 from wanserve.tasks.models import Claim, Progress, TaskError, TaskResult, TaskStatus
 from wanserve.tasks.store import Control, TaskStore
+from wanserve.workers.inputs import ResolvedInputs
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ _PROGRESS_MIN_INTERVAL = 0.5  # seconds between progress writes within a stage
 
 
 class InputResolver(Protocol):
-    def resolve(self, spec: GenerationSpec) -> tuple[GenerationSpec, Conditioning]:
+    def resolve(self, spec: GenerationSpec) -> ResolvedInputs:
         """Fetch and decode the spec's inputs; size image-driven specs."""
 
 
@@ -100,10 +102,11 @@ def _run(claim: Claim, ex: Execution, signals: _Signals) -> TaskStatus | None:
     started = time.monotonic()
     reporter = _ProgressReporter(claim, ex.store, signals)
     try:
-        spec, conditioning = ex.inputs.resolve(task.spec)
+        inputs = ex.inputs.resolve(task.spec)
+        spec = inputs.spec
         clip = ex.runner.run(
             spec,
-            conditioning=conditioning,
+            conditioning=inputs.conditioning,
             on_progress=reporter,
             should_cancel=signals.should_stop,
         )
@@ -123,13 +126,22 @@ def _run(claim: Claim, ex: Execution, signals: _Signals) -> TaskStatus | None:
                 duration=spec.duration,
                 decorate=decorate,
             )
-            encode_mp4(frames, path, width=width, height=height, fps=spec.fps, settings=ex.encode)
+            audio = fit_audio(inputs.audio, spec.duration) if inputs.audio is not None else None
+            encode_mp4(
+                frames,
+                path,
+                width=width,
+                height=height,
+                fps=spec.fps,
+                settings=ex.encode,
+                audio=audio,
+            )
             ex.storage.put(key, path)
         result = TaskResult(
             video_key=key,
             width=width,
             height=height,
-            has_audio=False,
+            has_audio=audio is not None,
             # Without a prompt extender, the prompt used is the one sent (truncated).
             actual_prompt=spec.prompt if spec.prompt_extend else None,
         )

@@ -7,56 +7,75 @@ URLs go through the one guarded fetcher, and `oss://` references come from the u
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
 
 from PIL import Image
 
 from wanserve.engine.runner import Conditioning
-from wanserve.errors import InvalidParameter, InvalidURL
+from wanserve.errors import InvalidURL
+from wanserve.media.audio import AudioClip, AudioLimits, decode_audio
+from wanserve.media.fetch import Fetched
 from wanserve.media.image import ImageLimits, decode_image, fit, parse_data_uri
 from wanserve.spec import GenerationSpec, MediaRef
 
-# (url, field, max_bytes) -> (content type, bytes)
-FetchFn = Callable[[str, str, int], tuple[str, bytes]]
+
+class Fetcher(Protocol):
+    def fetch(self, url: str, *, field: str, kind: str, max_bytes: int) -> Fetched: ...
+
+
+class UploadReader(Protocol):
+    def open(self, url: str, *, field: str, max_bytes: int) -> tuple[str, bytes]: ...
+
+
+@dataclass(frozen=True)
+class ResolvedInputs:
+    spec: GenerationSpec  # sized, for image-driven models
+    conditioning: Conditioning  # what the engine sees
+    audio: AudioClip | None = None  # a track to mux, as sent (not yet fitted to the video)
 
 
 class MediaResolver:
     def __init__(
         self,
         *,
-        fetch: FetchFn | None = None,
-        open_upload: FetchFn | None = None,
+        fetcher: Fetcher | None = None,
+        uploads: UploadReader | None = None,
         image_limits: ImageLimits | None = None,
+        audio_limits: AudioLimits | None = None,
     ) -> None:
-        self._fetch = fetch
-        self._open_upload = open_upload
+        self._fetcher = fetcher
+        self._uploads = uploads
         self._image_limits = image_limits or ImageLimits()
+        self._audio_limits = audio_limits or AudioLimits()
 
-    def resolve(self, spec: GenerationSpec) -> tuple[GenerationSpec, Conditioning]:
+    def resolve(self, spec: GenerationSpec) -> ResolvedInputs:
+        audio = None
         if spec.audio_ref is not None:
-            raise InvalidParameter("audio_url inputs are not supported by this server yet.")
+            data = self._bytes(spec.audio_ref, "audio", self._audio_limits.max_bytes)
+            audio = decode_audio(data, field=spec.audio_ref.field, limits=self._audio_limits)
         if spec.image is None:
-            return spec, Conditioning()
+            return ResolvedInputs(spec, Conditioning(), audio)
         first = self.image(spec.image)
         if spec.width is None:
             spec = spec.with_image_size(*first.size)
         assert spec.gen_width is not None and spec.gen_height is not None
         size = (spec.gen_width, spec.gen_height)
-        last = None
-        if spec.last_image is not None:
-            last = fit(self.image(spec.last_image), *size)
-        return spec, Conditioning(image=fit(first, *size), last_image=last)
+        last = fit(self.image(spec.last_image), *size) if spec.last_image is not None else None
+        return ResolvedInputs(spec, Conditioning(image=fit(first, *size), last_image=last), audio)
 
     def image(self, ref: MediaRef) -> Image.Image:
-        _, data = self._bytes(ref, self._image_limits.max_bytes)
+        data = self._bytes(ref, "image", self._image_limits.max_bytes)
         return decode_image(data, field=ref.field, limits=self._image_limits)
 
-    def _bytes(self, ref: MediaRef, max_bytes: int) -> tuple[str, bytes]:
+    def _bytes(self, ref: MediaRef, kind: str, max_bytes: int) -> bytes:
         scheme = ref.url.split(":", 1)[0].lower()
         if scheme == "data":
-            return parse_data_uri(ref.url, field=ref.field, max_bytes=max_bytes)
-        if scheme in ("http", "https") and self._fetch is not None:
-            return self._fetch(ref.url, ref.field, max_bytes)
-        if scheme == "oss" and self._open_upload is not None:
-            return self._open_upload(ref.url, ref.field, max_bytes)
+            return parse_data_uri(ref.url, field=ref.field, max_bytes=max_bytes)[1]
+        if scheme in ("http", "https") and self._fetcher is not None:
+            return self._fetcher.fetch(
+                ref.url, field=ref.field, kind=kind, max_bytes=max_bytes
+            ).data
+        if scheme == "oss" and self._uploads is not None:
+            return self._uploads.open(ref.url, field=ref.field, max_bytes=max_bytes)[1]
         raise InvalidURL(f"{ref.field}: {scheme} references cannot be read by this server.")
