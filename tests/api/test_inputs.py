@@ -289,3 +289,19 @@ def test_data_uri_helper_is_a_real_image() -> None:
     assert header == "data:image/png;base64" and Image.open(
         io.BytesIO(base64.b64decode(payload))
     ).size == (160, 120)
+
+
+def test_key_frames_by_url_and_by_upload(onprem: Harness, port: int) -> None:
+    """first_frame_url fetched over HTTP, last_frame_url from an upload: one task, two routes."""
+    policy = get_policy(onprem, model="wanx2.1-kf2v-plus")
+    assert upload(onprem, policy, "last.png", png(5)).status_code == 200
+    body = {
+        "model": "wanx2.1-kf2v-plus",
+        "input": {
+            "first_frame_url": f"http://127.0.0.1:{port}/cat.png",
+            "last_frame_url": f"oss://{policy['upload_dir']}/last.png",
+        },
+    }
+    done = finished(onprem, body)
+    assert done["output"]["task_status"] == "SUCCEEDED", done
+    assert tracks(onprem, done["output"]["task_id"]) == ((1104, 816), None)
