@@ -88,6 +88,9 @@ class FamilyProfile:
     kinds: frozenset[Kind]
     # Wan2.2 two-expert models switch from `transformer` to `transformer_2` at this ratio.
     boundary_ratio: float | None = None
+    # Longest clip one denoising pass makes well (the training length); longer videos are
+    # generated as chained segments. 81 frames is 5 s at 16 fps; TI2V-5B trained on 121.
+    frames_per_pass: int = 81
 
 
 _T2V = frozenset({Kind.TEXT_TO_VIDEO})
@@ -143,6 +146,7 @@ FAMILIES: Mapping[Family, FamilyProfile] = {
             sampling=Sampling(steps=50, guidance_scale=5.0, guidance_scale_2=None, flow_shift=5.0),
             native_fps=24,
             size_multiple=32,
+            frames_per_pass=121,
             kinds=frozenset({Kind.TEXT_TO_VIDEO, Kind.IMAGE_TO_VIDEO}),
         ),
         FamilyProfile(
@@ -232,6 +236,9 @@ class ModelCard:
     negative_prompt_limit: int = 500
     audio: bool = False  # can carry a sound track (custom or generated)
     multi_shot: bool = False
+    # An image-to-video checkpoint that continues this model's videos past one pass (the last
+    # frame of a segment conditions the next). Image-driven models continue themselves.
+    continuation: Checkpoint | None = None
     sizes: tuple[Size, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -240,6 +247,13 @@ class ModelCard:
     @property
     def profile(self) -> FamilyProfile:
         return FAMILIES[self.checkpoint.family]
+
+    @property
+    def continued_by(self) -> Checkpoint | None:
+        """The checkpoint that extends this model's videos, or None if they cannot be."""
+        if self.kind is not Kind.TEXT_TO_VIDEO or self.checkpoint.family is Family.WAN22_TI2V_5B:
+            return self.checkpoint
+        return self.continuation
 
     @property
     def returns_actual_prompt(self) -> bool:
@@ -291,6 +305,7 @@ _CARDS: tuple[ModelCard, ...] = (
         durations=_2_TO_15,
         fps=24,
         prompt_limit=1500,
+        continuation=_CKPT["i2v-a14b"],
         audio=True,
         multi_shot=True,
     ),
@@ -304,6 +319,7 @@ _CARDS: tuple[ModelCard, ...] = (
         durations=_5_OR_10,
         fps=24,
         prompt_limit=1500,
+        continuation=_CKPT["i2v-a14b"],
         audio=True,
     ),
     _card(
@@ -456,6 +472,10 @@ class ModelOverride(BaseModel):
     guidance_scale: float | None = Field(default=None, ge=0)
     guidance_scale_2: float | None = Field(default=None, ge=0)
     flow_shift: float | None = Field(default=None, gt=0)
+    continuation_checkpoint: str | None = Field(
+        default=None, description="image-to-video checkpoint that extends long videos"
+    )
+    continuation_family: Family | None = None
 
 
 class Catalog:
@@ -528,7 +548,19 @@ def _apply_override(card: ModelCard, o: ModelOverride | None, steps: int | None)
             o.flow_shift if o and o.flow_shift is not None else base.low_res_flow_shift
         ),
     )
-    return dataclasses.replace(card, checkpoint=checkpoint, sampling=sampling)
+    continuation = card.continuation
+    if o is not None and (o.continuation_checkpoint or o.continuation_family):
+        base_cont = continuation or _CKPT["i2v-a14b"]
+        continuation = Checkpoint(
+            source=o.continuation_checkpoint or base_cont.source,
+            family=o.continuation_family or base_cont.family,
+            max_area=base_cont.max_area,
+        )
+    if continuation is not None and Kind.IMAGE_TO_VIDEO not in FAMILIES[continuation.family].kinds:
+        raise ValueError(f"model {card.name}: continuation must be an image-to-video checkpoint")
+    return dataclasses.replace(
+        card, checkpoint=checkpoint, sampling=sampling, continuation=continuation
+    )
 
 
 def generation_size(size: Size, *, max_area: int, multiple: int) -> Size:

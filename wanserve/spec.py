@@ -110,6 +110,11 @@ class GenerationSpec:
     last_image: MediaRef | None = None
     audio_ref: MediaRef | None = None
     low_res_flow_shift: float | None = None
+    # Videos longer than one pass are generated as segments, each continuing from the last
+    # frame of the one before, through this image-to-video checkpoint (None: cannot chain).
+    frames_per_pass: int = 81
+    continuation_checkpoint: str | None = None
+    continuation_family: Family | None = None
 
     @property
     def size(self) -> Size:
@@ -139,6 +144,27 @@ class GenerationSpec:
             flow_shift=shift,
         )
 
+    def segment(
+        self, *, num_frames: int, prompt: str, seed: int, continued: bool
+    ) -> GenerationSpec:
+        """One denoising pass of this video: its own frame count, prompt and seed; `continued`
+        passes are conditioned on an image through the continuation checkpoint."""
+        changes: dict[str, Any] = {"num_frames": num_frames, "prompt": prompt, "seed": seed}
+        if continued and self.kind is Kind.TEXT_TO_VIDEO:
+            if self.continuation_checkpoint is None or self.continuation_family is None:
+                raise ValueError(f"{self.model} has no image-to-video checkpoint to continue with")
+            sampling = FAMILIES[self.continuation_family].sampling
+            area = (self.gen_width or 0) * (self.gen_height or 0)
+            changes |= {
+                "kind": Kind.IMAGE_TO_VIDEO,
+                "checkpoint": self.continuation_checkpoint,
+                "family": self.continuation_family,
+                "guidance_scale": sampling.guidance_scale,
+                "guidance_scale_2": sampling.guidance_scale_2,
+                "flow_shift": sampling.flow_shift_for(area),
+            }
+        return dataclasses.replace(self, **changes)
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), ensure_ascii=False, sort_keys=True)
 
@@ -151,6 +177,8 @@ class GenerationSpec:
         data["kind"] = Kind(data["kind"])
         data["generation"] = Generation(data["generation"])
         data["family"] = Family(data["family"])
+        if data.get("continuation_family") is not None:
+            data["continuation_family"] = Family(data["continuation_family"])
         return cls(**data)
 
 
@@ -203,6 +231,11 @@ def build_spec(
     audio = _audio(req.audio, card, has_audio_url=audio_ref is not None, features=features)
 
     profile = FAMILIES[card.checkpoint.family]
+    continuation = card.continued_by
+    multiple = profile.size_multiple
+    if continuation is not None:
+        # Every segment shares one denoising size, so it must suit both checkpoints.
+        multiple = max(multiple, FAMILIES[continuation.family].size_multiple)
     spec = GenerationSpec(
         model=card.name,
         kind=card.kind,
@@ -230,7 +263,10 @@ def build_spec(
         shot_type=shot_type,
         audio=audio,
         max_area=card.checkpoint.max_area,
-        size_multiple=profile.size_multiple,
+        size_multiple=multiple,
+        frames_per_pass=profile.frames_per_pass,
+        continuation_checkpoint=continuation.source if continuation else None,
+        continuation_family=continuation.family if continuation else None,
         image=image,
         last_image=last_image,
         audio_ref=audio_ref,

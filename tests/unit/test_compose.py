@@ -1,0 +1,93 @@
+"""Passes that make a video: one, chained segments, or shots; joined without repeated frames."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.conftest import FakeRunner
+from wanserve.catalog import Catalog, Family, Kind
+from wanserve.engine.runner import Conditioning, EngineProgress
+from wanserve.spec import GenerationSpec, SynthesisRequest, build_spec
+from wanserve.workers.compose import plan, render, shot_count
+
+CATALOG = Catalog.build(steps=2)
+
+
+def spec(model: str = "wan2.6-t2v", **fields: Any) -> GenerationSpec:
+    card = CATALOG.get(model)
+    if card.kind is Kind.TEXT_TO_VIDEO:
+        fields.setdefault("prompt", "a fox")
+    else:
+        fields.setdefault("img_url", "https://e.com/a.png")
+    built = build_spec(SynthesisRequest(model=model, seed=10, **fields), card)
+    return built if built.width is not None else built.with_image_size(640, 480)
+
+
+@pytest.mark.parametrize(
+    ("model", "duration", "frames"),
+    [
+        ("wan2.6-t2v", 5, [81]),
+        ("wan2.6-t2v", 10, [81, 81]),  # 161 frames: 81 + 80 new
+        ("wan2.6-t2v", 15, [81, 81, 81]),  # 241 frames
+        ("wan2.6-t2v", 7, [81, 33]),  # 113 frames
+        ("wan2.6-i2v-flash", 15, [121, 121, 121]),  # TI2V-5B: 121 frames a pass, 24 fps
+        ("wan2.5-i2v-preview", 10, [81, 81]),
+    ],
+)
+def test_long_videos_are_chained_segments(model: str, duration: int, frames: list[int]) -> None:
+    s = spec(model, duration=duration)
+    passes = plan(s)
+    assert [p.spec.num_frames for p in passes] == frames
+    assert sum(f - (1 if i else 0) for i, f in enumerate(frames)) == s.num_frames
+    first, rest = passes[0], passes[1:]
+    assert first.spec.kind is s.kind and not first.continues
+    for p in rest:
+        assert p.continues and p.spec.kind is Kind.IMAGE_TO_VIDEO
+        assert p.spec.seed == s.seed and p.spec.prompt == s.prompt
+    if s.kind is Kind.TEXT_TO_VIDEO and rest:
+        # wan2.6-t2v continues through the Wan2.2 I2V-A14B checkpoint with its own sampling.
+        assert rest[0].spec.family is Family.WAN22_I2V_A14B
+        assert rest[0].spec.checkpoint == "Wan-AI/Wan2.2-I2V-A14B-Diffusers"
+        assert rest[0].spec.guidance_scale == 3.5
+
+
+def test_models_without_a_continuation_generate_in_one_pass() -> None:
+    s = dataclasses.replace(spec("wan2.2-t2v-plus"), num_frames=161)
+    assert [p.spec.num_frames for p in plan(s)] == [161]
+
+
+def test_shots() -> None:
+    assert [shot_count(d) for d in (2, 5, 6, 9, 10, 15)] == [2, 2, 2, 3, 3, 5]
+    s = spec("wan2.6-t2v", duration=10)
+    passes = plan(s, ["shot one", "shot two", "shot three"])
+    assert [p.spec.prompt for p in passes] == ["shot one", "shot two", "shot three"]
+    assert [p.spec.seed for p in passes] == [10, 11, 12]  # one seed lineage
+    assert [p.continues for p in passes] == [False, False, False]  # cuts
+    assert sum(p.spec.num_frames for p in passes) == pytest.approx(s.num_frames, abs=3)
+
+
+def test_render_joins_frames_and_conditions_each_segment_on_the_last_frame() -> None:
+    runner = FakeRunner()
+    events: list[EngineProgress] = []
+    s = spec("wan2.6-t2v", duration=10)
+    s = dataclasses.replace(s, gen_width=64, gen_height=48)
+    clip = render(
+        s,
+        runner=runner,
+        conditioning=Conditioning(),
+        shots=None,
+        on_progress=events.append,
+        should_cancel=lambda: False,
+    )
+    assert clip.frames.shape[0] == 161 and clip.fps == 16
+    assert [c.num_frames for c in runner.calls] == [81, 81]
+    assert runner.conditionings[0].image is None
+    continued = np.asarray(runner.conditionings[1].image)
+    assert np.array_equal(continued, runner.outputs[0][-1])  # the first segment's last frame
+    assert np.array_equal(clip.frames[81:], runner.outputs[1][1:])  # its duplicate is dropped
+    denoise = [(e.step, e.total) for e in events if e.stage == "denoise"]
+    assert denoise[-1] == (4, 4) and [s for s, _ in denoise] == sorted(s for s, _ in denoise)
