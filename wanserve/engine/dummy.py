@@ -225,3 +225,80 @@ def ensure_checkpoint(family: Family, root: Path) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def build_audio_pipeline() -> Any:
+    """A tiny Stable Audio Open pipeline: T5 text encoder, DiT, Oobleck VAE at 44.1 kHz
+    stereo with the real 2048x downsampling, so the track it makes has the real shape."""
+    from diffusers import (
+        AutoencoderOobleck,
+        EDMDPMSolverMultistepScheduler,
+        StableAudioDiTModel,
+        StableAudioPipeline,
+        StableAudioProjectionModel,
+    )
+    from transformers import T5Config, T5EncoderModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        tokenizer = build_tokenizer()
+        tokenizer.model_max_length = 128
+        text_encoder = T5EncoderModel(
+            T5Config(
+                vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4
+            )
+        )
+        return StableAudioPipeline(
+            tokenizer=tokenizer,
+            text_encoder=text_encoder,
+            projection_model=StableAudioProjectionModel(
+                text_encoder_dim=32, conditioning_dim=32, min_value=0, max_value=512
+            ),
+            transformer=StableAudioDiTModel(
+                sample_size=1024,
+                in_channels=8,
+                num_layers=2,
+                attention_head_dim=8,
+                num_attention_heads=2,
+                num_key_value_attention_heads=1,
+                out_channels=8,
+                cross_attention_dim=16,
+                time_proj_dim=16,
+                global_states_input_dim=64,
+                cross_attention_input_dim=32,
+            ),
+            vae=AutoencoderOobleck(
+                encoder_hidden_size=4,
+                downsampling_ratios=[2, 4, 4, 8, 8],
+                decoder_channels=4,
+                decoder_input_channels=8,
+                audio_channels=2,
+                channel_multiples=[1, 2, 2, 2, 2],
+                sampling_rate=44100,
+            ),
+            scheduler=EDMDPMSolverMultistepScheduler(
+                solver_order=2,
+                prediction_type="v_prediction",
+                sigma_data=1.0,
+                sigma_schedule="exponential",
+            ),
+        )
+
+
+def ensure_audio_checkpoint(root: Path) -> Path:
+    """The tiny Stable Audio pipeline as a diffusers directory, built on first use."""
+    target = root / f"stable-audio-v{DUMMY_VERSION}"
+    if (target / "model_index.json").exists():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".stable-audio-", dir=root))
+    try:
+        build_audio_pipeline().save_pretrained(staging)
+        try:
+            staging.rename(target)
+        except OSError:
+            if not (target / "model_index.json").exists():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target

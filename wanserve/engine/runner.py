@@ -27,6 +27,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from wanserve.catalog import Family, Kind
+from wanserve.media.audio import AudioClip
 from wanserve.spec import GenerationSpec
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,29 @@ class GenerationCancelled(Exception):
 
 ProgressFn = Callable[[EngineProgress], None]
 CancelFn = Callable[[], bool]
+
+
+class AudioGenerator(Protocol):
+    """Makes a sound track for a video from its prompt (automatic dubbing)."""
+
+    def generate(
+        self, prompt: str, *, seconds: float, seed: int, should_cancel: CancelFn
+    ) -> AudioClip: ...
+
+
+class AudioDrivenVideo(Protocol):
+    """A model that makes the video from a sound track too (lip and rhythm sync, e.g.
+    Wan2.2-S2V). None is configured today; see docs/models.md."""
+
+    def run(
+        self,
+        spec: GenerationSpec,
+        *,
+        conditioning: Conditioning,
+        audio: AudioClip,
+        on_progress: ProgressFn,
+        should_cancel: CancelFn,
+    ) -> Clip: ...
 
 
 class Runner(Protocol):
