@@ -33,6 +33,8 @@ class FakeRunner:
     scales them to the requested size). `gate` lets a test hold a run at its first step."""
 
     calls: list[GenerationSpec] = field(default_factory=list)
+    conditionings: list[Conditioning] = field(default_factory=list)
+    outputs: list[np.ndarray] = field(default_factory=list)
     gate: threading.Event | None = None
     started: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
@@ -46,6 +48,7 @@ class FakeRunner:
         should_cancel: CancelFn,
     ) -> Clip:
         self.calls.append(spec)
+        self.conditionings.append(conditioning)
         on_progress(EngineProgress("denoise", 1, spec.steps))
         self.started.set()
         if self.gate is not None:
@@ -58,8 +61,9 @@ class FakeRunner:
             raise GenerationCancelled()
         for step in range(2, spec.steps + 1):
             on_progress(EngineProgress("denoise", step, spec.steps))
-        rng = np.random.default_rng(spec.seed)
+        rng = np.random.default_rng([spec.seed, len(self.calls)])
         frames = rng.integers(0, 256, size=(spec.num_frames, 48, 64, 3), dtype=np.uint8)
+        self.outputs.append(frames)
         return Clip(frames=frames, fps=spec.native_fps)
 
 
@@ -132,11 +136,12 @@ def harness_factory(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
         start_workers: bool = True,
         runner: Runner | None = None,
         data_dir: Path | None = None,
+        audio_driven: Any = None,
         **overrides: Any,
     ) -> Harness:
         settings = make_settings(data_dir or tmp_path / "data", **overrides)
         fake = runner or FakeRunner()
-        components = build_components(settings, runner=fake)
+        components = build_components(settings, runner=fake, audio_driven=audio_driven)
         app = create_app(settings, components=components, start_workers=start_workers)
         client = TestClient(app)
         client.__enter__()

@@ -26,7 +26,20 @@ from wanserve.catalog import Catalog
 from wanserve.clock import Clock, utcnow
 from wanserve.config import Settings
 from wanserve.db.engine import make_engine, upgrade
-from wanserve.engine.runner import EngineConfig, Runner, build_runner
+from wanserve.engine.prompt import (
+    ChatBackend,
+    ChatPromptExtender,
+    LocalChat,
+    OpenAIChat,
+    PromptExtender,
+)
+from wanserve.engine.runner import (
+    AudioDrivenVideo,
+    AudioGenerator,
+    EngineConfig,
+    Runner,
+    build_runner,
+)
 from wanserve.keys import KeyStore
 from wanserve.media.audio import AudioLimits
 from wanserve.media.fetch import FetchPolicy, SafeFetcher
@@ -62,6 +75,7 @@ def build_components(
     *,
     runner: Runner | None = None,
     inputs: InputResolver | None = None,
+    audio_driven: AudioDrivenVideo | None = None,
     clock: Clock = utcnow,
 ) -> Components:
     engine = make_engine(settings.effective_database_url)
@@ -105,6 +119,8 @@ def build_components(
                 ),
             )
         )
+    extender = build_extender(settings)
+    dubber = build_dubber(settings) if settings.dubbing else None
     execution = Execution(
         store=store,
         runner=runner,
@@ -121,6 +137,9 @@ def build_components(
         scratch_dir=settings.data_dir / "tmp",
         heartbeat_seconds=settings.heartbeat_seconds,
         encode=EncodeSettings(crf=settings.x264_crf, preset=settings.x264_preset),
+        extender=extender,
+        dubber=dubber,
+        audio_driven=audio_driven,
     )
     dispatcher = EmbeddedDispatcher(
         store=store,
@@ -132,7 +151,7 @@ def build_components(
         store=store,
         dispatcher=dispatcher,
         catalog=catalog,
-        features=Features(),
+        features=Features(audio_generation=dubber is not None, multi_shot=extender is not None),
         limits=Limits(
             max_unfinished_per_key=settings.max_unfinished_per_key, max_queue=settings.max_queue
         ),
@@ -160,6 +179,44 @@ def build_components(
     )
     return Components(
         services=services, store=store, dispatcher=dispatcher, janitor=janitor, runner=runner
+    )
+
+
+def build_extender(settings: Settings) -> PromptExtender | None:
+    backend: ChatBackend
+    if settings.prompt_extender == "openai":
+        assert settings.prompt_extender_url is not None
+        key = settings.prompt_extender_api_key
+        backend = OpenAIChat(
+            base_url=settings.prompt_extender_url,
+            model=settings.prompt_extender_model,
+            api_key=key.get_secret_value() if key else None,
+            timeout=settings.prompt_extender_timeout,
+            vision=settings.prompt_extender_vision,
+        )
+    elif settings.prompt_extender == "local":
+        assert settings.prompt_extender_path is not None
+        backend = LocalChat(
+            settings.prompt_extender_path, max_seconds=settings.prompt_extender_timeout
+        )
+    else:
+        return None
+    return ChatPromptExtender(backend)
+
+
+def build_dubber(settings: Settings) -> AudioGenerator:
+    from wanserve.engine.dubbing import DubbingConfig, StableAudioGenerator
+
+    return StableAudioGenerator(
+        DubbingConfig(
+            weights=settings.weights.value,
+            checkpoint=settings.dubbing_checkpoint,
+            dummy_root=settings.data_dir / "dummy-weights",
+            device=settings.device,
+            steps=settings.effective_dubbing_steps,
+            allow_download=settings.allow_download,
+            hf_cache_dir=settings.hf_cache_dir,
+        )
     )
 
 

@@ -12,7 +12,7 @@ import secrets
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from wanserve.catalog import ModelOverride
@@ -78,6 +78,32 @@ class Settings(BaseSettings):
     )
     workers: int = Field(default=1, ge=0, le=16, description="in-process generation threads")
 
+    # Prompt extension (prompt_extend, multi-shot planning).
+    prompt_extender: str = Field(
+        default="none",
+        pattern="^(none|openai|local)$",
+        description="none | openai (any OpenAI-compatible chat endpoint) | local (transformers)",
+    )
+    prompt_extender_url: str | None = Field(
+        default=None, description="base URL of the chat endpoint, e.g. http://127.0.0.1:8001/v1"
+    )
+    prompt_extender_model: str = "qwen-plus"
+    prompt_extender_api_key: SecretStr | None = None
+    prompt_extender_vision: bool = Field(
+        default=False, description="the chat model accepts images (used for image-to-video)"
+    )
+    prompt_extender_path: Path | None = Field(
+        default=None, description="directory of a local transformers causal language model"
+    )
+    prompt_extender_timeout: float = Field(default=30.0, gt=0)
+
+    # Automatic dubbing (wan2.5/wan2.6 sound when no audio_url is sent).
+    dubbing: bool = False
+    dubbing_checkpoint: str = "stabilityai/stable-audio-open-1.0"
+    dubbing_steps: int | None = Field(
+        default=None, ge=1, le=1000, description="default 100; 4 in dummy mode"
+    )
+
     # Task lifecycle.
     task_ttl_seconds: int = Field(default=24 * 3600, ge=1)
     heartbeat_seconds: float = Field(default=5.0, gt=0)
@@ -127,7 +153,17 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.heartbeat_timeout_seconds <= self.heartbeat_seconds:
             raise ValueError("heartbeat_timeout_seconds must exceed heartbeat_seconds")
+        if self.prompt_extender == "openai" and not self.prompt_extender_url:
+            raise ValueError("prompt_extender=openai needs prompt_extender_url")
+        if self.prompt_extender == "local" and self.prompt_extender_path is None:
+            raise ValueError("prompt_extender=local needs prompt_extender_path")
         return self
+
+    @property
+    def effective_dubbing_steps(self) -> int:
+        if self.dubbing_steps is not None:
+            return self.dubbing_steps
+        return 4 if self.weights is WeightsMode.DUMMY else 100
 
     @property
     def effective_database_url(self) -> str:

@@ -16,6 +16,7 @@ import pytest
 from dashscope import VideoSynthesis
 from dashscope.aigc.video_synthesis import AioVideoSynthesis
 
+from tests.llm_server import Script, llm_server
 from tests.server import ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -210,3 +211,60 @@ def test_sdk_uploads_a_local_image_and_a_local_audio_file(
         track = c.streams.audio[0]
         assert track.codec_context.name == "aac"
         assert abs(float(track.duration * track.time_base) - 5.0) < 0.03
+
+
+@pytest.fixture(scope="module")
+def feature_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[ServerProcess, str, Script]]:
+    """A server with a prompt extender (a local OpenAI-compatible server) and dubbing."""
+    from tests.api.test_engine_http import SMALL
+
+    script = Script(reply="A red fox detective turns yellowed pages under a green desk lamp.")
+    with llm_server(script) as llm:
+        proc = ServerProcess(
+            tmp_path_factory.mktemp("sdk-features"),
+            WANSERVE_STEPS="2",
+            WANSERVE_MODELS=json.dumps(SMALL),
+            WANSERVE_PROMPT_EXTENDER="openai",
+            WANSERVE_PROMPT_EXTENDER_URL=llm,
+            WANSERVE_DUBBING="true",
+        )
+        with proc:
+            previous = dashscope.base_http_api_url
+            dashscope.base_http_api_url = f"{proc.base}/api/v1"
+            yield proc, proc.create_key(), script
+            dashscope.base_http_api_url = previous
+
+
+def test_sdk_multi_shot_with_dubbing(
+    feature_server: tuple[ServerProcess, str, Script], tmp_path: Path
+) -> None:
+    _, key, script = feature_server
+    rsp = VideoSynthesis.call(
+        api_key=key,
+        model="wan2.6-t2v",
+        prompt="A fox detective's case",
+        size="1280*720",
+        duration=10,
+        shot_type="multi",
+        prompt_extend=True,
+        seed=3,
+    )
+    assert rsp.status_code == HTTPStatus.OK and rsp.output.task_status == "SUCCEEDED", rsp
+    assert any("exactly 3 shots" in r["messages"][0]["content"] for r in script.requests)
+    assert rsp.usage["audio"] is True and rsp.usage["duration"] == 10.0 and rsp.usage["SR"] == 720
+    path = tmp_path / "multi.mp4"
+    check_mp4(rsp.output.video_url, path, size=(1280, 720), fps=24, seconds=10)
+    with av.open(str(path)) as c:
+        assert abs(float(c.streams.audio[0].duration * c.streams.audio[0].time_base) - 10.0) < 0.03
+
+
+def test_sdk_prompt_extension(feature_server: tuple[ServerProcess, str, Script]) -> None:
+    _, key, script = feature_server
+    rsp = VideoSynthesis.call(
+        api_key=key, model="wan2.5-t2v-preview", prompt="a fox", size="832*480"
+    )
+    assert rsp.status_code == HTTPStatus.OK and rsp.output.task_status == "SUCCEEDED", rsp
+    assert rsp.output.actual_prompt == script.reply and rsp.output.orig_prompt == "a fox"
+    assert rsp.usage["audio"] is True

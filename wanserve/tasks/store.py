@@ -242,7 +242,7 @@ class SqlTaskStore:
             has_audio=result.has_audio,
             actual_prompt=result.actual_prompt,
             progress=100,
-            step=claim.task.spec.steps,
+            step=TaskRow.total_steps,
             # The video stays downloadable for the full TTL after it is made.
             expires_at=now + self._ttl,
         )

@@ -10,6 +10,7 @@ cancellation requests back from the store.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 import threading
@@ -19,15 +20,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from wanserve.engine.runner import EngineProgress, GenerationCancelled, Runner
+from wanserve.engine.prompt import PromptExtender, PromptJob, ShotPlan
+from wanserve.engine.runner import (
+    AudioDrivenVideo,
+    AudioGenerator,
+    EngineProgress,
+    GenerationCancelled,
+    Runner,
+)
 from wanserve.errors import WanserveError
-from wanserve.media.audio import fit_audio
+from wanserve.media.audio import AudioClip, fit_audio
 from wanserve.media.video import EncodeSettings, encode_mp4, output_frames
 from wanserve.media.watermark import Watermark
 from wanserve.spec import GenerationSpec
 from wanserve.storage.base import Storage
 from wanserve.tasks.models import Claim, Progress, TaskError, TaskResult, TaskStatus
 from wanserve.tasks.store import Control, TaskStore
+from wanserve.workers.compose import render, shot_count
 from wanserve.workers.inputs import ResolvedInputs
 
 log = logging.getLogger(__name__)
@@ -54,6 +63,9 @@ class Execution:
     scratch_dir: Path
     heartbeat_seconds: float
     encode: EncodeSettings = field(default_factory=EncodeSettings)
+    extender: PromptExtender | None = None
+    dubber: AudioGenerator | None = None
+    audio_driven: AudioDrivenVideo | None = None
 
 
 class _Signals:
@@ -103,15 +115,27 @@ def _run(claim: Claim, ex: Execution, signals: _Signals) -> TaskStatus | None:
     reporter = _ProgressReporter(claim, ex.store, signals)
     try:
         inputs = ex.inputs.resolve(task.spec)
-        spec = inputs.spec
-        clip = ex.runner.run(
-            spec,
-            conditioning=inputs.conditioning,
-            on_progress=reporter,
-            should_cancel=signals.should_stop,
-        )
+        spec, shots = _extend_prompt(inputs, ex)
+        if inputs.audio is not None and ex.audio_driven is not None:
+            clip = ex.audio_driven.run(
+                spec,
+                conditioning=inputs.conditioning,
+                audio=inputs.audio,
+                on_progress=reporter,
+                should_cancel=signals.should_stop,
+            )
+        else:
+            clip = render(
+                spec,
+                runner=ex.runner,
+                conditioning=inputs.conditioning,
+                shots=shots.prompts() if shots else None,
+                on_progress=reporter,
+                should_cancel=signals.should_stop,
+            )
         if signals.should_stop():
             raise GenerationCancelled()
+        audio = _soundtrack(spec, inputs, ex, signals)
         key = f"videos/{task.id}.mp4"
         with tempfile.TemporaryDirectory(dir=_scratch(ex)) as tmp:
             path = Path(tmp) / "video.mp4"
@@ -126,7 +150,6 @@ def _run(claim: Claim, ex: Execution, signals: _Signals) -> TaskStatus | None:
                 duration=spec.duration,
                 decorate=decorate,
             )
-            audio = fit_audio(inputs.audio, spec.duration) if inputs.audio is not None else None
             encode_mp4(
                 frames,
                 path,
@@ -142,8 +165,11 @@ def _run(claim: Claim, ex: Execution, signals: _Signals) -> TaskStatus | None:
             width=width,
             height=height,
             has_audio=audio is not None,
-            # Without a prompt extender, the prompt used is the one sent (truncated).
-            actual_prompt=spec.prompt if spec.prompt_extend else None,
+            # The prompt the video was made from: extended, planned into shots, or (with no
+            # extender) the one sent.
+            actual_prompt=(shots.describe() if shots else spec.prompt)
+            if spec.prompt_extend
+            else None,
         )
         if ex.store.succeed(claim, result):
             log.info("task %s succeeded in %.1fs", task.id, time.monotonic() - started)
@@ -163,6 +189,41 @@ def _run(claim: Claim, ex: Execution, signals: _Signals) -> TaskStatus | None:
             f"task id {task.id}; please try again later.",
         )
         return _end(ex.store.fail(claim, error), TaskStatus.FAILED)
+
+
+def _extend_prompt(inputs: ResolvedInputs, ex: Execution) -> tuple[GenerationSpec, ShotPlan | None]:
+    """The spec to generate with (its prompt extended if asked), and the shot plan of a
+    multi-shot video. Extension is best effort: failures keep the prompt as sent."""
+    spec = inputs.spec
+    if not spec.prompt_extend or ex.extender is None:
+        return spec, None
+    job = PromptJob(prompt=spec.prompt, kind=spec.kind, image=inputs.conditioning.image)
+    if spec.shot_type == "multi":
+        plan = ex.extender.plan_shots(job, shot_count(spec.duration))
+        if plan is not None:
+            return spec, plan
+    return dataclasses.replace(spec, prompt=ex.extender.extend(job)), None
+
+
+def _soundtrack(
+    spec: GenerationSpec, inputs: ResolvedInputs, ex: Execution, signals: _Signals
+) -> AudioClip | None:
+    """The track to mux: the one sent, a generated one, or none."""
+    if inputs.audio is not None:
+        return fit_audio(inputs.audio, spec.duration)
+    if not spec.audio or ex.dubber is None:
+        return None
+    try:
+        track = ex.dubber.generate(
+            spec.prompt, seconds=spec.duration, seed=spec.seed, should_cancel=signals.should_stop
+        )
+    except GenerationCancelled:
+        raise
+    except Exception:
+        # The video is still good: deliver it silent, and `usage.audio` says so.
+        log.warning("dubbing failed; delivering a silent video", exc_info=True)
+        return None
+    return fit_audio(track, spec.duration)
 
 
 def _stopped(claim: Claim, ex: Execution, signals: _Signals) -> TaskStatus | None:
@@ -201,14 +262,19 @@ class _ProgressReporter:
         self._store = store
         self._signals = signals
         self._denoise_step = 0
+        self._denoise_total = claim.task.spec.steps
+        self._percent = 0
         self._last_write = 0.0
         self._last_stage = ""
 
     def __call__(self, event: EngineProgress) -> None:
         lo, hi = _DENOISE if event.stage == "denoise" else _DECODE
         if event.stage == "denoise":
-            self._denoise_step = event.step
-        percent = lo + (hi - lo) * event.step // max(1, event.total)
+            # Steps count across every pass of a chained or multi-shot video.
+            self._denoise_step, self._denoise_total = event.step, event.total
+        # Never backwards, whatever order the stages report in.
+        percent = max(self._percent, lo + (hi - lo) * event.step // max(1, event.total))
+        self._percent = percent
         now = time.monotonic()
         final = event.step == event.total
         if (
@@ -219,7 +285,7 @@ class _ProgressReporter:
             return
         self._last_stage, self._last_write = event.stage, now
         progress = Progress(
-            step=self._denoise_step, total_steps=self._claim.task.spec.steps, percent=percent
+            step=self._denoise_step, total_steps=self._denoise_total, percent=percent
         )
         try:
             self._signals.update(self._store.report_progress(self._claim, progress))
