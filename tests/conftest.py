@@ -19,10 +19,13 @@ from wanserve.engine.runner import (
     CancelFn,
     Clip,
     Conditioning,
+    EngineConfig,
     EngineProgress,
     GenerationCancelled,
+    PipelineRunner,
     ProgressFn,
     Runner,
+    build_runner,
 )
 from wanserve.spec import GenerationSpec
 
@@ -152,6 +155,18 @@ def harness_factory(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
     yield factory
     for client in reversed(clients):
         client.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def dummy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the tiny dummy checkpoints are built, once per test session."""
+    return tmp_path_factory.mktemp("dummy-weights")
+
+
+@pytest.fixture(scope="session")
+def runner(dummy_root: Path) -> PipelineRunner:
+    """The real engine on tiny dummy checkpoints, shared (its models stay resident)."""
+    return build_runner(EngineConfig(weights="dummy", device="cpu", dummy_root=dummy_root))
 
 
 @pytest.fixture

@@ -102,25 +102,11 @@ def build_components(
             max_redirects=settings.fetch_max_redirects,
         )
     )
+    engine_config = build_engine_config(settings)
     if runner is None:
-        runner = build_runner(
-            EngineConfig(
-                weights=settings.weights.value,
-                device=settings.device,
-                dummy_root=settings.data_dir / "dummy-weights",
-                hf_cache_dir=settings.hf_cache_dir,
-                allow_download=settings.allow_download,
-                dtype=settings.dtype,
-                text_encoder_device=settings.text_encoder_device,
-                cpu_offload=settings.cpu_offload,
-                vae_tiling=settings.vae_tiling,
-                memory_budget_bytes=(
-                    int(settings.model_memory_gib * 2**30) if settings.model_memory_gib else None
-                ),
-            )
-        )
+        runner = build_runner(engine_config)
     extender = build_extender(settings)
-    dubber = build_dubber(settings) if settings.dubbing else None
+    dubber = build_dubber(settings, engine_config) if settings.dubbing else None
     execution = Execution(
         store=store,
         runner=runner,
@@ -204,20 +190,29 @@ def build_extender(settings: Settings) -> PromptExtender | None:
     return ChatPromptExtender(backend)
 
 
-def build_dubber(settings: Settings) -> AudioGenerator:
+def build_engine_config(settings: Settings) -> EngineConfig:
+    budget = settings.model_memory_gib
+    return EngineConfig(
+        weights=settings.weights.value,
+        device=settings.device,
+        dummy_root=settings.data_dir / "dummy-weights",
+        hf_cache_dir=settings.hf_cache_dir,
+        allow_download=settings.allow_download,
+        dtype=settings.dtype,
+        text_encoder_device=settings.text_encoder_device,
+        cpu_offload=settings.cpu_offload,
+        vae_tiling=settings.vae_tiling,
+        memory_budget_bytes=int(budget * 2**30) if budget else None,
+    )
+
+
+def build_dubber(settings: Settings, engine: EngineConfig) -> AudioGenerator:
     from wanserve.engine.dubbing import DubbingConfig, StableAudioGenerator
 
-    return StableAudioGenerator(
-        DubbingConfig(
-            weights=settings.weights.value,
-            checkpoint=settings.dubbing_checkpoint,
-            dummy_root=settings.data_dir / "dummy-weights",
-            device=settings.device,
-            steps=settings.effective_dubbing_steps,
-            allow_download=settings.allow_download,
-            hf_cache_dir=settings.hf_cache_dir,
-        )
+    config = DubbingConfig(
+        checkpoint=settings.dubbing_checkpoint, steps=settings.effective_dubbing_steps
     )
+    return StableAudioGenerator(engine, config)
 
 
 def create_app(

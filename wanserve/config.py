@@ -8,7 +8,9 @@ command-line options override the environment.
 
 from __future__ import annotations
 
+import os
 import secrets
+import time
 from enum import StrEnum
 from pathlib import Path
 
@@ -183,10 +185,17 @@ class Settings(BaseSettings):
         if self.secret_key:
             return self.secret_key.encode()
         path = self.data_dir / "secret.key"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(secrets.token_urlsafe(48))
-            tmp.chmod(0o600)
-            tmp.replace(path)
-        return path.read_text().strip().encode()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # O_EXCL: of two processes starting at once, one creates the key, both read it.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(48))
+        for _ in range(50):  # the creator may not have written it yet
+            if key := path.read_text().strip():
+                return key.encode()
+            time.sleep(0.01)
+        raise RuntimeError(f"{path} is empty; delete it to have a new signing key made")

@@ -23,7 +23,7 @@ from PIL import Image
 
 from tests.conftest import Harness
 from wanserve.catalog import Catalog, Family
-from wanserve.engine.runner import EngineConfig, PipelineRunner, build_runner
+from wanserve.engine.runner import PipelineRunner
 
 SMALL = {name: {"max_area": 80 * 48} for name in Catalog.build().names()}
 SMALL["wan2.5-t2v-preview"] = {
@@ -40,12 +40,6 @@ def data_uri(seed: int, size: tuple[int, int] = (160, 120), fmt: str = "PNG") ->
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format=fmt)
     return f"data:image/{fmt.lower()};base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-@pytest.fixture(scope="module")
-def runner(tmp_path_factory: pytest.TempPathFactory) -> PipelineRunner:
-    root = tmp_path_factory.mktemp("dummy-weights")
-    return build_runner(EngineConfig(weights="dummy", device="cpu", dummy_root=root))
 
 
 @pytest.fixture

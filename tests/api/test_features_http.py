@@ -20,20 +20,11 @@ from wanserve.engine.runner import (
     CancelFn,
     Clip,
     Conditioning,
-    EngineConfig,
     PipelineRunner,
     ProgressFn,
-    build_runner,
 )
 from wanserve.media.audio import AudioClip
 from wanserve.spec import GenerationSpec
-
-
-@pytest.fixture(scope="module")
-def runner(tmp_path_factory: pytest.TempPathFactory) -> PipelineRunner:
-    return build_runner(
-        EngineConfig(weights="dummy", device="cpu", dummy_root=tmp_path_factory.mktemp("w"))
-    )
 
 
 @pytest.fixture

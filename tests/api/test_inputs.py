@@ -18,7 +18,7 @@ from tests.api.test_engine_http import SMALL, data_uri
 from tests.audio_files import wav
 from tests.conftest import Harness
 from tests.media_server import media_server
-from wanserve.engine.runner import EngineConfig, PipelineRunner, build_runner
+from wanserve.engine.runner import PipelineRunner
 
 
 def png(seed: int, size: tuple[int, int] = (160, 120)) -> bytes:
@@ -26,13 +26,6 @@ def png(seed: int, size: tuple[int, int] = (160, 120)) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format="PNG")
     return buf.getvalue()
-
-
-@pytest.fixture(scope="module")
-def runner(tmp_path_factory: pytest.TempPathFactory) -> PipelineRunner:
-    return build_runner(
-        EngineConfig(weights="dummy", device="cpu", dummy_root=tmp_path_factory.mktemp("w"))
-    )
 
 
 @pytest.fixture(scope="module")

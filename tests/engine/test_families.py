@@ -28,16 +28,6 @@ from wanserve.spec import GenerationSpec, SynthesisRequest, build_spec
 IMG = "data:image/png;base64,AAAA"  # never fetched here: tests hand the runner PIL images
 
 
-@pytest.fixture(scope="module")
-def dummy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("dummy-weights")
-
-
-@pytest.fixture(scope="module")
-def runner(dummy_root: Path) -> PipelineRunner:
-    return build_runner(EngineConfig(weights="dummy", device="cpu", dummy_root=dummy_root))
-
-
 def small(
     model: str, overrides: dict[str, ModelOverride] | None = None, **fields: Any
 ) -> GenerationSpec:

@@ -42,16 +42,6 @@ def small(model: str = "wan2.1-t2v-turbo", **changes: Any) -> GenerationSpec:
     return dataclasses.replace(spec, **(base | changes))
 
 
-@pytest.fixture(scope="module")
-def dummy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("dummy-weights")
-
-
-@pytest.fixture(scope="module")
-def runner(dummy_root: Path) -> PipelineRunner:
-    return build_runner(EngineConfig(weights="dummy", device="cpu", dummy_root=dummy_root))
-
-
 def run(
     runner: PipelineRunner,
     spec: GenerationSpec,

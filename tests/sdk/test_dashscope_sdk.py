@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http import HTTPStatus
 from pathlib import Path
 
@@ -27,10 +28,31 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     # One denoising step: the tiny model's output is noise at any step count, and the VAE
     # decode of 81 frames at 480p dominates the run anyway.
     with ServerProcess(tmp_path_factory.mktemp("sdk"), WANSERVE_STEPS="1") as proc:
-        previous = dashscope.base_http_api_url
-        dashscope.base_http_api_url = f"{proc.base}/api/v1"
         yield proc
+
+
+@contextmanager
+def pointed_at(proc: ServerProcess) -> Iterator[None]:
+    """Aim the SDK at `proc` (the only change a DashScope user makes), then back."""
+    previous = dashscope.base_http_api_url
+    dashscope.base_http_api_url = f"{proc.base}/api/v1"
+    try:
+        yield
+    finally:
         dashscope.base_http_api_url = previous
+
+
+@pytest.fixture(autouse=True)
+def _sdk_base_url(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each test talks to the server its fixture started, whatever order tests run in."""
+    for name in ("server", "small_server", "feature_server"):
+        if name in request.fixturenames:
+            found = request.getfixturevalue(name)
+            proc = found if isinstance(found, ServerProcess) else found[0]
+            with pointed_at(proc):
+                yield
+            return
+    yield
 
 
 @pytest.fixture(scope="module")
@@ -140,10 +162,7 @@ def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ser
         tmp_path_factory.mktemp("sdk-small"), WANSERVE_STEPS="2", WANSERVE_MODELS=json.dumps(SMALL)
     )
     with proc:
-        previous = dashscope.base_http_api_url
-        dashscope.base_http_api_url = f"{proc.base}/api/v1"
         yield proc, proc.create_key()
-        dashscope.base_http_api_url = previous
 
 
 @pytest.mark.parametrize(
@@ -231,10 +250,7 @@ def feature_server(
             WANSERVE_DUBBING="true",
         )
         with proc:
-            previous = dashscope.base_http_api_url
-            dashscope.base_http_api_url = f"{proc.base}/api/v1"
             yield proc, proc.create_key(), script
-            dashscope.base_http_api_url = previous
 
 
 def test_sdk_multi_shot_with_dubbing(

@@ -10,14 +10,17 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+import diffusers
 import numpy as np
 import torch
+from diffusers import StableAudioPipeline
 
 from wanserve.engine import dummy
-from wanserve.engine.runner import CancelFn, GenerationCancelled
+from wanserve.engine.runner import CancelFn, EngineConfig, GenerationCancelled
+from wanserve.engine.wan import resolve_device
+from wanserve.engine.weights import locate
 from wanserve.errors import ModelUnavailable
 from wanserve.media.audio import AudioClip
 
@@ -26,38 +29,25 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DubbingConfig:
-    weights: str  # "auto" | "dummy"
     checkpoint: str  # diffusers directory or hub id of a Stable Audio pipeline
-    dummy_root: Path
-    device: str = "auto"
     steps: int = 100
     guidance_scale: float = 7.0
-    allow_download: bool = True
-    hf_cache_dir: Path | None = None
 
 
 class StableAudioGenerator:
-    def __init__(self, config: DubbingConfig) -> None:
+    def __init__(self, engine: EngineConfig, config: DubbingConfig) -> None:
+        self._engine = engine
         self._config = config
         self._lock = threading.Lock()
         self._pipe: Any = None
 
     def _load(self) -> Any:
-        import diffusers
-        from diffusers import StableAudioPipeline
-
         diffusers.utils.logging.disable_progress_bar()
 
         config = self._config
-        if config.weights == "dummy":
-            location: Any = dummy.ensure_audio_checkpoint(config.dummy_root)
-            common: dict[str, Any] = {"local_files_only": True}
-        else:
-            path = Path(config.checkpoint).expanduser()
-            location = path if path.is_dir() else config.checkpoint
-            common = {"local_files_only": path.is_dir() or not config.allow_download}
-            if config.hf_cache_dir is not None:
-                common["cache_dir"] = str(config.hf_cache_dir)
+        location, common = locate(
+            self._engine, config.checkpoint, dummy=dummy.ensure_audio_checkpoint
+        )
         try:
             pipe = StableAudioPipeline.from_pretrained(location, **common)
         except (OSError, ValueError, RuntimeError) as exc:
@@ -66,10 +56,7 @@ class StableAudioGenerator:
                 "WANSERVE_DUBBING_CHECKPOINT to a Stable Audio diffusers directory, or turn "
                 "dubbing off (WANSERVE_DUBBING=false)."
             ) from exc
-        device = config.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        pipe.to(device)
+        pipe.to(resolve_device(self._engine.device))
         pipe.set_progress_bar_config(disable=True)
         return pipe
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -210,17 +211,22 @@ def build_pipeline(family: Family) -> Any:
 
 def ensure_checkpoint(family: Family, root: Path) -> Path:
     """A diffusers-format directory holding the tiny `family` pipeline, built on first use."""
-    target = root / f"{family.value}-v{DUMMY_VERSION}"
+    return _built_once(root / f"{family.value}-v{DUMMY_VERSION}", lambda: build_pipeline(family))
+
+
+def _built_once(target: Path, build: Callable[[], Any]) -> Path:
+    """`target`, saving `build()` there first if it is not built yet. Concurrent builders
+    each stage their own copy; the first rename wins and the others discard theirs."""
     if (target / "model_index.json").exists():
         return target
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{family.value}-", dir=root))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        build_pipeline(family).save_pretrained(staging)
+        build().save_pretrained(staging)
         try:
             staging.rename(target)
         except OSError:
-            if not (target / "model_index.json").exists():  # not a concurrent builder's win
+            if not (target / "model_index.json").exists():
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -287,18 +293,4 @@ def build_audio_pipeline() -> Any:
 
 def ensure_audio_checkpoint(root: Path) -> Path:
     """The tiny Stable Audio pipeline as a diffusers directory, built on first use."""
-    target = root / f"stable-audio-v{DUMMY_VERSION}"
-    if (target / "model_index.json").exists():
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".stable-audio-", dir=root))
-    try:
-        build_audio_pipeline().save_pretrained(staging)
-        try:
-            staging.rename(target)
-        except OSError:
-            if not (target / "model_index.json").exists():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return _built_once(root / f"stable-audio-v{DUMMY_VERSION}", build_audio_pipeline)

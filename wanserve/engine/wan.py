@@ -33,6 +33,7 @@ from wanserve.engine.runner import (
     Leased,
     ProgressFn,
 )
+from wanserve.engine.weights import locate
 from wanserve.errors import InternalError, ModelUnavailable
 from wanserve.spec import GenerationSpec
 
@@ -86,7 +87,9 @@ class WanLoader:
         or fail with `ModelUnavailable` saying how to configure weights."""
         diffusers.utils.logging.disable_progress_bar()
         transformers.utils.logging.disable_progress_bar()
-        location, common = self._location(source, family)
+        location, common = locate(
+            self.config, source, dummy=lambda root: dummy.ensure_checkpoint(family, root)
+        )
         cls = WanImageToVideoPipeline if family in _IMAGE_FAMILIES else WanPipeline
         try:
             # The Wan VAE and CLIP encoder stay in fp32 whatever the transformer runs in
@@ -114,19 +117,6 @@ class WanLoader:
         self._place(pipe)
         log.info("loaded %s (%s) on %s as %s", source, family.value, self.device, self.dtype)
         return pipe
-
-    def _location(self, source: str, family: Family) -> tuple[str | Path, dict[str, Any]]:
-        if self.config.weights == "dummy":
-            return dummy.ensure_checkpoint(family, self.config.dummy_root), {
-                "local_files_only": True
-            }
-        path = Path(source).expanduser()
-        common: dict[str, Any] = {
-            "local_files_only": path.is_dir() or not self.config.allow_download
-        }
-        if self.config.hf_cache_dir is not None:
-            common["cache_dir"] = str(self.config.hf_cache_dir)
-        return (path if path.is_dir() else source), common
 
     def _place(self, pipe: Any) -> None:
         pipe.set_progress_bar_config(disable=True)
