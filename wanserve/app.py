@@ -139,7 +139,10 @@ def build_components(
         catalog=catalog,
         features=Features(audio_generation=dubber is not None, multi_shot=extender is not None),
         limits=Limits(
-            max_unfinished_per_key=settings.max_unfinished_per_key, max_queue=settings.max_queue
+            max_unfinished_per_key=settings.max_unfinished_per_key,
+            max_queue=settings.max_queue,
+            max_image_bytes=settings.max_image_bytes,
+            max_audio_bytes=settings.max_audio_bytes,
         ),
         cancel_running=settings.cancel_running,
         uploads=uploads,

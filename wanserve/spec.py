@@ -10,11 +10,13 @@ carries the resolution tier and `with_image_size` fixes the size (the rule lives
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import math
 import secrets
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from wanserve.catalog import (
     DEFAULT_NEGATIVE_PROMPT,
@@ -33,7 +35,10 @@ from wanserve.catalog import (
 from wanserve.errors import EmptyModel, InvalidParameter, InvalidURL
 
 SEED_MAX = 2_147_483_647
-_MEDIA_SCHEMES = ("http://", "https://", "data:", "oss://")
+# Prompts past a model's limit are truncated, as the seeds say; past this they are refused, so a
+# client cannot make the server store and echo megabytes of text per task.
+PROMPT_HARD_LIMIT = 10_000
+_MEDIA_SCHEMES = ("http", "https", "data", "oss")
 
 
 @dataclass(frozen=True)
@@ -279,6 +284,11 @@ def _optional_str(value: object, name: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise InvalidParameter(f"{name} must be a string.")
+    if len(value) > PROMPT_HARD_LIMIT:
+        raise InvalidParameter(
+            f"{name} has {len(value)} characters; more than {PROMPT_HARD_LIMIT} are refused "
+            "(text past the model's own limit is truncated)."
+        )
     return value
 
 
@@ -456,9 +466,41 @@ def _media(value: object, name: str) -> MediaRef | None:
             "base64 data URI, or let the dashscope SDK upload the file (it turns file:// paths "
             "into oss:// references)."
         )
-    if not value.lower().startswith(_MEDIA_SCHEMES):
+    scheme, sep, rest = value.partition(":")
+    scheme = scheme.lower()
+    if not sep or scheme not in _MEDIA_SCHEMES:
         raise InvalidURL(f"{name} must be an http(s) URL, a data: URI or an oss:// reference.")
-    return MediaRef(field=name, url=value)
+    url = f"{scheme}:{rest}"  # one spelling of the scheme from here on (OSS:// is oss://)
+    if scheme in ("http", "https"):
+        _check_web_url(url, name)
+    elif scheme == "oss" and not rest.startswith("//"):
+        raise InvalidURL(f"{name} must be written oss://<key>.")
+    return MediaRef(field=name, url=url)
+
+
+def _check_web_url(url: str, name: str) -> None:
+    """Refuse at submission what no fetch could succeed with: no host, a bad port, a host name
+    that is not valid (internationalised names must encode to IDNA)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+        host = parts.hostname
+        if host and not _is_ip_literal(host):
+            host.encode("idna")
+    except (ValueError, UnicodeError):
+        raise InvalidURL(f"{name} is not a valid URL.") from None
+    if not host or not parts.netloc:
+        raise InvalidURL(f"{name} has no host.")
+    if port == 0:
+        raise InvalidURL(f"{name} has an invalid port.")
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _join(sizes: tuple[Size, ...]) -> str:

@@ -156,6 +156,24 @@ class UploadService:
             raise
         return _to_upload(row)
 
+    def keep_inline(self, data: bytes, *, api_key_id: str, content_type: str, field: str) -> str:
+        """Store a client's inline (base64) input like an upload; its oss:// reference."""
+        key = f"{PREFIX}/inline/{uuid.uuid4().hex}/{field}"
+        now = self._now()
+        row = UploadRow(
+            key=key,
+            api_key_id=api_key_id,
+            model="",
+            content_type=content_type[:128] or "application/octet-stream",
+            size=len(data),
+            created_at=now,
+            expires_at=now + self._upload_ttl,
+        )
+        self._storage.put_bytes(_object(key), data)
+        with self._sessions.begin() as s:
+            s.add(row)
+        return SCHEME + key
+
     def check(self, url: str, *, api_key_id: str, field: str) -> Upload:
         """The upload `url` names, if it exists, is live, and belongs to `api_key_id`."""
         key = url[len(SCHEME) :] if url.startswith(SCHEME) else ""
@@ -164,16 +182,17 @@ class UploadService:
         if row is None or row.api_key_id != api_key_id or row.expires_at < self._now():
             raise InvalidURL(
                 f"{field}: {url} is not a file this API key uploaded, or it has expired "
-                "(uploads are kept 48 hours)."
+                f"(uploads are kept {self._upload_ttl.total_seconds() / 3600:g} hours)."
             )
         return _to_upload(row)
 
-    def open(self, url: str, *, field: str, max_bytes: int) -> tuple[str, bytes]:
-        """(content type, bytes) of a live upload; ownership was checked at submission."""
+    def open(self, url: str, *, field: str, max_bytes: int, owner: str) -> tuple[str, bytes]:
+        """(content type, bytes) of a live upload of API key `owner` (checked at submission
+        too; checked again here so no other path can read another key's file)."""
         key = url[len(SCHEME) :]
         with self._sessions() as s:
             row = s.get(UploadRow, key)
-        if row is None or row.expires_at < self._now():
+        if row is None or row.api_key_id != owner or row.expires_at < self._now():
             raise InvalidURL(f"{field}: {url} has expired or does not exist.")
         if row.size > max_bytes:
             raise InvalidParameter(f"{field} is larger than {max_bytes // (1024 * 1024)} MB.")

@@ -229,17 +229,25 @@ def test_engine_failures_end_failed_and_the_worker_recovers(
     ("img_url", "message"),
     [
         ("data:image/png;base64,%%%", "img_url holds invalid base64 data"),
-        (
-            "data:image/png;base64," + base64.b64encode(b"not an image at all").decode(),
-            "img_url is not a readable image",
-        ),
         ("data:image/png," + "x", "img_url is not a base64 data URI"),
+        ("data:image/png;base64," + "A" * 15_000_000, "img_url is larger than 10 MB"),
     ],
 )
-def test_bad_first_frames_fail_the_task_clearly(
+def test_malformed_inline_images_are_refused_at_once(
     engine: Harness, img_url: str, message: str
 ) -> None:
-    body = {"model": "wan2.2-i2v-plus", "input": {"img_url": img_url}}
+    res = engine.create({"model": "wan2.2-i2v-plus", "input": {"img_url": img_url}})
+    assert res.status_code == 400 and res.json()["code"] == "InvalidParameter", res.text
+    assert message in res.json()["message"]
+
+
+def test_inline_bytes_that_are_not_an_image_fail_the_task(engine: Harness) -> None:
+    junk = "data:image/png;base64," + base64.b64encode(b"not an image at all").decode()
+    body = {"model": "wan2.2-i2v-plus", "input": {"img_url": junk}}
     out = engine.wait(engine.create(body).json()["output"]["task_id"], timeout=30)["output"]
     assert (out["task_status"], out["code"]) == ("FAILED", "InvalidParameter")
-    assert message in out["message"]
+    assert "img_url is not a readable image" in out["message"]
+    # The task row holds a reference, not the client's bytes.
+    task = engine.components.store.get(out["task_id"])
+    assert task is not None and task.spec.image is not None
+    assert task.spec.image.url.startswith("oss://dashscope-instant/inline/")

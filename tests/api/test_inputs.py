@@ -225,6 +225,9 @@ def test_upload_then_use_as_oss_reference(onprem: Harness) -> None:
     _, other = onprem.components.services.keys.create("other")
     refused = onprem.create(body, key=other)
     assert refused.status_code == 400 and refused.json()["code"] == "InvalidURL"
+    # The scheme's spelling does not matter: OSS:// is the same reference, refused alike.
+    shouting = {**body, "input": {"img_url": oss.replace("oss://", "OSS://")}}
+    assert onprem.create(shouting, key=other).status_code == 400
     assert "not a file this API key uploaded" in refused.json()["message"]
     missing = onprem.create({**body, "input": {"img_url": oss + "x"}})
     assert missing.status_code == 400 and missing.json()["code"] == "InvalidURL"

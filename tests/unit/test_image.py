@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from wanserve.errors import InvalidParameter
-from wanserve.media.image import ImageLimits, decode_image, fit, parse_data_uri
+from wanserve.media.datauri import parse_data_uri
+from wanserve.media.image import ImageLimits, decode_image, fit
 
 
 def encode(image: Image.Image, fmt: str, **save: object) -> bytes:

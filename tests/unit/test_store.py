@@ -224,6 +224,29 @@ def test_release_does_not_count_as_lost(store: tuple[SqlTaskStore, str], clock: 
     assert task is not None and task.status is P and task.scheduled_time is None
 
 
+def test_a_cancel_is_never_lost_by_requeueing(
+    store: tuple[SqlTaskStore, str], clock: Clock
+) -> None:
+    s, key = store
+    for task_id in ("crashed", "shut-down"):
+        new_task(s, key, task_id)
+    crashed = s.claim("crashed", worker_id="w")
+    shut_down = s.claim("shut-down", worker_id="w")
+    assert crashed is not None and shut_down is not None
+    assert s.request_cancel("crashed") and s.request_cancel("shut-down")
+    # The worker dies: the reaper ends the task CANCELED instead of queueing it again.
+    clock.advance(120)
+    assert s.heartbeat(shut_down).owned  # this one's worker is alive
+    report = s.reap(stale_after=timedelta(seconds=60), max_attempts=3)
+    assert (report.canceled, report.requeued) == (["crashed"], [])
+    # The worker shuts down: the hand-back ends it CANCELED too.
+    assert s.release(shut_down) is TaskStatus.CANCELED
+    for task_id in ("crashed", "shut-down"):
+        task = s.get(task_id)
+        assert task is not None and task.status is C and task.end_time is not None
+    assert s.claim_next(worker_id="w2") is None
+
+
 def test_progress_and_cancel_request(store: tuple[SqlTaskStore, str]) -> None:
     s, key = store
     new_task(s, key)
@@ -362,7 +385,7 @@ class StoreMachine(RuleBasedStateMachine):
             "succeed": lambda: self.store.succeed(claim, RESULT),
             "fail": lambda: self.store.fail(claim, TaskError("InternalError", "x")),
             "cancel": lambda: self.store.cancel_running(claim),
-            "release": lambda: self.store.release(claim),
+            "release": lambda: self.store.release(claim) is not None,
             "beat": lambda: self.store.heartbeat(claim).owned,
         }[outcome]()
         assert wrote is owned  # a claim writes iff it is the current one

@@ -64,13 +64,15 @@ def test_uploads_live_48_hours_then_are_purged(
     send(service, tmp_path, policy)
     url = f"oss://{policy.upload_dir}/a.png"
     assert service.check(url, api_key_id=key_id, field="img_url").size == 4
-    assert service.open(url, field="img_url", max_bytes=100) == ("image/png", b"data")
+    assert service.open(url, field="img_url", max_bytes=100, owner=key_id) == ("image/png", b"data")
+    with pytest.raises(InvalidURL):
+        service.open(url, field="img_url", max_bytes=100, owner="key_someone_else")
     clock.now += timedelta(hours=47)
     assert service.purge_expired() == 0
     clock.now += timedelta(hours=2)
     with pytest.raises(InvalidURL, match="expired"):
         service.check(url, api_key_id=key_id, field="img_url")
     with pytest.raises(InvalidURL, match="expired"):
-        service.open(url, field="img_url", max_bytes=100)
+        service.open(url, field="img_url", max_bytes=100, owner=key_id)
     assert service.purge_expired() == 1
     assert not storage.exists(f"uploads/{policy.upload_dir}/a.png")

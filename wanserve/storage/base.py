@@ -11,6 +11,9 @@ class Storage(Protocol):
     def put(self, key: str, source: Path) -> None:
         """Store the file at `source` under `key` (the source may be moved)."""
 
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Store `data` under `key`."""
+
     def read(self, key: str) -> bytes:
         """The stored bytes of `key`; `FileNotFoundError` if absent."""
 

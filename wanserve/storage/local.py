@@ -38,6 +38,13 @@ class LocalStorage:
         shutil.move(str(source), staging)
         os.replace(staging, target)  # readers never see a half-written file
 
+    def put_bytes(self, key: str, data: bytes) -> None:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.with_name(f".{target.name}.{os.getpid()}.part")
+        staging.write_bytes(data)
+        os.replace(staging, target)
+
     def read(self, key: str) -> bytes:
         return self.path(key).read_bytes()
 

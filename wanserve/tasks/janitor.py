@@ -37,6 +37,8 @@ class Janitor:
         report = self._store.reap(stale_after=self._stale_after, max_attempts=self._max_attempts)
         for task_id in report.requeued:
             log.warning("task %s: its worker stopped responding; queued again", task_id)
+        for task_id in report.canceled:
+            log.info("task %s: its worker stopped while a cancel was pending; canceled", task_id)
         for task_id in report.failed:
             log.error("task %s: its worker stopped responding too often; failed", task_id)
         while expired := self._store.expired():

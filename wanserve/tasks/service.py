@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 
 from wanserve.catalog import Catalog
 from wanserve.clock import Clock, utcnow
 from wanserve.errors import InvalidURL, Throttled, UnsupportedOperation
-from wanserve.spec import Features, SynthesisRequest, build_spec, resolve_card
+from wanserve.media.datauri import parse_data_uri
+from wanserve.spec import (
+    Features,
+    GenerationSpec,
+    MediaRef,
+    SynthesisRequest,
+    build_spec,
+    resolve_card,
+)
 from wanserve.tasks.models import Task, TaskPage, TaskQuery, TaskStatus
 from wanserve.tasks.store import TaskStore
 from wanserve.uploads import UploadService
@@ -17,8 +26,10 @@ from wanserve.workers.base import Dispatcher
 
 @dataclass(frozen=True)
 class Limits:
-    max_unfinished_per_key: int = 100
-    max_queue: int = 1000
+    max_unfinished_per_key: int
+    max_queue: int
+    max_image_bytes: int
+    max_audio_bytes: int
 
 
 class TaskService:
@@ -47,11 +58,6 @@ class TaskService:
         """Validate, persist as PENDING, and hand to a worker. Raises domain errors."""
         card = resolve_card(request, self.catalog)
         spec = build_spec(request, card, features=self._features)
-        for ref in (spec.image, spec.last_image, spec.audio_ref):
-            if ref is not None and ref.url.startswith("oss://"):
-                if self._uploads is None:
-                    raise InvalidURL(f"{ref.field}: this server does not accept oss:// references.")
-                self._uploads.check(ref.url, api_key_id=api_key_id, field=ref.field)
         if self._store.count_unfinished(api_key_id) >= self._limits.max_unfinished_per_key:
             raise Throttled(
                 f"This API key already has {self._limits.max_unfinished_per_key} unfinished "
@@ -60,11 +66,37 @@ class TaskService:
             )
         if self._store.count_unfinished() >= self._limits.max_queue:
             raise Throttled("The server's task queue is full; please try again later.")
+        spec = self._take_inputs(spec, api_key_id)
         task = self._store.create(
             task_id=str(uuid.uuid4()), api_key_id=api_key_id, request_id=request_id, spec=spec
         )
         self._dispatcher.submit(task.id, model=task.model)
         return task
+
+    def _take_inputs(self, spec: GenerationSpec, api_key_id: str) -> GenerationSpec:
+        """Check uploaded references belong to the caller, and move inline (base64) inputs
+        out of the request into the upload store, so task rows stay small."""
+        images, audio = self._limits.max_image_bytes, self._limits.max_audio_bytes
+        return dataclasses.replace(
+            spec,
+            image=self._take(spec.image, api_key_id, images),
+            last_image=self._take(spec.last_image, api_key_id, images),
+            audio_ref=self._take(spec.audio_ref, api_key_id, audio),
+        )
+
+    def _take(self, ref: MediaRef | None, api_key_id: str, max_bytes: int) -> MediaRef | None:
+        if ref is None or ref.url.startswith(("http:", "https:")):
+            return ref
+        if self._uploads is None:
+            raise InvalidURL(f"{ref.field}: this server takes only http(s) input URLs.")
+        if ref.url.startswith("oss:"):
+            self._uploads.check(ref.url, api_key_id=api_key_id, field=ref.field)
+            return ref
+        media_type, data = parse_data_uri(ref.url, field=ref.field, max_bytes=max_bytes)
+        url = self._uploads.keep_inline(
+            data, api_key_id=api_key_id, content_type=media_type, field=ref.field
+        )
+        return MediaRef(field=ref.field, url=url)
 
     def get(self, task_id: str, *, api_key_id: str) -> Task | None:
         """The caller's task, or None when it never existed, expired, or is another key's."""

@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import Engine, delete, func, select, update
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from wanserve.clock import Clock, utcnow
 from wanserve.db.tables import TaskRow
@@ -46,6 +46,7 @@ class Control:
 class ReapReport:
     requeued: list[str]
     failed: list[str]
+    canceled: list[str]
 
 
 class TaskStore(Protocol):
@@ -66,8 +67,7 @@ class TaskStore(Protocol):
     def succeed(self, claim: Claim, result: TaskResult) -> bool: ...
     def fail(self, claim: Claim, error: TaskError) -> bool: ...
     def cancel_running(self, claim: Claim) -> bool: ...
-    def release(self, claim: Claim) -> bool: ...
-    def fail_pending(self, task_id: str, error: TaskError) -> bool: ...
+    def release(self, claim: Claim) -> TaskStatus | None: ...
     def reap(self, *, stale_after: timedelta, max_attempts: int) -> ReapReport: ...
     def expired(self, *, limit: int = 500) -> list[tuple[str, str | None]]: ...
     def delete(self, task_ids: Iterable[str]) -> int: ...
@@ -255,74 +255,88 @@ class SqlTaskStore:
     def cancel_running(self, claim: Claim) -> bool:
         return self._finish(claim, TaskStatus.CANCELED)
 
-    def release(self, claim: Claim) -> bool:
-        """Hand a RUNNING task back to the queue (graceful shutdown): it runs again later."""
+    def release(self, claim: Claim) -> TaskStatus | None:
+        """Hand a RUNNING task back to the queue (graceful shutdown): it runs again later,
+        unless a cancel was asked for meanwhile, which ends it CANCELED. Returns the status
+        written, or None if the claim was lost."""
         with self._sessions.begin() as s:
-            res = s.execute(
-                update(TaskRow)
-                .where(*self._held(claim))
-                .values(
-                    status=_checked(TaskStatus.RUNNING, TaskStatus.PENDING),
-                    worker_id=None,
-                    heartbeat_at=None,
-                    scheduled_time=None,
-                    step=0,
-                    progress=0,
-                )
-            )
-            return _rowcount(res) == 1
+            return self._requeue(s, [*self._held(claim)])
 
-    def fail_pending(self, task_id: str, error: TaskError) -> bool:
-        return self._transition(
-            task_id,
-            TaskStatus.FAILED,
-            only_from={TaskStatus.PENDING},
-            end_time=self._now(),
-            error_code=error.code,
-            error_message=error.message,
+    def _requeue(self, s: Session, where: list[Any], **values: Any) -> TaskStatus | None:
+        """RUNNING -> CANCELED if a cancel was asked for, else RUNNING -> PENDING. A cancel
+        answered 200 must never be lost by putting the task back in the queue."""
+        canceled = s.execute(
+            update(TaskRow)
+            .where(*where, TaskRow.cancel_requested.is_(True))
+            .values(
+                status=_checked(TaskStatus.RUNNING, TaskStatus.CANCELED),
+                end_time=self._now(),
+                heartbeat_at=None,
+                **values,
+            )
         )
+        if _rowcount(canceled) == 1:
+            return TaskStatus.CANCELED
+        requeued = s.execute(
+            update(TaskRow)
+            .where(*where, TaskRow.cancel_requested.is_(False))
+            .values(
+                status=_checked(TaskStatus.RUNNING, TaskStatus.PENDING),
+                worker_id=None,
+                heartbeat_at=None,
+                scheduled_time=None,
+                step=0,
+                progress=0,
+                **values,
+            )
+        )
+        return TaskStatus.PENDING if _rowcount(requeued) == 1 else None
 
     # -- housekeeping -----------------------------------------------------------------------
 
     def reap(self, *, stale_after: timedelta, max_attempts: int) -> ReapReport:
         """RUNNING tasks whose worker stopped reporting: back to PENDING, or FAILED once they
-        have been lost `max_attempts` times."""
+        have been lost `max_attempts` times, or CANCELED if a cancel was asked for."""
         now = self._now()
         stale = (TaskRow.status == TaskStatus.RUNNING.value) & (
             TaskRow.heartbeat_at < now - stale_after
         )
         requeued: list[str] = []
         failed: list[str] = []
+        canceled: list[str] = []
         with self._sessions() as s:
             rows = s.execute(select(TaskRow.id, TaskRow.attempts, TaskRow.lost).where(stale)).all()
         for task_id, attempts, lost in rows:
-            give_up = lost + 1 >= max_attempts
-            values: dict[str, Any] = {"lost": lost + 1, "worker_id": None, "heartbeat_at": None}
-            if give_up:
-                values |= {
-                    "status": _checked(TaskStatus.RUNNING, TaskStatus.FAILED),
-                    "end_time": now,
-                    "error_code": "InternalError",
-                    "error_message": (
-                        f"The worker running this task stopped responding {lost + 1} time(s); "
-                        "the task was not retried again. Resubmit it, and tell the operator if "
-                        "this repeats (it usually means the process ran out of memory)."
-                    ),
-                }
-            else:
-                values |= {
-                    "status": _checked(TaskStatus.RUNNING, TaskStatus.PENDING),
-                    "scheduled_time": None,
-                }
+            held = [TaskRow.id == task_id, TaskRow.attempts == attempts, stale]
             with self._sessions.begin() as s:
+                if lost + 1 < max_attempts:
+                    outcome = self._requeue(s, held, lost=lost + 1)
+                    if outcome is TaskStatus.PENDING:
+                        requeued.append(task_id)
+                    elif outcome is TaskStatus.CANCELED:
+                        canceled.append(task_id)
+                    continue
                 res = s.execute(
                     update(TaskRow)
-                    .where(TaskRow.id == task_id, TaskRow.attempts == attempts, stale)
-                    .values(**values)
+                    .where(*held)
+                    .values(
+                        status=_checked(TaskStatus.RUNNING, TaskStatus.FAILED),
+                        lost=lost + 1,
+                        end_time=now,
+                        heartbeat_at=None,
+                        worker_id=None,
+                        error_code="InternalError",
+                        error_message=(
+                            f"The worker running this task stopped responding {lost + 1} "
+                            "time(s); the task was not retried again. Resubmit it, and tell the "
+                            "operator if this repeats (it usually means the process ran out of "
+                            "memory)."
+                        ),
+                    )
                 )
                 if _rowcount(res) == 1:
-                    (failed if give_up else requeued).append(task_id)
-        return ReapReport(requeued=requeued, failed=failed)
+                    failed.append(task_id)
+        return ReapReport(requeued=requeued, failed=failed, canceled=canceled)
 
     def expired(self, *, limit: int = 500) -> list[tuple[str, str | None]]:
         """Finished tasks past their expiry: (task id, video key) pairs to purge."""

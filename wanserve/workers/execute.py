@@ -48,7 +48,7 @@ _PROGRESS_MIN_INTERVAL = 0.5  # seconds between progress writes within a stage
 
 
 class InputResolver(Protocol):
-    def resolve(self, spec: GenerationSpec) -> ResolvedInputs:
+    def resolve(self, spec: GenerationSpec, *, owner: str) -> ResolvedInputs:
         """Fetch and decode the spec's inputs; size image-driven specs."""
 
 
@@ -114,7 +114,7 @@ def _run(claim: Claim, ex: Execution, signals: _Signals) -> TaskStatus | None:
     started = time.monotonic()
     reporter = _ProgressReporter(claim, ex.store, signals)
     try:
-        inputs = ex.inputs.resolve(task.spec)
+        inputs = ex.inputs.resolve(task.spec, owner=task.api_key_id)
         spec, shots = _extend_prompt(inputs, ex)
         if inputs.audio is not None and ex.audio_driven is not None:
             clip = ex.audio_driven.run(
@@ -234,7 +234,7 @@ def _stopped(claim: Claim, ex: Execution, signals: _Signals) -> TaskStatus | Non
         return _end(ex.store.cancel_running(claim), TaskStatus.CANCELED)
     # Shutting down: the task is not the client's fault; it runs again after restart.
     log.info("task %s handed back to the queue (worker stopping)", claim.task.id)
-    return _end(ex.store.release(claim), TaskStatus.PENDING)
+    return ex.store.release(claim)
 
 
 def _end(written: bool, status: TaskStatus) -> TaskStatus | None:

@@ -15,8 +15,9 @@ from PIL import Image
 from wanserve.engine.runner import Conditioning
 from wanserve.errors import InvalidURL
 from wanserve.media.audio import AudioClip, AudioLimits, decode_audio
+from wanserve.media.datauri import parse_data_uri
 from wanserve.media.fetch import Fetched
-from wanserve.media.image import ImageLimits, decode_image, fit, parse_data_uri
+from wanserve.media.image import ImageLimits, decode_image, fit
 from wanserve.spec import GenerationSpec, MediaRef
 
 
@@ -25,7 +26,7 @@ class Fetcher(Protocol):
 
 
 class UploadReader(Protocol):
-    def open(self, url: str, *, field: str, max_bytes: int) -> tuple[str, bytes]: ...
+    def open(self, url: str, *, field: str, max_bytes: int, owner: str) -> tuple[str, bytes]: ...
 
 
 @dataclass(frozen=True)
@@ -49,27 +50,30 @@ class MediaResolver:
         self._image_limits = image_limits or ImageLimits()
         self._audio_limits = audio_limits or AudioLimits()
 
-    def resolve(self, spec: GenerationSpec) -> ResolvedInputs:
+    def resolve(self, spec: GenerationSpec, *, owner: str) -> ResolvedInputs:
+        """Decode `spec`'s inputs for the task of API key `owner` (uploads must be theirs)."""
         audio = None
         if spec.audio_ref is not None:
-            data = self._bytes(spec.audio_ref, "audio", self._audio_limits.max_bytes)
+            data = self._bytes(spec.audio_ref, "audio", self._audio_limits.max_bytes, owner)
             audio = decode_audio(data, field=spec.audio_ref.field, limits=self._audio_limits)
         if spec.image is None:
             return ResolvedInputs(spec, Conditioning(), audio)
-        first = self.image(spec.image)
+        first = self.image(spec.image, owner)
         if spec.width is None:
             spec = spec.with_image_size(*first.size)
         assert spec.gen_width is not None and spec.gen_height is not None
         size = (spec.gen_width, spec.gen_height)
-        last = fit(self.image(spec.last_image), *size) if spec.last_image is not None else None
+        last = None
+        if spec.last_image is not None:
+            last = fit(self.image(spec.last_image, owner), *size)
         return ResolvedInputs(spec, Conditioning(image=fit(first, *size), last_image=last), audio)
 
-    def image(self, ref: MediaRef) -> Image.Image:
-        data = self._bytes(ref, "image", self._image_limits.max_bytes)
+    def image(self, ref: MediaRef, owner: str) -> Image.Image:
+        data = self._bytes(ref, "image", self._image_limits.max_bytes, owner)
         return decode_image(data, field=ref.field, limits=self._image_limits)
 
-    def _bytes(self, ref: MediaRef, kind: str, max_bytes: int) -> bytes:
-        scheme = ref.url.split(":", 1)[0].lower()
+    def _bytes(self, ref: MediaRef, kind: str, max_bytes: int, owner: str) -> bytes:
+        scheme = ref.url.split(":", 1)[0]  # lower case: the spec normalised it
         if scheme == "data":
             return parse_data_uri(ref.url, field=ref.field, max_bytes=max_bytes)[1]
         if scheme in ("http", "https") and self._fetcher is not None:
@@ -77,5 +81,5 @@ class MediaResolver:
                 ref.url, field=ref.field, kind=kind, max_bytes=max_bytes
             ).data
         if scheme == "oss" and self._uploads is not None:
-            return self._uploads.open(ref.url, field=ref.field, max_bytes=max_bytes)[1]
+            return self._uploads.open(ref.url, field=ref.field, max_bytes=max_bytes, owner=owner)[1]
         raise InvalidURL(f"{ref.field}: {scheme} references cannot be read by this server.")
