@@ -89,6 +89,7 @@ def build_components(
         storage=storage,
         signer=signer,
         max_bytes=settings.max_upload_bytes,
+        quota_bytes=settings.upload_quota_bytes,
         upload_ttl=timedelta(seconds=settings.upload_ttl_seconds),
         clock=clock,
     )
@@ -122,6 +123,8 @@ def build_components(
         ),
         scratch_dir=settings.data_dir / "tmp",
         heartbeat_seconds=settings.heartbeat_seconds,
+        heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds,
+        timeout_seconds=settings.task_timeout_seconds,
         encode=EncodeSettings(crf=settings.x264_crf, preset=settings.x264_preset),
         extender=extender,
         dubber=dubber,
@@ -150,6 +153,7 @@ def build_components(
     )
     services = Services(
         settings=settings,
+        catalog=catalog,
         tasks=tasks,
         keys=KeyStore(engine, clock=clock),
         storage=storage,

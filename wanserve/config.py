@@ -26,11 +26,14 @@ class WeightsMode(StrEnum):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="WANSERVE_", extra="forbid", frozen=True)
+    # Errors never echo input values: they may hold secrets (keys, database passwords).
+    model_config = SettingsConfigDict(
+        env_prefix="WANSERVE_", extra="forbid", frozen=True, hide_input_in_errors=True
+    )
 
     # Where the embedded defaults keep their state.
     data_dir: Path = Field(default=Path("data"), description="SQLite file, videos, secrets")
-    database_url: str | None = Field(
+    database_url: SecretStr | None = Field(
         default=None, description="SQLAlchemy URL; default: sqlite file in data_dir"
     )
 
@@ -111,6 +114,9 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     heartbeat_timeout_seconds: float = Field(default=60.0, gt=0)
     max_attempts: int = Field(default=2, ge=1, le=10)
+    task_timeout_seconds: float = Field(
+        default=7200.0, gt=0, description="longest a generation may run before it is stopped"
+    )
     janitor_interval_seconds: float = Field(default=30.0, gt=0)
     max_unfinished_per_key: int = Field(default=100, ge=1)
     max_queue: int = Field(default=1000, ge=1)
@@ -126,6 +132,9 @@ class Settings(BaseSettings):
     max_audio_bytes: int = Field(default=15 * 1024 * 1024, ge=1024)
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     upload_ttl_seconds: int = Field(default=48 * 3600, ge=60)
+    upload_quota_bytes: int = Field(
+        default=2 * 1024**3, ge=1024, description="live uploads one API key may hold"
+    )
     fetch_allow_private: bool = Field(
         default=False,
         description="fetch input URLs on private networks (on-premise); metadata and "
@@ -138,7 +147,7 @@ class Settings(BaseSettings):
     fetch_read_timeout: float = Field(default=15.0, gt=0)
     fetch_total_timeout: float = Field(default=60.0, gt=0)
     fetch_max_redirects: int = Field(default=3, ge=0, le=10)
-    secret_key: str | None = Field(
+    secret_key: SecretStr | None = Field(
         default=None, description="HMAC key for signed URLs; default: generated once in data_dir"
     )
 
@@ -169,7 +178,9 @@ class Settings(BaseSettings):
 
     @property
     def effective_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.data_dir / 'wanserve.db'}"
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{self.data_dir / 'wanserve.db'}"
 
     @property
     def effective_steps(self) -> int | None:
@@ -182,8 +193,8 @@ class Settings(BaseSettings):
 
     def load_secret_key(self) -> bytes:
         """The signing key: configured, or created once (0600) under data_dir and reused."""
-        if self.secret_key:
-            return self.secret_key.encode()
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value().encode()
         path = self.data_dir / "secret.key"
         path.parent.mkdir(parents=True, exist_ok=True)
         try:

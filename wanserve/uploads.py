@@ -17,20 +17,18 @@ import binascii
 import hmac
 import json
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
 from wanserve.clock import Clock, utcnow
 from wanserve.db.tables import UploadRow
-from wanserve.errors import AccessDenied, InvalidParameter, InvalidURL, RequestTooLarge
-from wanserve.storage.base import Storage
-from wanserve.storage.local import check_key
+from wanserve.errors import AccessDenied, InvalidParameter, InvalidURL, RequestTooLarge, Throttled
+from wanserve.storage.base import Storage, check_key
 from wanserve.storage.signing import UrlSigner
 
 PREFIX = "dashscope-instant"
@@ -40,15 +38,21 @@ _PURPOSE = "upload-policy"
 
 @dataclass(frozen=True)
 class UploadPolicy:
-    policy: str
-    signature: str
+    policy: str  # base64 JSON: directory, owner, model, expiry
+    signature: str  # its HMAC
     upload_dir: str
-    upload_host: str
-    expire_in_seconds: int
-    max_file_size_mb: int
-    oss_access_key_id: str = "wanserve"
-    x_oss_object_acl: str = "private"
-    x_oss_forbid_overwrite: str = "true"
+    upload_host: str  # absolute URL the file is posted to
+    expires_in_seconds: int
+    max_bytes: int
+
+
+@dataclass(frozen=True)
+class UploadGrant:
+    """An upload the policy allows: where it goes and whose it is."""
+
+    key: str
+    api_key_id: str
+    model: str
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ class UploadService:
         storage: Storage,
         signer: UrlSigner,
         max_bytes: int,
+        quota_bytes: int,
         policy_ttl: timedelta = timedelta(minutes=5),
         upload_ttl: timedelta = timedelta(hours=48),
         clock: Clock = utcnow,
@@ -77,6 +82,7 @@ class UploadService:
         self._storage = storage
         self._signer = signer
         self.max_bytes = max_bytes
+        self.quota_bytes = quota_bytes
         self._policy_ttl = policy_ttl
         self._upload_ttl = upload_ttl
         self._now = clock
@@ -98,15 +104,13 @@ class UploadService:
             signature=self._signer.mac(_PURPOSE, policy.encode()),
             upload_dir=upload_dir,
             upload_host=upload_host,
-            expire_in_seconds=int(self._policy_ttl.total_seconds()),
-            max_file_size_mb=max(1, self.max_bytes // (1024 * 1024)),
+            expires_in_seconds=int(self._policy_ttl.total_seconds()),
+            max_bytes=self.max_bytes,
         )
 
-    def receive(
-        self, fields: Mapping[str, str], *, source: Path, size: int, content_type: str
-    ) -> Upload:
-        """Verify an upload form against the policy we issued, then keep the file."""
-        policy, signature = fields.get("policy", ""), fields.get("Signature", "")
+    def authorize(self, *, policy: str, signature: str, key: str, size: int) -> UploadGrant:
+        """Check an upload against the policy we issued, before its file is kept: signature,
+        expiry, object key, size, the policy's single use and the key's quota."""
         if not policy or not signature:
             raise AccessDenied("The upload carries no policy or signature.")
         if not hmac.compare_digest(self._signer.mac(_PURPOSE, policy.encode()), signature):
@@ -114,16 +118,12 @@ class UploadService:
         try:
             document = json.loads(base64.b64decode(policy, validate=True))
             expires = datetime.fromisoformat(document["expiration"])
-            upload_dir, api_key_id, model = (
-                document["upload_dir"],
-                document["api_key_id"],
-                document["model"],
-            )
+            upload_dir = str(document["upload_dir"])
+            api_key_id, model = str(document["api_key_id"]), str(document["model"])
         except (binascii.Error, ValueError, KeyError, TypeError):
             raise AccessDenied("The upload policy is malformed.") from None
         if expires < self._now():
             raise AccessDenied("The upload policy has expired; ask for a new one.")
-        key = fields.get("key", "")
         name = key[len(upload_dir) + 1 :] if key.startswith(upload_dir + "/") else ""
         if not name or "/" in name:
             raise AccessDenied("The object key is outside the policy's upload directory.")
@@ -131,13 +131,42 @@ class UploadService:
             check_key(key)
         except ValueError:
             raise InvalidParameter("The object key is not a valid file name.") from None
-        if size > min(self.max_bytes, int(document.get("max_bytes", self.max_bytes))):
+        if size > self.max_bytes:
+            raise RequestTooLarge(f"The file exceeds {self.max_bytes // (1024 * 1024)} MB.")
+        self._check_quota(api_key_id, size)
+        with self._sessions() as s:
+            used = s.scalar(
+                select(func.count()).where(
+                    UploadRow.key.startswith(upload_dir + "/", autoescape=True)
+                )
+            )
+        if used:
+            raise AccessDenied("This upload policy has been used; ask for a new one per file.")
+        return UploadGrant(key=key, api_key_id=api_key_id, model=model)
+
+    def _check_quota(self, api_key_id: str, size: int) -> None:
+        with self._sessions() as s:
+            held = s.scalar(
+                select(func.coalesce(func.sum(UploadRow.size), 0)).where(
+                    UploadRow.api_key_id == api_key_id, UploadRow.expires_at >= self._now()
+                )
+            )
+        if int(held or 0) + size > self.quota_bytes:
+            raise Throttled(
+                f"This API key holds {int(held or 0) // (1024 * 1024)} MB of uploads; the limit "
+                f"is {self.quota_bytes // (1024 * 1024)} MB until older ones expire.",
+                code="Throttling.AllocationQuota",
+            )
+
+    def receive(self, grant: UploadGrant, *, source: Path, size: int, content_type: str) -> Upload:
+        """Keep an authorised upload's file."""
+        if size > self.max_bytes:
             raise RequestTooLarge(f"The file exceeds {self.max_bytes // (1024 * 1024)} MB.")
         now = self._now()
         row = UploadRow(
-            key=key,
-            api_key_id=api_key_id,
-            model=model,
+            key=grant.key,
+            api_key_id=grant.api_key_id,
+            model=grant.model,
             content_type=content_type[:128],
             size=size,
             created_at=now,
@@ -149,15 +178,16 @@ class UploadService:
         except IntegrityError:
             raise AccessDenied("An object with this key already exists (no overwrite).") from None
         try:
-            self._storage.put(_object(key), source)
+            self._storage.put(_object(grant.key), source)
         except BaseException:
             with self._sessions.begin() as s:
-                s.execute(delete(UploadRow).where(UploadRow.key == key))
+                s.execute(delete(UploadRow).where(UploadRow.key == grant.key))
             raise
         return _to_upload(row)
 
     def keep_inline(self, data: bytes, *, api_key_id: str, content_type: str, field: str) -> str:
         """Store a client's inline (base64) input like an upload; its oss:// reference."""
+        self._check_quota(api_key_id, len(data))
         key = f"{PREFIX}/inline/{uuid.uuid4().hex}/{field}"
         now = self._now()
         row = UploadRow(

@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 
 import av
 import pytest
+from fastapi.testclient import TestClient
 
 from tests.conftest import T2V, FakeRunner, Harness
 from wanserve.errors import InvalidParameter
@@ -372,3 +373,41 @@ def test_unknown_route_and_method(idle: Harness) -> None:
 
 def test_health(idle: Harness) -> None:
     assert idle.client.get("/health").json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"[" * 100_000 + b"]" * 100_000, b'{"model": ' + b"9" * 5000 + b"}", b"\xff\xfe\x00"],
+)
+def test_hostile_bodies_are_client_errors(idle: Harness, raw: bytes) -> None:
+    res = idle.client.post(
+        URL, content=raw, headers=idle.headers(**{"Content-Type": "application/json"})
+    )
+    assert_error(res, 400, "InvalidParameter", "not valid JSON")
+
+
+@pytest.mark.parametrize("expires", ["²", "9" * 5000, "-1"])
+def test_hostile_signatures_are_refused_not_crashing(idle: Harness, expires: str) -> None:
+    res = idle.client.get("/files/videos/x.mp4", params={"Expires": expires, "Signature": "abc"})
+    assert_error(res, 403, "AccessDenied")
+
+
+def test_unexpected_errors_keep_the_shape_and_the_request_id(
+    idle: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("database exploded with secret detail")
+
+    monkeypatch.setattr(idle.components.services.tasks, "list", boom)
+    client = TestClient(idle.client.app, raise_server_exceptions=False)
+    res = client.get("/api/v1/tasks", headers=idle.headers())
+    assert_error(res, 500, "InternalError", "An internal error has occurred")
+    assert "secret detail" not in res.text
+
+
+def test_timeouts_end_a_stuck_task_failed(harness_factory: Callable[..., Harness]) -> None:
+    h = harness_factory(runner=FakeRunner(gate=threading.Event()), task_timeout_seconds=0.5)
+    task_id = h.create(T2V).json()["output"]["task_id"]
+    out = h.wait(task_id, timeout=20)["output"]
+    assert (out["task_status"], out["code"]) == ("FAILED", "RequestTimeOut")
+    assert "took longer than the server's limit" in out["message"]

@@ -261,7 +261,7 @@ def test_forged_or_misdirected_uploads_are_refused(
     assert message in res.json()["message"]
 
 
-def test_upload_size_limit_and_no_overwrite(
+def test_upload_size_limit_and_single_use_policies(
     harness_factory: Callable[..., Harness], runner: PipelineRunner
 ) -> None:
     h = harness_factory(runner=runner, models=SMALL, max_upload_bytes=4096)
@@ -270,7 +270,7 @@ def test_upload_size_limit_and_no_overwrite(
     assert res.status_code == 413 and res.json()["code"] == "BadRequest.TooLarge"
     assert upload(h, policy, "a.png", b"tiny").status_code == 200
     again = upload(h, policy, "a.png", b"other")
-    assert again.status_code == 403 and "already exists" in again.json()["message"]
+    assert again.status_code == 403 and "has been used" in again.json()["message"]
 
 
 def test_upload_without_a_file_part(onprem: Harness) -> None:

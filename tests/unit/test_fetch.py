@@ -57,6 +57,8 @@ def test_resolver(host: str, port: int) -> list[str]:
     """Resolve the test names to the local server; everything else for real."""
     if host in ("public.test", "private.test"):
         return ["127.0.0.1"]
+    if host == "meta.test":
+        return ["169.254.169.254"]
     return system_resolver(host, port)
 
 
@@ -91,6 +93,11 @@ def test_redirects_are_checked_at_every_hop(port: int, path: str) -> None:
         get(f"http://public.test:{port}{path}")
 
 
+def test_trusted_hosts_never_reach_metadata() -> None:
+    with pytest.raises(InvalidURL, match="metadata address"):
+        get("http://meta.test/latest/meta-data/", allowed_hosts=frozenset({"meta.test"}))
+
+
 def test_private_networks_can_be_allowed_but_never_metadata(port: int) -> None:
     assert get(f"http://127.0.0.1:{port}/img.png", allow_private=True) == PNG
     with pytest.raises(InvalidURL, match="metadata address"):
@@ -108,6 +115,7 @@ def test_private_networks_can_be_allowed_but_never_metadata(port: int) -> None:
         ("192.168.1.1", True, True),
         ("169.254.169.254", True, False),
         ("100.100.100.200", True, False),
+        ("168.63.129.16", True, False),  # Azure WireServer: counted as global by Python
         ("fd00:ec2::254", True, False),
         ("fe80::1", True, False),
         ("::ffff:127.0.0.1", False, False),
@@ -115,6 +123,14 @@ def test_private_networks_can_be_allowed_but_never_metadata(port: int) -> None:
         ("224.0.0.1", True, False),
         ("0.0.0.0", True, False),
         ("2001:4860:4860::8888", False, True),
+        # IPv4 carried in IPv6: NAT64, 6to4, Teredo and the old IPv4-compatible form.
+        ("64:ff9b::a9fe:a9fe", True, False),  # NAT64 to the metadata address
+        ("64:ff9b::7f00:1", False, False),  # NAT64 to loopback
+        ("64:ff9b::808:808", False, True),  # NAT64 to a public address
+        ("2002:7f00:1::", False, False),  # 6to4 around loopback
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", False, False),  # Teredo, test-net client
+        ("::7f00:1", False, False),
+        ("64:ff9b:1::1", False, False),
     ],
 )
 def test_address_rules(address: str, private_ok: bool, allowed: bool) -> None:

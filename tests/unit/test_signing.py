@@ -7,7 +7,8 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from wanserve.errors import AccessDenied
-from wanserve.storage.local import LocalStorage, check_key
+from wanserve.storage.base import check_key
+from wanserve.storage.local import LocalStorage
 from wanserve.storage.signing import UrlSigner
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

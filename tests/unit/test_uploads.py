@@ -1,4 +1,4 @@
-"""Upload policies and stored uploads expire; expired uploads are purged with their files."""
+"""Upload policies: signed, single-use, expiring; uploads: owned, quota-bound, purged."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from wanserve.db.engine import make_engine, upgrade
-from wanserve.errors import AccessDenied, InvalidURL
+from wanserve.errors import AccessDenied, InvalidURL, Throttled
 from wanserve.keys import KeyStore
 from wanserve.storage.local import LocalStorage
 from wanserve.storage.signing import UrlSigner
-from wanserve.uploads import UploadService
+from wanserve.uploads import UploadPolicy, UploadService
 
 
 class Clock:
@@ -22,33 +22,37 @@ class Clock:
         return self.now
 
 
+Setup = tuple[UploadService, Clock, str, LocalStorage]
+
+
 @pytest.fixture
-def setup(tmp_path: Path) -> tuple[UploadService, Clock, str, LocalStorage]:
+def setup(tmp_path: Path) -> Setup:
     engine = make_engine(f"sqlite:///{tmp_path / 'u.db'}")
     upgrade(engine)
     clock = Clock()
     key, _ = KeyStore(engine, clock=clock).create("k")
     storage = LocalStorage(tmp_path / "files", signer=UrlSigner(b"k" * 32))
     service = UploadService(
-        engine=engine, storage=storage, signer=storage.signer, max_bytes=1000, clock=clock
+        engine=engine,
+        storage=storage,
+        signer=storage.signer,
+        max_bytes=1000,
+        quota_bytes=10,
+        clock=clock,
     )
     return service, clock, key.id, storage
 
 
-def send(service: UploadService, tmp_path: Path, policy: object, name: str = "a.png") -> None:
+def send(service: UploadService, tmp_path: Path, policy: UploadPolicy, name: str = "a.png") -> None:
     src = tmp_path / "src"
     src.write_bytes(b"data")
-    fields = {
-        "policy": policy.policy,
-        "Signature": policy.signature,
-        "key": f"{policy.upload_dir}/{name}",
-    }  # type: ignore[attr-defined]
-    service.receive(fields, source=src, size=4, content_type="image/png")
+    grant = service.authorize(
+        policy=policy.policy, signature=policy.signature, key=f"{policy.upload_dir}/{name}", size=4
+    )
+    service.receive(grant, source=src, size=4, content_type="image/png")
 
 
-def test_policy_expires_after_five_minutes(
-    setup: tuple[UploadService, Clock, str, LocalStorage], tmp_path: Path
-) -> None:
+def test_policy_expires_after_five_minutes(setup: Setup, tmp_path: Path) -> None:
     service, clock, key_id, _ = setup
     policy = service.issue(api_key_id=key_id, model="m", upload_host="http://h/api/v1/uploads")
     clock.now += timedelta(minutes=6)
@@ -56,9 +60,28 @@ def test_policy_expires_after_five_minutes(
         send(service, tmp_path, policy)
 
 
-def test_uploads_live_48_hours_then_are_purged(
-    setup: tuple[UploadService, Clock, str, LocalStorage], tmp_path: Path
-) -> None:
+def test_a_policy_is_good_for_one_file(setup: Setup, tmp_path: Path) -> None:
+    service, _, key_id, _ = setup
+    policy = service.issue(api_key_id=key_id, model="m", upload_host="h")
+    send(service, tmp_path, policy, "a.png")
+    with pytest.raises(AccessDenied, match="has been used"):
+        send(service, tmp_path, policy, "b.png")
+
+
+def test_quota_per_key(setup: Setup, tmp_path: Path) -> None:
+    service, clock, key_id, _ = setup
+    for _ in range(2):  # 4 + 4 bytes of a 10-byte quota
+        send(service, tmp_path, service.issue(api_key_id=key_id, model="m", upload_host="h"))
+    with pytest.raises(Throttled, match="the limit is 0 MB") as info:
+        send(service, tmp_path, service.issue(api_key_id=key_id, model="m", upload_host="h"))
+    assert info.value.code == "Throttling.AllocationQuota"
+    with pytest.raises(Throttled):
+        service.keep_inline(b"12345", api_key_id=key_id, content_type="image/png", field="img_url")
+    clock.now += timedelta(hours=49)  # expired uploads no longer count
+    send(service, tmp_path, service.issue(api_key_id=key_id, model="m", upload_host="h"))
+
+
+def test_uploads_live_48_hours_then_are_purged(setup: Setup, tmp_path: Path) -> None:
     service, clock, key_id, storage = setup
     policy = service.issue(api_key_id=key_id, model="m", upload_host="h")
     send(service, tmp_path, policy)

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from wanserve.api.errors import request_id_of
+from wanserve.catalog import Catalog
 from wanserve.clock import Clock
 from wanserve.config import Settings
 from wanserve.errors import InvalidApiKey
@@ -25,6 +26,7 @@ class Services:
     """Everything routes use, built once by `create_app`."""
 
     settings: Settings
+    catalog: Catalog
     tasks: TaskService
     keys: KeyStore
     storage: Storage

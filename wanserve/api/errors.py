@@ -43,8 +43,11 @@ def request_id_of(request: Request) -> str:
 
 
 def error_response(request: Request, status: int, code: str, message: str) -> JSONResponse:
+    request_id = request_id_of(request)
+    # Set here too: a 500 is answered outside the middleware that adds it to other responses.
+    headers = {"X-Request-Id": request_id} if request_id else None
     return JSONResponse(
-        error_body(code, message, request_id=request_id_of(request)), status_code=status
+        error_body(code, message, request_id=request_id), status_code=status, headers=headers
     )
 
 

@@ -18,6 +18,7 @@ from wanserve.catalog import TIER_SR, Generation
 from wanserve.errors import EmptyInput, InvalidParameter
 from wanserve.spec import SynthesisRequest
 from wanserve.tasks.models import Task, TaskPage, TaskQuery, TaskStatus
+from wanserve.uploads import UploadPolicy
 
 BEIJING = timezone(timedelta(hours=8), "UTC+8")
 _INPUT_FIELDS = (
@@ -46,8 +47,10 @@ def parse_create_body(raw: bytes) -> SynthesisRequest:
     """The create-task JSON body as a `SynthesisRequest` (values unchecked)."""
     try:
         body = json.loads(raw) if raw else None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except json.JSONDecodeError as exc:
         raise InvalidParameter(f"The request body is not valid JSON: {exc}.") from None
+    except (ValueError, RecursionError):  # bad UTF-8, absurd numbers, absurd nesting
+        raise InvalidParameter("The request body is not valid JSON.") from None
     if not isinstance(body, dict):
         raise InvalidParameter("The request body must be a JSON object with model and input.")
     inp = body.get("input")
@@ -179,6 +182,27 @@ def page_body(
             {**task_output(t, url_for(t)), "model_name": t.model, "request_id": t.request_id}
             for t in page.tasks
         ],
+    }
+
+
+def upload_policy_body(policy: UploadPolicy, *, request_id: str) -> dict[str, Any]:
+    """getPolicy's answer, in the OSS field names the SDK reads (`data`, as DashScope does)."""
+    megabytes = max(1, policy.max_bytes // (1024 * 1024))
+    return {
+        "request_id": request_id,
+        "data": {
+            "policy": policy.policy,
+            "signature": policy.signature,
+            "upload_dir": policy.upload_dir,
+            "upload_host": policy.upload_host,
+            "expire_in_seconds": policy.expires_in_seconds,
+            "max_file_size_mb": megabytes,
+            "capacity_limit_mb": megabytes,
+            # Fixed values the SDK echoes back in its form; the signature is what authorises.
+            "oss_access_key_id": "wanserve",
+            "x_oss_object_acl": "private",
+            "x_oss_forbid_overwrite": "true",
+        },
     }
 
 

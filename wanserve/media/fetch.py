@@ -35,12 +35,18 @@ from wanserve.errors import InvalidParameter, InvalidURL
 
 Resolver = Callable[[str, int], list[str]]
 _REDIRECTS = {301, 302, 303, 307, 308}
-# Cloud instance-metadata endpoints (AWS/GCP/Azure/OpenStack, Alibaba Cloud, AWS IPv6).
+# Cloud instance-metadata endpoints: AWS/GCP/Azure/OpenStack, Alibaba Cloud, AWS over IPv6,
+# and Azure's WireServer (which Python counts as a global address).
 _METADATA = {
     ipaddress.ip_address("169.254.169.254"),
     ipaddress.ip_address("100.100.100.200"),
     ipaddress.ip_address("fd00:ec2::254"),
+    ipaddress.ip_address("168.63.129.16"),
 }
+# IPv6 ranges that carry an IPv4 address: NAT64 (RFC 6052, 8215) and the IPv4-compatible form.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 _ACCEPT = {
     "image": ("image/",),
     "audio": ("audio/", "video/mpeg"),
@@ -78,17 +84,38 @@ def system_resolver(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-def address_allowed(address: str, *, allow_private: bool) -> bool:
+def address_allowed(address: str, *, allow_private: bool, trusted: bool = False) -> bool:
+    """May a fetch connect to `address`? `trusted`: the host was named by the operator, which
+    lifts the private-network rule only; metadata and link-local stay refused."""
     ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip in _METADATA or ip.is_link_local:
-        return False  # never, even on premises: it is where cloud credentials live
-    if ip.is_multicast or ip.is_unspecified:
+    views = [ip, *_embedded_ipv4(ip)]
+    if any(_never(v) for v in views):
         return False
-    if ip.is_global:
+    if trusted or all(v.is_global for v in views):
         return True
     return allow_private
+
+
+def _never(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    # Metadata and link-local addresses are where cloud credentials live.
+    return ip in _METADATA or ip.is_link_local or ip.is_multicast or ip.is_unspecified
+
+
+def _embedded_ipv4(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> list[ipaddress.IPv4Address]:
+    """IPv4 addresses an IPv6 address reaches through a translation mechanism."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return []
+    found = [a for a in (ip.ipv4_mapped, ip.sixtofour) if a is not None]
+    if ip.teredo is not None:
+        found.append(ip.teredo[1])
+    if ip in _NAT64 or ip in _IPV4_COMPATIBLE:
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    if ip in _NAT64_LOCAL:
+        # Its IPv4 layout is operator-defined: treat it as reaching a local network.
+        found.append(ipaddress.IPv4Address("10.0.0.0"))
+    return found
 
 
 class _GuardedBackend(httpcore.SyncBackend):
@@ -115,10 +142,9 @@ class _GuardedBackend(httpcore.SyncBackend):
         except OSError as exc:
             raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from None
         trusted = host.lower() in self._policy.allowed_hosts
+        private_ok = self._policy.allow_private
         allowed = [
-            a
-            for a in addresses
-            if trusted or address_allowed(a, allow_private=self._policy.allow_private)
+            a for a in addresses if address_allowed(a, allow_private=private_ok, trusted=trusted)
         ]
         if not allowed:
             raise BlockedAddress(host, addresses)
@@ -143,12 +169,13 @@ class SafeFetcher:
         deadline = time.monotonic() + self.policy.total_timeout
         current = url
         try:
+            current = _idna(url)
             for _hop in range(self.policy.max_redirects + 1):
                 self._check_url(current, field)
                 location = self._get(current, field, kind, max_bytes, deadline)
                 if isinstance(location, Fetched):
                     return location
-                current = urljoin(current, location)
+                current = _idna(urljoin(current, location))
         except BlockedAddress as exc:
             raise InvalidURL(
                 f"{field}: {exc.host} resolves to a private, loopback, link-local or metadata "
@@ -156,6 +183,8 @@ class SafeFetcher:
             ) from None
         except httpcore.TimeoutException:
             raise InvalidURL(f"{field}: timed out fetching {_safe(current)}.") from None
+        except (ValueError, TypeError, UnicodeError):
+            raise InvalidURL(f"{field}: {_safe(current)} is not a fetchable URL.") from None
         except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol) as exc:
             raise InvalidURL(
                 f"{field}: could not fetch {_safe(current)}: {_first_line(exc)}."
@@ -211,12 +240,25 @@ class SafeFetcher:
             return Fetched(content_type=content_type, data=b"".join(chunks), url=url)
 
 
-def _safe(url: str) -> str:
-    """The URL without credentials or query, for messages and logs."""
+def _idna(url: str) -> str:
+    """`url` with an internationalised host name written in ASCII (IDNA), as sockets need."""
     parts = urlsplit(url)
     host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
+    if host.isascii():
+        return url
+    ascii_host = host.encode("idna").decode("ascii")
+    netloc = parts.netloc.replace(host, ascii_host, 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _safe(url: str) -> str:
+    """The URL without credentials or query, for messages and logs."""
+    try:
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "the URL"
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
 
 
 def _first_line(exc: BaseException) -> str:

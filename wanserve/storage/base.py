@@ -7,6 +7,14 @@ from pathlib import Path
 from typing import Protocol
 
 
+def check_key(key: str) -> str:
+    """Keys are relative POSIX paths of plain segments; nothing may climb out of the root."""
+    parts = key.split("/")
+    if any(p in ("", ".", "..") or "\\" in p or "\x00" in p for p in parts):
+        raise ValueError(f"invalid storage key: {key!r}")
+    return key
+
+
 class Storage(Protocol):
     def put(self, key: str, source: Path) -> None:
         """Store the file at `source` under `key` (the source may be moved)."""

@@ -9,17 +9,10 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
+from wanserve.storage.base import check_key
 from wanserve.storage.signing import UrlSigner
 
 FILES_PREFIX = "/files/"
-
-
-def check_key(key: str) -> str:
-    """Keys are relative POSIX paths of plain segments; nothing may climb out of the root."""
-    parts = key.split("/")
-    if any(p in ("", ".", "..") or "\\" in p or "\x00" in p for p in parts):
-        raise ValueError(f"invalid storage key: {key!r}")
-    return key
 
 
 class LocalStorage:

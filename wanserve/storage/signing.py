@@ -29,7 +29,11 @@ class UrlSigner:
         self, path: str, expires: str | None, signature: str | None, *, now: datetime
     ) -> None:
         """Raise `AccessDenied` unless `signature` signs `path` and `expires` is in the future."""
-        if not expires or not signature or not expires.isdigit():
+        if (
+            expires is None
+            or not signature
+            or not (expires.isascii() and expires.isdigit() and len(expires) <= 12)
+        ):
             raise AccessDenied("The URL is not signed: request it again from the task.")
         if not hmac.compare_digest(self.signature(path, int(expires)), signature):
             raise AccessDenied("The URL signature does not match.")

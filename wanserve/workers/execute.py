@@ -62,6 +62,10 @@ class Execution:
     inputs: InputResolver
     scratch_dir: Path
     heartbeat_seconds: float
+    # A run past this is stopped at its next step and ends FAILED; one stuck where no step
+    # comes (a hung kernel) stops heartbeating a little later, so the reaper takes it back.
+    timeout_seconds: float = 7200.0
+    heartbeat_timeout_seconds: float = 60.0
     encode: EncodeSettings = field(default_factory=EncodeSettings)
     extender: PromptExtender | None = None
     dubber: AudioGenerator | None = None
@@ -71,21 +75,22 @@ class Execution:
 class _Signals:
     """Thread-shared view of the task's control state."""
 
-    def __init__(self, stopping: Callable[[], bool]) -> None:
+    def __init__(self, stopping: Callable[[], bool], *, timeout: float) -> None:
         self.cancel_requested = False
         self.lost = False
         self._stopping = stopping
+        self.deadline = time.monotonic() + timeout
 
     def update(self, control: Control) -> None:
         self.cancel_requested = self.cancel_requested or control.cancel_requested
         self.lost = self.lost or not control.owned
 
-    def should_stop(self) -> bool:
-        return self.cancel_requested or self.lost or self._stopping()
-
     @property
-    def shutting_down(self) -> bool:
-        return self._stopping()
+    def timed_out(self) -> bool:
+        return time.monotonic() > self.deadline
+
+    def should_stop(self) -> bool:
+        return self.cancel_requested or self.lost or self.timed_out or self._stopping()
 
 
 def execute(
@@ -93,7 +98,7 @@ def execute(
 ) -> TaskStatus | None:
     """Run `claim` to an end state; return the state written (None if the claim was lost)."""
     task = claim.task
-    signals = _Signals(stopping)
+    signals = _Signals(stopping, timeout=ex.timeout_seconds)
     beat_stop = threading.Event()
     beat = threading.Thread(
         target=_heartbeat,
@@ -171,6 +176,9 @@ def _run(claim: Claim, ex: Execution, signals: _Signals) -> TaskStatus | None:
             if spec.prompt_extend
             else None,
         )
+        if signals.should_stop():  # asked to cancel (or stop) while encoding: honour it
+            ex.storage.delete(key)
+            raise GenerationCancelled()
         if ex.store.succeed(claim, result):
             log.info("task %s succeeded in %.1fs", task.id, time.monotonic() - started)
             return TaskStatus.SUCCEEDED
@@ -232,6 +240,14 @@ def _stopped(claim: Claim, ex: Execution, signals: _Signals) -> TaskStatus | Non
     if signals.cancel_requested:
         log.info("task %s canceled while running", claim.task.id)
         return _end(ex.store.cancel_running(claim), TaskStatus.CANCELED)
+    if signals.timed_out:
+        log.warning("task %s stopped after %.0f s", claim.task.id, ex.timeout_seconds)
+        error = TaskError(
+            "RequestTimeOut",
+            f"Generating this video took longer than the server's limit of "
+            f"{ex.timeout_seconds:.0f} s, so it was stopped. Try a shorter or smaller video.",
+        )
+        return _end(ex.store.fail(claim, error), TaskStatus.FAILED)
     # Shutting down: the task is not the client's fault; it runs again after restart.
     log.info("task %s handed back to the queue (worker stopping)", claim.task.id)
     return ex.store.release(claim)
@@ -247,7 +263,10 @@ def _scratch(ex: Execution) -> Path:
 
 
 def _heartbeat(claim: Claim, ex: Execution, signals: _Signals, stop: threading.Event) -> None:
-    while not stop.wait(ex.heartbeat_seconds):
+    # Past the deadline plus the reaper's patience the run is stuck somewhere no step check
+    # reaches: stop vouching for it, so the reaper hands the task on (its writes are fenced).
+    give_up = signals.deadline + ex.heartbeat_timeout_seconds
+    while not stop.wait(ex.heartbeat_seconds) and time.monotonic() < give_up:
         try:
             signals.update(ex.store.heartbeat(claim))
         except Exception:  # a transient database error must not kill the heartbeat

@@ -1,0 +1,49 @@
+"""Settings: validated once; errors never echo values (they may be secrets)."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from wanserve.cli import main
+from wanserve.config import Settings
+
+
+def test_errors_do_not_echo_secrets() -> None:
+    with pytest.raises(ValidationError) as info:
+        Settings(
+            secret_key="super-secret-value-123",
+            database_url="postgresql://u:pw-456@h/db",
+            weights="nope",
+        )  # type: ignore[arg-type]
+    text = str(info.value)
+    assert "weights" in text
+    assert "super-secret-value-123" not in text and "pw-456" not in text
+
+
+def test_secrets_are_not_printed_or_repr(tmp_path: object) -> None:
+    s = Settings(secret_key="super-secret-value-123")
+    assert "super-secret-value-123" not in repr(s)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"prompt_extender": "openai"}, "needs prompt_extender_url"),
+        ({"prompt_extender": "local"}, "needs prompt_extender_path"),
+        ({"heartbeat_seconds": 10, "heartbeat_timeout_seconds": 5}, "must exceed"),
+    ],
+)
+def test_inconsistent_settings(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Settings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_cli_reports_bad_configuration_without_secrets(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("WANSERVE_SECRET_KEY", "super-secret-value-123")
+    monkeypatch.setenv("WANSERVE_WEIGHTS", "bogus")
+    assert main(["models"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid configuration" in err and "super-secret-value-123" not in err
