@@ -189,9 +189,7 @@ def build_extender(settings: Settings) -> PromptExtender | None:
         )
     elif settings.prompt_extender == "local":
         assert settings.prompt_extender_path is not None
-        backend = LocalChat(
-            settings.prompt_extender_path, max_seconds=settings.prompt_extender_timeout
-        )
+        backend = LocalChat(settings.prompt_extender_path)
     else:
         return None
     return ChatPromptExtender(backend)

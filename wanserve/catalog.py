@@ -556,11 +556,24 @@ def _apply_override(card: ModelCard, o: ModelOverride | None, steps: int | None)
             family=o.continuation_family or base_cont.family,
             max_area=base_cont.max_area,
         )
-    if continuation is not None and Kind.IMAGE_TO_VIDEO not in FAMILIES[continuation.family].kinds:
-        raise ValueError(f"model {card.name}: continuation must be an image-to-video checkpoint")
-    return dataclasses.replace(
+    built = dataclasses.replace(
         card, checkpoint=checkpoint, sampling=sampling, continuation=continuation
     )
+    effective = built.continued_by
+    if effective is not None and effective is not checkpoint:
+        cont = FAMILIES[effective.family]
+        if Kind.IMAGE_TO_VIDEO not in cont.kinds:
+            raise ValueError(
+                f"model {card.name}: continuation must be an image-to-video checkpoint"
+            )
+        if cont.native_fps != FAMILIES[checkpoint.family].native_fps:
+            # Segments are joined frame by frame: a different frame rate would change the speed.
+            raise ValueError(
+                f"model {card.name}: continuation {effective.family.value} runs at "
+                f"{cont.native_fps} fps, the model's checkpoint at "
+                f"{FAMILIES[checkpoint.family].native_fps} fps"
+            )
+    return built
 
 
 def generation_size(size: Size, *, max_area: int, multiple: int) -> Size:

@@ -183,3 +183,32 @@ def test_audio_driven_seam(harness_factory: Callable[..., Harness], runner: Pipe
     assert done["usage"]["audio"] is True
     run(h, t2v("wan2.5-t2v-preview", prompt_extend=False))
     assert len(fake.calls) == 1  # no track sent: the ordinary engine made the video
+
+
+def test_a_retried_task_reuses_its_recorded_extension(
+    harness_factory: Callable[..., Harness], llm: str, script: Script
+) -> None:
+    from tests.conftest import FakeRunner
+    from wanserve.engine.prompt import ChatPromptExtender, OpenAIChat
+    from wanserve.workers.execute import Execution, execute
+    from wanserve.workers.inputs import MediaResolver
+
+    h = harness_factory(start_workers=False)
+    task_id = h.create(t2v()).json()["output"]["task_id"]
+    extender = ChatPromptExtender(
+        OpenAIChat(base_url=llm, model="m", api_key=None, timeout=5, vision=False)
+    )
+    ex = Execution(
+        store=h.components.store, runner=FakeRunner(), storage=h.components.services.storage,
+        inputs=MediaResolver(), scratch_dir=h.settings.data_dir / "tmp", heartbeat_seconds=0.2,
+        extender=extender,
+    )  # fmt: skip
+    script.reply = "the first answer"
+    claim = h.components.store.claim(task_id, worker_id="w1")
+    assert claim is not None
+    assert execute(claim, ex, stopping=lambda: True).value == "PENDING"  # interrupted: re-queued
+    script.reply = "a different answer the second time"
+    claim = h.components.store.claim(task_id, worker_id="w2")
+    assert claim is not None and execute(claim, ex).value == "SUCCEEDED"
+    assert h.get(task_id)["output"]["actual_prompt"] == "the first answer"
+    assert len(script.requests) == 1  # asked once; the retry reused the record

@@ -215,8 +215,14 @@ def test_text_encoder_on_cpu_and_vae_tiling(dummy_root: Path) -> None:
     )
     with switched.manager.lease(spec.checkpoint, spec.family, spec.kind) as leased:
         assert leased.pipeline.vae.use_tiling and leased.pipeline.text_encoder.device.type == "cpu"
-    a, b = go(base, spec), go(switched, spec)
+    events: list[EngineProgress] = []
+    a = go(base, spec)
+    b = switched.run(spec, conditioning=Conditioning(), on_progress=events.append,
+                     should_cancel=lambda: False).frames  # fmt: skip
     assert a.shape == b.shape == (5, 288, 320, 3)
+    decode = [(e.step, e.total) for e in events if e.stage == "decode"]
+    # Tiled decoding runs the decoder once per tile per latent frame: progress counts tiles.
+    assert decode[-1][0] == decode[-1][1] > 2 and all(s <= t for s, t in decode)
     assert np.abs(a.astype(int) - b.astype(int)).mean() < 8  # tiles blend at their seams only
 
 

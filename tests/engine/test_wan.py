@@ -141,7 +141,7 @@ def test_missing_weights_fail_with_how_to_configure(tmp_path: Path) -> None:
         allow_download=False,
     )
     with pytest.raises(ModelUnavailable) as info:
-        wan.WanLoader(config).load("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", Family.WAN21_T2V)
+        wan.WanLoader(config).prepare("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", Family.WAN21_T2V)
     message = info.value.message
     assert "Wan-AI/Wan2.1-T2V-1.3B-Diffusers" in message
     assert "WANSERVE_MODELS" in message and "--weights dummy" in message

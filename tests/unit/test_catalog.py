@@ -185,6 +185,15 @@ def test_operator_overrides_checkpoint_and_sampling() -> None:
     assert catalog.get("wan2.1-t2v-turbo").sampling.steps == 20  # global step override
 
 
+def test_continuations_must_be_image_to_video_at_the_same_frame_rate() -> None:
+    with pytest.raises(ValueError, match="runs at 24 fps"):
+        Catalog.build({"wan2.6-t2v": ModelOverride(continuation_family=Family.WAN22_TI2V_5B)})
+    with pytest.raises(ValueError, match="must be an image-to-video"):
+        Catalog.build({"wan2.6-t2v": ModelOverride(continuation_family=Family.WAN21_T2V)})
+    ok = Catalog.build({"wan2.6-t2v": ModelOverride(continuation_checkpoint="/m/i2v")})
+    assert ok.get("wan2.6-t2v").continued_by.source == "/m/i2v"  # type: ignore[union-attr]
+
+
 def test_override_of_unknown_model_or_wrong_family_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown models"):
         Catalog.build({"nope": ModelOverride()})

@@ -110,6 +110,8 @@ class TaskRow(Base):
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     video_key: Mapped[str | None] = mapped_column(String(256), nullable=True)
     actual_prompt: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The extended prompt or shot plan (JSON), recorded at the first attempt.
+    extension: Mapped[str | None] = mapped_column(Text, nullable=True)
     has_audio: Mapped[bool] = mapped_column(Boolean, default=False)
     width: Mapped[int | None] = mapped_column(Integer, nullable=True)
     height: Mapped[int | None] = mapped_column(Integer, nullable=True)

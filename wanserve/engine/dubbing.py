@@ -20,7 +20,7 @@ from diffusers import StableAudioPipeline
 from wanserve.engine import dummy
 from wanserve.engine.runner import CancelFn, EngineConfig, GenerationCancelled
 from wanserve.engine.wan import resolve_device
-from wanserve.engine.weights import locate
+from wanserve.engine.weights import local_checkpoint
 from wanserve.errors import ModelUnavailable
 from wanserve.media.audio import AudioClip
 
@@ -45,11 +45,11 @@ class StableAudioGenerator:
         diffusers.utils.logging.disable_progress_bar()
 
         config = self._config
-        location, common = locate(
-            self._engine, config.checkpoint, dummy=dummy.ensure_audio_checkpoint
-        )
         try:
-            pipe = StableAudioPipeline.from_pretrained(location, **common)
+            location = local_checkpoint(
+                self._engine, config.checkpoint, dummy=dummy.ensure_audio_checkpoint
+            )
+            pipe = StableAudioPipeline.from_pretrained(location, local_files_only=True)
         except (OSError, ValueError, RuntimeError) as exc:
             raise ModelUnavailable(
                 f"The dubbing model {config.checkpoint!r} could not be loaded: {exc}. Set "

@@ -82,6 +82,7 @@ class PromptJob:
     prompt: str
     kind: Kind
     image: Image.Image | None = None  # the first frame, shown to vision models
+    seed: int = 0  # passed to the chat model, so the same request asks the same question
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ class PromptExtender(Protocol):
 class ChatBackend(Protocol):
     vision: bool
 
-    def complete(self, messages: list[Message], *, max_tokens: int) -> str: ...
+    def complete(self, messages: list[Message], *, max_tokens: int, seed: int) -> str: ...
 
 
 class ChatPromptExtender:
@@ -126,7 +127,9 @@ class ChatPromptExtender:
             self._user(job),
         ]
         try:
-            answer = _clean(self._backend.complete(messages, max_tokens=self._max_tokens))
+            answer = _clean(
+                self._backend.complete(messages, max_tokens=self._max_tokens, seed=job.seed)
+            )
         except Exception as exc:  # best effort by contract: never fail the task
             log.warning("prompt extension failed (%s); using the prompt as sent", _reason(exc))
             return job.prompt
@@ -142,7 +145,9 @@ class ChatPromptExtender:
             self._user(job),
         ]
         try:
-            answer = self._backend.complete(messages, max_tokens=self._max_tokens * 2)
+            answer = self._backend.complete(
+                messages, max_tokens=self._max_tokens * 2, seed=job.seed
+            )
             return _parse_plan(answer, count)
         except Exception as exc:
             log.warning("multi-shot planning failed (%s); generating one shot", _reason(exc))
@@ -174,30 +179,30 @@ class OpenAIChat:
         self._model = model
         self.vision = vision
 
-    def complete(self, messages: list[Message], *, max_tokens: int) -> str:
-        res = self._client.post(
-            "/chat/completions",
-            json={
-                "model": self._model,
-                "messages": messages,
-                "max_tokens": max_tokens,
-                "temperature": 0.2,
-            },
-        )
+    def complete(self, messages: list[Message], *, max_tokens: int, seed: int) -> str:
+        # Greedy and seeded: the same request gets the same answer where the server allows.
+        body = {
+            "model": self._model,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "seed": seed,
+        }
+        res = self._client.post("/chat/completions", json=body)
         res.raise_for_status()
         return str(res.json()["choices"][0]["message"]["content"])
 
 
 class LocalChat:
     """A causal language model loaded with transformers from a local directory, on the CPU or
-    the configured device, loaded on first use and kept."""
+    the configured device, loaded on first use and kept. Its time is bounded by the token
+    budget (a wall-clock limit would make the answer depend on the machine's load)."""
 
     vision = False
 
-    def __init__(self, path: Path, *, device: str = "cpu", max_seconds: float = 60.0) -> None:
+    def __init__(self, path: Path, *, device: str = "cpu") -> None:
         self._path = path
         self._device = device
-        self._max_seconds = max_seconds
         self._lock = threading.Lock()
         self._model: Any = None
         self._tokenizer: Any = None
@@ -209,7 +214,8 @@ class LocalChat:
         self._model = AutoModelForCausalLM.from_pretrained(self._path, local_files_only=True)
         self._model.to(self._device).eval()
 
-    def complete(self, messages: list[Message], *, max_tokens: int) -> str:
+    def complete(self, messages: list[Message], *, max_tokens: int, seed: int) -> str:
+        """Greedy decoding bounded by tokens, not time: the answer does not depend on load."""
         import torch
 
         with self._lock:
@@ -223,7 +229,6 @@ class LocalChat:
                     **ids,
                     max_new_tokens=max_tokens,
                     do_sample=False,
-                    max_time=self._max_seconds,
                     pad_token_id=self._tokenizer.pad_token_id or self._tokenizer.eos_token_id,
                 )
             return str(

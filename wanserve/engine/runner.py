@@ -109,7 +109,9 @@ class EngineConfig:
     text_encoder_device: str = "auto"  # "auto" (with the transformer) | "cpu"
     cpu_offload: bool = False  # diffusers model CPU offload (CUDA only)
     vae_tiling: bool = False
-    memory_budget_bytes: int | None = None  # resident checkpoints; None = unlimited
+    # Device memory resident checkpoints may use; None: 90% of the GPU's memory, or no limit
+    # on a CPU.
+    memory_budget_bytes: int | None = None
 
 
 CheckpointKey = tuple[str, Family]
@@ -134,18 +136,27 @@ class Leased:
     cache: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A checkpoint on local disk, ready to load, and what it will occupy on the device."""
+
+    location: Any
+    options: dict[str, Any]
+    nbytes: int
+
+
 class CheckpointLoader(Protocol):
-    def load(self, source: str, family: Family) -> Any:
-        """Load the checkpoint's base pipeline onto its device."""
+    def prepare(self, source: str, family: Family) -> Prepared:
+        """Put the checkpoint on local disk (download it if allowed) and size it."""
+
+    def load(self, prepared: Prepared, family: Family) -> Any:
+        """Load a prepared checkpoint's base pipeline onto its device."""
 
     def view(self, base: Any, family: Family, kind: Kind) -> Any:
         """The pipeline serving `kind`, sharing `base`'s modules (may be `base` itself)."""
 
     def nbytes(self, base: Any) -> int:
-        """Memory the checkpoint's weights occupy."""
-
-    def estimate(self, source: str, family: Family) -> int:
-        """Best guess of `nbytes` before loading (0 if unknown)."""
+        """Device memory the loaded checkpoint's weights occupy."""
 
     def release(self) -> None:
         """Return freed memory to the device (after an unload or a failed run)."""
@@ -157,7 +168,7 @@ class ModelManager:
         self._budget = budget_bytes
         self._resident: dict[CheckpointKey, Resident] = {}
         self._loading: dict[CheckpointKey, threading.Lock] = {}
-        self._known_size: dict[CheckpointKey, int] = {}
+        self._reserved: dict[CheckpointKey, int] = {}  # loads in flight
         self._guard = threading.Lock()
         self.loads = 0  # checkpoints actually loaded (a warm lease does not count)
         self.evictions = 0
@@ -199,13 +210,20 @@ class ModelManager:
                 if resident is not None:
                     resident.leases += 1
                     return resident
-                expected = self._known_size.get(key) or self._loader.estimate(*key)
-                self._evict_for(expected, keep=key)
-            base = self._loader.load(*key)
+            # Downloading and sizing happen outside the guard: other checkpoints stay usable.
+            prepared = self._loader.prepare(*key)
+            with self._guard:
+                # Make room before loading, counting loads already in flight.
+                self._evict_for(prepared.nbytes, keep=key)
+                self._reserved[key] = prepared.nbytes
+            try:
+                base = self._loader.load(prepared, key[1])
+            finally:
+                with self._guard:
+                    self._reserved.pop(key, None)
             size = self._loader.nbytes(base)
             with self._guard:
                 self.loads += 1
-                self._known_size[key] = size
                 resident = Resident(base=base, nbytes=size, leases=1)
                 self._resident[key] = resident
                 self._evict_for(0, keep=key)
@@ -217,6 +235,9 @@ class ModelManager:
             )
             return resident
 
+    def _held(self) -> int:
+        return sum(r.nbytes for r in self._resident.values())
+
     def _evict_for(self, incoming: int, *, keep: CheckpointKey) -> None:
         """Unload idle checkpoints, least recently used first, until `incoming` more bytes fit.
         Caller holds `_guard`. Checkpoints in use are never unloaded."""
@@ -227,7 +248,8 @@ class ModelManager:
             key=lambda k: self._resident[k].last_used,
         )
         freed = False
-        while idle and sum(r.nbytes for r in self._resident.values()) + incoming > self._budget:
+        in_flight = sum(self._reserved.values())
+        while idle and self._held() + in_flight + incoming > self._budget:
             victim = idle.pop(0)
             log.info("unloading %s to stay within the model memory budget", victim[0])
             del self._resident[victim]
@@ -274,5 +296,6 @@ def build_runner(config: EngineConfig) -> PipelineRunner:
     seam's types (the API, the task layer) does not pay for them."""
     from wanserve.engine import wan
 
-    manager = ModelManager(wan.WanLoader(config), budget_bytes=config.memory_budget_bytes)
+    loader = wan.WanLoader(config)
+    manager = ModelManager(loader, budget_bytes=loader.budget_bytes())
     return PipelineRunner(manager=manager, generate=wan.generate)

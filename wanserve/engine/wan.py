@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import types
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any
 
 import diffusers
@@ -21,7 +21,7 @@ from diffusers import AutoencoderKLWan, WanImageToVideoPipeline, WanPipeline
 from diffusers.models.autoencoders.autoencoder_kl_wan import WanRMS_norm
 from transformers import CLIPVisionModel
 
-from wanserve.catalog import Family, Kind
+from wanserve.catalog import FAMILIES, Family, Kind
 from wanserve.engine import dummy
 from wanserve.engine.runner import (
     CancelFn,
@@ -31,9 +31,10 @@ from wanserve.engine.runner import (
     Frames,
     GenerationCancelled,
     Leased,
+    Prepared,
     ProgressFn,
 )
-from wanserve.engine.weights import locate
+from wanserve.engine.weights import local_checkpoint, weight_bytes
 from wanserve.errors import InternalError, ModelUnavailable
 from wanserve.spec import GenerationSpec
 
@@ -82,15 +83,34 @@ class WanLoader:
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
 
-    def load(self, source: str, family: Family) -> Any:
-        """Load `source` (a diffusers directory or hub id; ignored in dummy mode) of `family`,
-        or fail with `ModelUnavailable` saying how to configure weights."""
+    def budget_bytes(self) -> int | None:
+        """The configured model memory budget, or 90% of the GPU's memory; none on a CPU."""
+        if self.config.memory_budget_bytes is not None:
+            return self.config.memory_budget_bytes
+        if self.device.type == "cuda":
+            _free, total = torch.cuda.mem_get_info(self.device)
+            return int(total * 0.9)
+        return None
+
+    def prepare(self, source: str, family: Family) -> Prepared:
+        try:
+            directory = local_checkpoint(
+                self.config, source, dummy=lambda root: dummy.ensure_checkpoint(family, root)
+            )
+        except (OSError, ValueError) as exc:
+            raise self._unavailable(source, family, exc) from exc
+        # A text encoder kept on the CPU does not count against device memory.
+        skip = ["text_encoder"] if self.config.text_encoder_device == "cpu" else []
+        return Prepared(location=directory, options={}, nbytes=weight_bytes(directory, skip=skip))
+
+    def load(self, prepared: Prepared, family: Family) -> Any:
+        """Load a prepared checkpoint of `family`, or fail with `ModelUnavailable` (weights
+        unreadable) or `InternalError.Algo` (the device ran out of memory)."""
         diffusers.utils.logging.disable_progress_bar()
         transformers.utils.logging.disable_progress_bar()
-        location, common = locate(
-            self.config, source, dummy=lambda root: dummy.ensure_checkpoint(family, root)
-        )
+        location = prepared.location
         cls = WanImageToVideoPipeline if family in _IMAGE_FAMILIES else WanPipeline
+        common: dict[str, Any] = {"local_files_only": True}
         try:
             # The Wan VAE and CLIP encoder stay in fp32 whatever the transformer runs in
             # (diffusers' Wan guidance: they lose quality in half precision).
@@ -104,30 +124,51 @@ class WanLoader:
                     location, subfolder="image_encoder", dtype=torch.float32, **common
                 )
             pipe = cls.from_pretrained(location, dtype=self.dtype, **extra, **common)
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise ModelUnavailable(
-                f"Weights for checkpoint {source!r} ({family.value}) could not be loaded: "
-                f"{_first_line(exc)}. Point the model at a local diffusers-format directory "
-                'with WANSERVE_MODELS=\'{"<model>": {"checkpoint": "/path/to/dir"}}\', '
-                "allow downloads (WANSERVE_ALLOW_DOWNLOAD=true), or run with --weights dummy. "
-                "See docs/models.md."
+            self._repair_config(pipe, family)
+            self._place(pipe)
+        except torch.OutOfMemoryError as exc:
+            raise InternalError(
+                f"The device ran out of memory loading {location} ({family.value}). Lower "
+                "model_memory_gib so fewer models stay resident, or enable cpu_offload or "
+                "text_encoder_device=cpu (docs/configuration.md).",
+                code="InternalError.Algo",
             ) from exc
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise self._unavailable(str(location), family, exc) from exc
+        log.info("loaded %s (%s) on %s as %s", location, family.value, self.device, self.dtype)
+        return pipe
+
+    def _unavailable(self, source: str, family: Family, exc: BaseException) -> ModelUnavailable:
+        return ModelUnavailable(
+            f"Weights for checkpoint {source!r} ({family.value}) could not be loaded: "
+            f"{_first_line(exc)}. Point the model at a local diffusers-format directory "
+            'with WANSERVE_MODELS=\'{"<model>": {"checkpoint": "/path/to/dir"}}\', '
+            "allow downloads (WANSERVE_ALLOW_DOWNLOAD=true), or run with --weights dummy. "
+            "See docs/models.md."
+        )
+
+    def _repair_config(self, pipe: Any, family: Family) -> None:
+        """Pipeline settings a checkpoint's model_index.json may lack for its family."""
         if family is Family.WAN22_TI2V_5B and not pipe.config.expand_timesteps:
             pipe.register_to_config(expand_timesteps=True)
-        self._place(pipe)
-        log.info("loaded %s (%s) on %s as %s", source, family.value, self.device, self.dtype)
-        return pipe
+        boundary = FAMILIES[family].boundary_ratio
+        if boundary is not None and pipe.config.boundary_ratio is None:
+            # Without it the second expert (transformer_2) would silently never run.
+            pipe.register_to_config(boundary_ratio=boundary)
 
     def _place(self, pipe: Any) -> None:
         pipe.set_progress_bar_config(disable=True)
         if self.config.cpu_offload:
             # Each model moves to the GPU only while it runs (diffusers' model offload).
             pipe.enable_model_cpu_offload(device=self.device)
+        elif self.config.text_encoder_device == "cpu":
+            # UMT5-XXL is ~11 GB in bf16 and runs once per prompt (its embeddings are cached):
+            # it stays in host memory and never visits the GPU, not even while loading.
+            for name, component in pipe.components.items():
+                if isinstance(component, torch.nn.Module) and name != "text_encoder":
+                    component.to(self.device)
         else:
             pipe.to(self.device)
-            if self.config.text_encoder_device == "cpu":
-                # UMT5-XXL is ~11 GB in bf16 and runs once per prompt: keep it off the GPU.
-                pipe.text_encoder.to("cpu", torch.float32)
         if self.config.vae_tiling:
             pipe.vae.enable_tiling()
         if self.device.type == "cpu":
@@ -148,20 +189,15 @@ class WanLoader:
         return base
 
     def nbytes(self, base: Any) -> int:
+        """Bytes of weights on this loader's device (a text encoder kept on the CPU, or
+        models offloaded between runs, do not count)."""
         total = 0
         for component in base.components.values():
             if isinstance(component, torch.nn.Module):
                 for tensor in (*component.parameters(), *component.buffers()):
-                    total += tensor.numel() * tensor.element_size()
+                    if tensor.device.type == self.device.type:
+                        total += tensor.numel() * tensor.element_size()
         return total
-
-    def estimate(self, source: str, family: Family) -> int:
-        path = Path(source).expanduser()
-        if self.config.weights == "dummy" or not path.is_dir():
-            return 0
-        return sum(
-            f.stat().st_size for f in path.rglob("*") if f.suffix in (".safetensors", ".bin")
-        )
 
     def release(self) -> None:
         gc.collect()
@@ -233,6 +269,7 @@ def generate(
     _set_flow_shift(pipe, spec.flow_shift)
     steps = spec.steps
     latent_frames = (spec.num_frames - 1) // 4 + 1
+    decoder_calls = _decoder_calls(pipe.vae, latent_frames, spec.gen_height, spec.gen_width)
     decoded = 0
 
     def on_step_end(_pipe: Any, i: int, _t: Any, _kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -246,7 +283,7 @@ def generate(
         if should_cancel():
             raise GenerationCancelled()
         decoded += 1
-        on_progress(EngineProgress("decode", decoded, latent_frames))
+        on_progress(EngineProgress("decode", min(decoded, decoder_calls), decoder_calls))
 
     hook = pipe.vae.decoder.register_forward_pre_hook(on_decode_frame)
     try:
@@ -262,7 +299,7 @@ def generate(
                 # Latents are drawn on the CPU so a seed gives the same video on any device.
                 "generator": torch.Generator("cpu").manual_seed(spec.seed),
                 "max_sequence_length": _MAX_SEQUENCE_LENGTH,
-                "output_type": "np",
+                "output_type": "pt",  # converted to uint8 on the device: no float copy on host
                 "callback_on_step_end": on_step_end,
             }
             if spec.guidance_scale > 1.0:
@@ -279,7 +316,9 @@ def generate(
                 kwargs["image"] = conditioning.image
                 if conditioning.last_image is not None:
                     kwargs["last_image"] = conditioning.last_image
-            video = pipe(**kwargs).frames[0]
+            video = pipe(**kwargs).frames[0]  # (frames, channels, height, width) in [0, 1]
+            frames = video.mul(255).round_().clamp_(0, 255).to(torch.uint8)
+            result = frames.permute(0, 2, 3, 1).cpu().numpy()
     except torch.OutOfMemoryError as exc:
         raise InternalError(
             f"The device ran out of memory generating {spec.num_frames} frames at "
@@ -292,7 +331,21 @@ def generate(
         hook.remove()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    return np.asarray((video * 255).round().clip(0, 255), dtype=np.uint8)
+    return np.ascontiguousarray(result)
+
+
+def _decoder_calls(vae: Any, latent_frames: int, height: int, width: int) -> int:
+    """How many times the VAE decoder runs: once per latent frame, per tile when tiling."""
+    ratio = int(vae.spatial_compression_ratio)
+    lat_h, lat_w = height // ratio, width // ratio
+    tiled = bool(vae.use_tiling) and (
+        lat_h > vae.tile_sample_min_height // ratio or lat_w > vae.tile_sample_min_width // ratio
+    )
+    if not tiled:
+        return latent_frames
+    stride_h = int(vae.tile_sample_stride_height) // ratio
+    stride_w = int(vae.tile_sample_stride_width) // ratio
+    return math.ceil(lat_h / stride_h) * math.ceil(lat_w / stride_w) * latent_frames
 
 
 def _set_flow_shift(pipe: Any, shift: float | None) -> None:

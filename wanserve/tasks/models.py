@@ -62,6 +62,7 @@ class Task:
     cancel_requested: bool = False
     result: TaskResult | None = None
     error: TaskError | None = None
+    extension: str | None = None  # opaque JSON the worker recorded at its first attempt
 
 
 @dataclass(frozen=True)

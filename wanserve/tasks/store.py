@@ -68,6 +68,7 @@ class TaskStore(Protocol):
     def fail(self, claim: Claim, error: TaskError) -> bool: ...
     def cancel_running(self, claim: Claim) -> bool: ...
     def release(self, claim: Claim) -> TaskStatus | None: ...
+    def record_extension(self, claim: Claim, extension: str) -> bool: ...
     def reap(self, *, stale_after: timedelta, max_attempts: int) -> ReapReport: ...
     def expired(self, *, limit: int = 500) -> list[tuple[str, str | None]]: ...
     def delete(self, task_ids: Iterable[str]) -> int: ...
@@ -254,6 +255,12 @@ class SqlTaskStore:
 
     def cancel_running(self, claim: Claim) -> bool:
         return self._finish(claim, TaskStatus.CANCELED)
+
+    def record_extension(self, claim: Claim, extension: str) -> bool:
+        """Keep the prompt extension a run made, so a retry of the task reuses it."""
+        with self._sessions.begin() as s:
+            res = s.execute(update(TaskRow).where(*self._held(claim)).values(extension=extension))
+            return _rowcount(res) == 1
 
     def release(self, claim: Claim) -> TaskStatus | None:
         """Hand a RUNNING task back to the queue (graceful shutdown): it runs again later,
@@ -447,4 +454,5 @@ def _to_task(row: TaskRow) -> Task:
         cancel_requested=row.cancel_requested,
         result=result,
         error=error,
+        extension=row.extension,
     )

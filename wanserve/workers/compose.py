@@ -16,6 +16,7 @@ Progress spans the whole video: step k of n counts every pass's denoising steps.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -41,15 +42,26 @@ def plan(spec: GenerationSpec, shots: list[str] | None = None) -> list[Pass]:
     limit = spec.frames_per_pass if can_chain else spec.num_frames
     passes: list[Pass] = []
     for shot, (prompt, frames) in enumerate(zip(prompts, _split(spec, len(prompts)), strict=True)):
-        remaining, first = frames, True
-        seed = (spec.seed + shot) % (SEED_MAX + 1)
+        remaining, index = frames, 0
         while remaining > 0:
+            first = index == 0
             size = _clip_frames(min(remaining if first else remaining + 1, limit))
-            segment = spec.segment(num_frames=size, prompt=prompt, seed=seed, continued=not first)
+            segment = spec.segment(
+                num_frames=size,
+                prompt=prompt,
+                seed=_seed(spec.seed, shot, index),
+                continued=not first,
+            )
             passes.append(Pass(spec=segment, shot=shot, continues=not first))
             remaining -= size if first else size - 1
-            first = False
+            index += 1
     return passes
+
+
+def _seed(seed: int, shot: int, segment: int) -> int:
+    """The request's seed lineage: shot k starts at seed + k; each later segment of a shot
+    draws fresh noise (the same noise again would invite the same motion again)."""
+    return (seed + shot + 7919 * segment) % (SEED_MAX + 1)
 
 
 def shot_count(seconds: int) -> int:
@@ -59,12 +71,15 @@ def shot_count(seconds: int) -> int:
 
 
 def _split(spec: GenerationSpec, shots: int) -> list[int]:
-    """Native frames per shot: the video's frames shared out, each shot 4n+1 frames long."""
+    """Native frames per shot, each 4n+1: equal shares rounded down, the last shot taking the
+    rest (rounded up; at most three frames too many, trimmed after joining)."""
     if shots == 1:
         return [spec.num_frames]
-    total = spec.num_frames - 1
-    base = [total * (i + 1) // shots - total * i // shots for i in range(shots)]
-    return [4 * max(1, round(n / 4)) + 1 for n in base]
+    share = spec.num_frames // shots
+    sizes = [max(5, (share - 1) // 4 * 4 + 1) for _ in range(shots - 1)]
+    rest = spec.num_frames - sum(sizes)
+    sizes.append(max(5, math.ceil((rest - 1) / 4) * 4 + 1))
+    return sizes
 
 
 def _clip_frames(n: int) -> int:
@@ -84,10 +99,10 @@ def render(
     """Run every pass of `spec` and join the frames."""
     passes = plan(spec, shots)
     total = sum(p.spec.steps for p in passes)
-    done = 0
-    parts: list[np.ndarray] = []
+    length = sum(p.spec.num_frames - (1 if p.continues else 0) for p in passes)
+    video: np.ndarray | None = None  # filled pass by pass: the video is held once
+    filled, done = 0, 0
     last_frame: Image.Image | None = None
-    fps = spec.native_fps
     for index, p in enumerate(passes):
         offset, final = done, index == len(passes) - 1
 
@@ -106,7 +121,11 @@ def render(
             p.spec, conditioning=cond, on_progress=report, should_cancel=should_cancel
         )
         frames = clip.frames[1:] if p.continues else clip.frames
-        parts.append(frames)
+        if video is None:
+            video = np.empty((length, *clip.frames.shape[1:]), dtype=np.uint8)
+        video[filled : filled + len(frames)] = frames
+        filled += len(frames)
         last_frame = Image.fromarray(clip.frames[-1])
         done += p.spec.steps
-    return Clip(frames=np.concatenate(parts, axis=0), fps=fps)
+    assert video is not None
+    return Clip(frames=video[: min(filled, spec.num_frames)], fps=spec.native_fps)

@@ -11,6 +11,7 @@ cancellation requests back from the store.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import tempfile
 import threading
@@ -18,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from wanserve.engine.prompt import PromptExtender, PromptJob, ShotPlan
 from wanserve.engine.runner import (
@@ -120,7 +121,7 @@ def _run(claim: Claim, ex: Execution, signals: _Signals) -> TaskStatus | None:
     reporter = _ProgressReporter(claim, ex.store, signals)
     try:
         inputs = ex.inputs.resolve(task.spec, owner=task.api_key_id)
-        spec, shots = _extend_prompt(inputs, ex)
+        spec, shots = _extend_prompt(claim, inputs, ex)
         if inputs.audio is not None and ex.audio_driven is not None:
             clip = ex.audio_driven.run(
                 spec,
@@ -199,18 +200,46 @@ def _run(claim: Claim, ex: Execution, signals: _Signals) -> TaskStatus | None:
         return _end(ex.store.fail(claim, error), TaskStatus.FAILED)
 
 
-def _extend_prompt(inputs: ResolvedInputs, ex: Execution) -> tuple[GenerationSpec, ShotPlan | None]:
+def _extend_prompt(
+    claim: Claim, inputs: ResolvedInputs, ex: Execution
+) -> tuple[GenerationSpec, ShotPlan | None]:
     """The spec to generate with (its prompt extended if asked), and the shot plan of a
-    multi-shot video. Extension is best effort: failures keep the prompt as sent."""
+    multi-shot video. Extension is best effort: failures keep the prompt as sent. What the
+    first attempt decided is recorded on the task, so a retry makes the same video."""
     spec = inputs.spec
     if not spec.prompt_extend or ex.extender is None:
         return spec, None
-    job = PromptJob(prompt=spec.prompt, kind=spec.kind, image=inputs.conditioning.image)
+    recorded = _recorded_extension(claim.task.extension)
+    if recorded is None:
+        recorded = _extension(spec, inputs, ex.extender)
+        ex.store.record_extension(claim, json.dumps(recorded, ensure_ascii=False))
+    plan = recorded.get("plan")
+    if isinstance(plan, dict):
+        return spec, ShotPlan(subject=str(plan["subject"]), shots=tuple(plan["shots"]))
+    return dataclasses.replace(spec, prompt=str(recorded["prompt"])), None
+
+
+def _extension(
+    spec: GenerationSpec, inputs: ResolvedInputs, extender: PromptExtender
+) -> dict[str, Any]:
+    job = PromptJob(
+        prompt=spec.prompt, kind=spec.kind, image=inputs.conditioning.image, seed=spec.seed
+    )
     if spec.shot_type == "multi":
-        plan = ex.extender.plan_shots(job, shot_count(spec.duration))
+        plan = extender.plan_shots(job, shot_count(spec.duration))
         if plan is not None:
-            return spec, plan
-    return dataclasses.replace(spec, prompt=ex.extender.extend(job)), None
+            return {"plan": {"subject": plan.subject, "shots": list(plan.shots)}}
+    return {"prompt": extender.extend(job)}
+
+
+def _recorded_extension(text: str | None) -> dict[str, Any] | None:
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) and ("prompt" in data or "plan" in data) else None
 
 
 def _soundtrack(
