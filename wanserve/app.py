@@ -259,11 +259,6 @@ def create_app(
     app.include_router(uploads_router)
     app.include_router(files)
     app.middleware("http")(_request_context)
-
-    @app.get("/health", include_in_schema=False)
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
-
     return app
 
 

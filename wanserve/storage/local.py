@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
+from wanserve.errors import NotFound
 from wanserve.storage.base import check_key
 from wanserve.storage.signing import UrlSigner
 
@@ -46,6 +47,20 @@ class LocalStorage:
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
+
+    def signed_path(
+        self, key: str, expires: str | None, signature: str | None, *, now: datetime
+    ) -> Path:
+        """The file a signed URL names, if the signature holds, it has not expired, and the
+        file is still there; `AccessDenied` or `NotFound` otherwise."""
+        self.signer.verify(FILES_PREFIX + key, expires, signature, now=now)
+        try:
+            path = self.path(key)
+        except ValueError:
+            raise NotFound("No such file.") from None
+        if not path.is_file():
+            raise NotFound("The file no longer exists (it may have expired).")
+        return path
 
     def url(self, key: str, *, expires_at: datetime, base_url: str) -> str:
         expires = int(expires_at.timestamp())
