@@ -127,6 +127,7 @@ def build_components(
         timeout_seconds=settings.task_timeout_seconds,
         encode=EncodeSettings(crf=settings.x264_crf, preset=settings.x264_preset),
         extender=extender,
+        chain_shots=settings.multi_shot_continuity,
         dubber=dubber,
         audio_driven=audio_driven,
     )

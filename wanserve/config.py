@@ -101,6 +101,11 @@ class Settings(BaseSettings):
         default=None, description="directory of a local transformers causal language model"
     )
     prompt_extender_timeout: float = Field(default=30.0, gt=0)
+    multi_shot_continuity: bool = Field(
+        default=False,
+        description="multi-shot: start each shot from the previous shot's last frame instead "
+        "of cutting",
+    )
 
     # Automatic dubbing (wan2.5/wan2.6 sound when no audio_url is sent).
     dubbing: bool = False

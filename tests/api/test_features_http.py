@@ -108,7 +108,16 @@ def test_a_failing_extender_never_fails_the_task(full: Harness, script: Script) 
 # -- multi-shot and long videos ----------------------------------------------------------------
 
 
-def test_multi_shot(full: Harness, script: Script) -> None:
+@pytest.mark.parametrize("continuity", [False, True])
+def test_multi_shot(
+    harness_factory: Callable[..., Harness],
+    runner: PipelineRunner,
+    llm: str,
+    script: Script,
+    continuity: bool,
+) -> None:
+    full = harness_factory(runner=runner, models=SMALL, steps=2, prompt_extender="openai",
+                           prompt_extender_url=llm, multi_shot_continuity=continuity)  # fmt: skip
     done = run(full, t2v("wan2.6-t2v", duration=10, shot_type="multi"))
     plan_request = script.requests[-1]["messages"][0]["content"]
     assert "exactly 3 shots" in plan_request

@@ -71,6 +71,16 @@ def test_shots() -> None:
     assert [p.continues for p in passes] == [False, False, False]  # cuts
 
 
+def test_chained_shots_start_from_the_previous_shot() -> None:
+    s = spec("wan2.6-t2v", duration=10)
+    passes = plan(s, ["one", "two", "three"], chain_shots=True)
+    assert [p.spec.prompt for p in passes] == ["one", "two", "three"]
+    assert [p.continues for p in passes] == [False, True, True]
+    assert [p.spec.kind for p in passes][1:] == [Kind.IMAGE_TO_VIDEO] * 2
+    made = sum(p.spec.num_frames - (1 if p.continues else 0) for p in passes)
+    assert s.num_frames <= made <= s.num_frames + 3
+
+
 @pytest.mark.parametrize("model", ["wan2.6-t2v", "wan2.6-i2v-flash"])
 def test_shots_cover_every_duration_without_waste(model: str) -> None:
     for seconds in range(2, 16):

@@ -35,16 +35,24 @@ class Pass:
     continues: bool  # conditioned on the previous pass's last frame; drop that first frame
 
 
-def plan(spec: GenerationSpec, shots: list[str] | None = None) -> list[Pass]:
-    """The denoising passes that make `spec`'s video (one per shot segment)."""
+def plan(
+    spec: GenerationSpec, shots: list[str] | None = None, *, chain_shots: bool = False
+) -> list[Pass]:
+    """The denoising passes that make `spec`'s video (one per shot segment). With
+    `chain_shots`, each shot after the first starts from the previous shot's last frame (a
+    continuous camera instead of cuts), where the model can continue from an image."""
     prompts = shots or [spec.prompt]
     can_chain = spec.kind is not Kind.TEXT_TO_VIDEO or spec.continuation_checkpoint is not None
     limit = spec.frames_per_pass if can_chain else spec.num_frames
+    chained = chain_shots and can_chain and len(prompts) > 1
     passes: list[Pass] = []
-    for shot, (prompt, frames) in enumerate(zip(prompts, _split(spec, len(prompts)), strict=True)):
+    sizes = _split(spec, len(prompts), joined=chained)
+    for shot, (prompt, frames) in enumerate(zip(prompts, sizes, strict=True)):
         remaining, index = frames, 0
+        if chained and shot > 0:
+            remaining -= 1  # the shot's first frame is the previous shot's last
         while remaining > 0:
-            first = index == 0
+            first = index == 0 and not (chained and shot > 0)
             size = _clip_frames(min(remaining if first else remaining + 1, limit))
             segment = spec.segment(
                 num_frames=size,
@@ -70,14 +78,16 @@ def shot_count(seconds: int) -> int:
     return max(2, min(5, seconds // 3))
 
 
-def _split(spec: GenerationSpec, shots: int) -> list[int]:
+def _split(spec: GenerationSpec, shots: int, *, joined: bool = False) -> list[int]:
     """Native frames per shot, each 4n+1: equal shares rounded down, the last shot taking the
-    rest (rounded up; at most three frames too many, trimmed after joining)."""
+    rest (rounded up; at most three frames too many, trimmed after joining). `joined` shots
+    share their boundary frame, so together they make one frame more per join."""
     if shots == 1:
         return [spec.num_frames]
-    share = spec.num_frames // shots
+    target = spec.num_frames + (shots - 1 if joined else 0)
+    share = target // shots
     sizes = [max(5, (share - 1) // 4 * 4 + 1) for _ in range(shots - 1)]
-    rest = spec.num_frames - sum(sizes)
+    rest = target - sum(sizes)
     sizes.append(max(5, math.ceil((rest - 1) / 4) * 4 + 1))
     return sizes
 
@@ -95,9 +105,10 @@ def render(
     shots: list[str] | None,
     on_progress: Callable[[EngineProgress], None],
     should_cancel: Callable[[], bool],
+    chain_shots: bool = False,
 ) -> Clip:
     """Run every pass of `spec` and join the frames."""
-    passes = plan(spec, shots)
+    passes = plan(spec, shots, chain_shots=chain_shots)
     total = sum(p.spec.steps for p in passes)
     length = sum(p.spec.num_frames - (1 if p.continues else 0) for p in passes)
     video: np.ndarray | None = None  # filled pass by pass: the video is held once

@@ -69,6 +69,7 @@ class Execution:
     heartbeat_timeout_seconds: float = 60.0
     encode: EncodeSettings = field(default_factory=EncodeSettings)
     extender: PromptExtender | None = None
+    chain_shots: bool = False  # multi-shot: start each shot from the last frame of the one before
     dubber: AudioGenerator | None = None
     audio_driven: AudioDrivenVideo | None = None
 
@@ -138,6 +139,7 @@ def _run(claim: Claim, ex: Execution, signals: _Signals) -> TaskStatus | None:
                 shots=shots.prompts() if shots else None,
                 on_progress=reporter,
                 should_cancel=signals.should_stop,
+                chain_shots=ex.chain_shots,
             )
         if signals.should_stop():
             raise GenerationCancelled()
