@@ -41,6 +41,11 @@ class Generation(StrEnum):
     WAN25 = "wan2.5"
     WAN26 = "wan2.6"
 
+    @property
+    def returns_actual_prompt(self) -> bool:
+        # "The wan2.6 model does not return this field, regardless of prompt_extend."
+        return self is not Generation.WAN26
+
 
 class Family(StrEnum):
     """An open Wan checkpoint layout, as diffusers loads it."""
@@ -254,11 +259,6 @@ class ModelCard:
         if self.kind is not Kind.TEXT_TO_VIDEO or self.checkpoint.family is Family.WAN22_TI2V_5B:
             return self.checkpoint
         return self.continuation
-
-    @property
-    def returns_actual_prompt(self) -> bool:
-        # "The wan2.6 model does not return this field, regardless of prompt_extend."
-        return self.generation is not Generation.WAN26
 
 
 _HUB = "Wan-AI/"

@@ -22,7 +22,7 @@ class FakeLoader:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def prepare(self, source: str, family: Family) -> Prepared:
-        return Prepared(location=source, options={}, nbytes=self.sizes[source])
+        return Prepared(location=source, nbytes=self.sizes[source])
 
     def load(self, prepared: Prepared, family: Family) -> Any:
         with self.lock:

@@ -122,7 +122,7 @@ def test_model_card(
     assert card.negative_prompt_limit == 500
     assert card.audio is audio
     assert card.multi_shot is name.startswith("wan2.6")
-    assert card.returns_actual_prompt is not name.startswith("wan2.6")
+    assert card.generation.returns_actual_prompt is not name.startswith("wan2.6")
 
 
 def test_wanx_aliases_share_their_twins_rules(catalog: Catalog) -> None:

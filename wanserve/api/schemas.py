@@ -137,7 +137,7 @@ def task_output(task: Task, video_url: str | None) -> dict[str, Any]:
         out["step"] = task.progress.step
         out["total_steps"] = task.progress.total_steps
     if task.status is TaskStatus.SUCCEEDED and task.result is not None:
-        if task.result.actual_prompt is not None and task.spec.generation is not Generation.WAN26:
+        if task.result.actual_prompt is not None and task.spec.generation.returns_actual_prompt:
             out["actual_prompt"] = task.result.actual_prompt
         if video_url is not None:
             out["video_url"] = video_url

@@ -141,7 +141,6 @@ class Prepared:
     """A checkpoint on local disk, ready to load, and what it will occupy on the device."""
 
     location: Any
-    options: dict[str, Any]
     nbytes: int
 
 

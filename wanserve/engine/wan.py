@@ -101,7 +101,7 @@ class WanLoader:
             raise self._unavailable(source, family, exc) from exc
         # A text encoder kept on the CPU does not count against device memory.
         skip = ["text_encoder"] if self.config.text_encoder_device == "cpu" else []
-        return Prepared(location=directory, options={}, nbytes=weight_bytes(directory, skip=skip))
+        return Prepared(location=directory, nbytes=weight_bytes(directory, skip=skip))
 
     def load(self, prepared: Prepared, family: Family) -> Any:
         """Load a prepared checkpoint of `family`, or fail with `ModelUnavailable` (weights

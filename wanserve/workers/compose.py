@@ -31,7 +31,6 @@ from wanserve.spec import SEED_MAX, GenerationSpec
 @dataclass(frozen=True)
 class Pass:
     spec: GenerationSpec
-    shot: int
     continues: bool  # conditioned on the previous pass's last frame; drop that first frame
 
 
@@ -60,7 +59,7 @@ def plan(
                 seed=_seed(spec.seed, shot, index),
                 continued=not first,
             )
-            passes.append(Pass(spec=segment, shot=shot, continues=not first))
+            passes.append(Pass(spec=segment, continues=not first))
             remaining -= size if first else size - 1
             index += 1
     return passes
