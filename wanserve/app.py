@@ -51,6 +51,7 @@ from wanserve.storage.signing import UrlSigner
 from wanserve.tasks.janitor import Janitor
 from wanserve.tasks.service import Limits, TaskService
 from wanserve.tasks.store import SqlTaskStore
+from wanserve.throttling.guard import build_throttle
 from wanserve.uploads import UploadService
 from wanserve.workers.execute import Execution, InputResolver, execute
 from wanserve.workers.inputs import MediaResolver
@@ -162,6 +163,7 @@ def build_components(
         local_files=storage,
         uploads=uploads,
         clock=clock,
+        throttle=build_throttle(settings),
     )
     janitor = Janitor(
         store=store,

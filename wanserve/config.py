@@ -160,6 +160,28 @@ class Settings(BaseSettings):
     x264_crf: int = Field(default=20, ge=0, le=51)
     x264_preset: str = "veryfast"
 
+    # Throttling.
+    rate_limit_per_second: float = Field(
+        default=20.0,
+        ge=0,
+        description="requests per second one API key may make on average (0: no limit)",
+    )
+    rate_limit_burst: int = Field(
+        default=40, ge=1, description="requests one API key may make at once before the rate"
+    )
+    auth_failure_limit: int = Field(
+        default=10,
+        ge=0,
+        description="invalid API keys one client address may present per window before it "
+        "is locked out (0: no lockout)",
+    )
+    auth_failure_window_seconds: float = Field(default=300.0, gt=0)
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="Redis holding rate-limit state shared by every API replica, "
+        "e.g. redis://host:6379/0 (default: this process's memory)",
+    )
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:

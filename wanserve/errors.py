@@ -14,7 +14,8 @@ of a task that ends FAILED.
     ├── UnsupportedOperation           UnsupportedOperation
     ├── RequestTooLarge                BadRequest.TooLarge
     ├── NotFound                       NotFound
-    ├── Throttled                      Throttling / Throttling.RateQuota
+    ├── Throttled                      Throttling / Throttling.RateQuota /
+    │                                  Throttling.AuthFailures (may carry retry_after)
     └── InternalError                  InternalError
         └── ModelUnavailable           InternalError.Algo  (weights cannot be loaded)
 """
@@ -74,6 +75,13 @@ class NotFound(WanserveError):
 
 class Throttled(WanserveError):
     code = "Throttling"
+
+    def __init__(
+        self, message: str, *, code: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, code=code)
+        # Seconds after which a retry can succeed, when known (sent as `Retry-After`).
+        self.retry_after = retry_after
 
 
 class InternalError(WanserveError):

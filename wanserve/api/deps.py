@@ -18,6 +18,7 @@ from wanserve.storage.local import LocalStorage
 from wanserve.storage.signing import UrlSigner
 from wanserve.tasks.models import Task
 from wanserve.tasks.service import TaskService
+from wanserve.throttling.guard import Throttle
 from wanserve.uploads import UploadService
 
 
@@ -34,6 +35,7 @@ class Services:
     local_files: LocalStorage | None  # set when this app serves the stored files itself
     uploads: UploadService
     clock: Clock
+    throttle: Throttle
 
     def video_url(self, task: Task, *, base_url: str) -> str | None:
         if task.result is None:
@@ -48,6 +50,12 @@ def get_services(request: Request) -> Services:
 
 
 def authenticate(request: Request, services: Annotated[Services, Depends(get_services)]) -> ApiKey:
+    """The caller's key, after the throttles: a locked-out address is refused before its key is
+    even looked at, and a known key spends one request from its bucket."""
+    # Behind a reverse proxy this is the proxy's address unless uvicorn trusts it to forward
+    # the client's (`--forwarded-allow-ips` / FORWARDED_ALLOW_IPS).
+    address = request.client.host if request.client is not None else "unknown"
+    services.throttle.check_address(address)
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
@@ -55,7 +63,9 @@ def authenticate(request: Request, services: Annotated[Services, Depends(get_ser
         raise InvalidApiKey("No API-key provided.")
     key = services.keys.authenticate(token)
     if key is None:
+        services.throttle.record_auth_failure(address)
         raise InvalidApiKey("Invalid API-key provided.")
+    services.throttle.check_key(key.id)
     return key
 
 

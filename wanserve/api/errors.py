@@ -8,6 +8,7 @@ client never sees FastAPI's `{"detail": ...}` or a bare 500.
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -42,10 +43,19 @@ def request_id_of(request: Request) -> str:
     return str(getattr(request.state, "request_id", ""))
 
 
-def error_response(request: Request, status: int, code: str, message: str) -> JSONResponse:
+def error_response(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    *,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     request_id = request_id_of(request)
+    headers = dict(headers or {})
     # Set here too: a 500 is answered outside the middleware that adds it to other responses.
-    headers = {"X-Request-Id": request_id} if request_id else None
+    if request_id:
+        headers["X-Request-Id"] = request_id
     return JSONResponse(
         error_body(code, message, request_id=request_id), status_code=status, headers=headers
     )
@@ -53,7 +63,11 @@ def error_response(request: Request, status: int, code: str, message: str) -> JS
 
 async def _domain(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.WanserveError)
-    return error_response(request, http_status(exc), exc.code, exc.message)
+    headers = None
+    if isinstance(exc, errors.Throttled) and exc.retry_after is not None:
+        # Whole seconds, rounded up: a client that waits exactly this long must get through.
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+    return error_response(request, http_status(exc), exc.code, exc.message, headers=headers)
 
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:
