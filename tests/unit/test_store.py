@@ -20,7 +20,7 @@ from wanserve.keys import KeyStore
 from wanserve.spec import SynthesisRequest, build_spec
 from wanserve.tasks.lifecycle import IllegalTransition, can_transition, check_transition, sources_of
 from wanserve.tasks.models import Claim, Progress, TaskError, TaskQuery, TaskResult, TaskStatus
-from wanserve.tasks.store import SqlTaskStore
+from wanserve.tasks.store import Quota, QuotaExceeded, SqlTaskStore
 
 P, R, S, F, C = (
     TaskStatus.PENDING,
@@ -148,6 +148,69 @@ def test_concurrent_claims_one_winner(db_url: str, clock: Clock) -> None:
     for t in threads:
         t.join()
     assert sorted(c.task.id for c in wins) == [f"t{i}" for i in range(6)]
+
+
+def test_quota_refuses_at_the_limit(db_url: str, clock: Clock) -> None:
+    s, key = make_store(db_url, clock)
+    other, _ = KeyStore(_ENGINES[-1]).create("other")
+    quota = Quota(per_key=2, total=3)
+    for n in range(2):
+        s.create(task_id=f"a{n}", api_key_id=key, request_id="r", spec=SPEC, quota=quota)
+    with pytest.raises(QuotaExceeded) as caught:
+        s.create(task_id="a2", api_key_id=key, request_id="r", spec=SPEC, quota=quota)
+    assert (caught.value.scope, caught.value.limit) == ("key", 2)
+    s.create(task_id="b0", api_key_id=other.id, request_id="r", spec=SPEC, quota=quota)
+    with pytest.raises(QuotaExceeded) as caught:
+        s.create(task_id="b1", api_key_id=other.id, request_id="r", spec=SPEC, quota=quota)
+    assert caught.value.scope == "server"
+    assert s.get("a2") is None and s.get("b1") is None
+    assert s.cancel_pending("a0")  # finished tasks free their place
+    s.create(task_id="a3", api_key_id=key, request_id="r", spec=SPEC, quota=quota)
+
+
+def submit_concurrently(stores: list[SqlTaskStore], key: str, *, n: int, quota: Quota) -> int:
+    """`n` threads submit at once, spread over `stores`, each through its own session and
+    connection; returns how many were accepted."""
+    accepted: list[str] = []
+    refused: list[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(n)
+
+    def submit(i: int) -> None:
+        start.wait()
+        store = stores[i % len(stores)]
+        try:
+            store.create(task_id=f"c{i}", api_key_id=key, request_id="r", spec=SPEC, quota=quota)
+        except QuotaExceeded:
+            with lock:
+                refused.append(f"c{i}")
+        else:
+            with lock:
+                accepted.append(f"c{i}")
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(accepted) + len(refused) == n
+    return len(accepted)
+
+
+def test_concurrent_submissions_never_exceed_the_quota(db_url: str, clock: Clock) -> None:
+    s, key = make_store(db_url, clock)
+    assert submit_concurrently([s], key, n=50, quota=Quota(per_key=10, total=1000)) == 10
+    assert s.count_unfinished(key) == 10
+
+
+def test_replicas_on_one_database_share_the_quotas(db_url: str, clock: Clock) -> None:
+    """Two stores with two engines (two API replicas) on one database."""
+    one, key = make_store(db_url, clock)
+    engine = make_engine(db_url)
+    _ENGINES.append(engine)
+    two = SqlTaskStore(engine, ttl=timedelta(hours=1), clock=clock)
+    assert submit_concurrently([one, two], key, n=40, quota=Quota(per_key=100, total=7)) == 7
+    assert one.count_unfinished() == two.count_unfinished() == 7
 
 
 def test_claim_next_is_fifo_and_skips_canceled(

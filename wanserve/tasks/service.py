@@ -19,7 +19,7 @@ from wanserve.spec import (
     resolve_card,
 )
 from wanserve.tasks.models import Task, TaskPage, TaskQuery, TaskStatus
-from wanserve.tasks.store import TaskStore
+from wanserve.tasks.store import Quota, QuotaExceeded, TaskStore
 from wanserve.uploads import UploadService
 from wanserve.workers.base import Dispatcher
 
@@ -30,6 +30,16 @@ class Limits:
     max_queue: int
     max_image_bytes: int
     max_audio_bytes: int
+
+
+def _throttled(scope: str, limit: int) -> Throttled:
+    if scope == "key":
+        return Throttled(
+            f"This API key already has {limit} unfinished tasks; wait for some to finish "
+            "before submitting more.",
+            code="Throttling.RateQuota",
+        )
+    return Throttled("The server's task queue is full; please try again later.")
 
 
 class TaskService:
@@ -58,18 +68,24 @@ class TaskService:
         """Validate, persist as PENDING, and hand to a worker. Raises domain errors."""
         card = resolve_card(request, self.catalog)
         spec = build_spec(request, card, features=self._features)
+        # A cheap early refusal, before inline inputs are stored as uploads; the store's
+        # atomic check below is the one that holds under concurrency.
         if self._store.count_unfinished(api_key_id) >= self._limits.max_unfinished_per_key:
-            raise Throttled(
-                f"This API key already has {self._limits.max_unfinished_per_key} unfinished "
-                "tasks; wait for some to finish before submitting more.",
-                code="Throttling.RateQuota",
-            )
+            raise _throttled("key", self._limits.max_unfinished_per_key)
         if self._store.count_unfinished() >= self._limits.max_queue:
-            raise Throttled("The server's task queue is full; please try again later.")
+            raise _throttled("server", self._limits.max_queue)
         spec = self._take_inputs(spec, api_key_id)
-        task = self._store.create(
-            task_id=str(uuid.uuid4()), api_key_id=api_key_id, request_id=request_id, spec=spec
-        )
+        quota = Quota(per_key=self._limits.max_unfinished_per_key, total=self._limits.max_queue)
+        try:
+            task = self._store.create(
+                task_id=str(uuid.uuid4()),
+                api_key_id=api_key_id,
+                request_id=request_id,
+                spec=spec,
+                quota=quota,
+            )
+        except QuotaExceeded as exc:
+            raise _throttled(exc.scope, exc.limit) from None
         self._dispatcher.submit(task.id, model=task.model)
         return task
 

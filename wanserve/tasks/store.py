@@ -5,14 +5,23 @@ lifecycle allows the change from (`lifecycle.sources_of`), so racing writers (a 
 claim, two workers, a reaper and a slow worker) can never produce an illegal sequence. Updates
 made on behalf of a worker also match the claim's `attempt`, which fences out a holder that
 lost its claim.
+
+Quotas on unfinished tasks are checked inside the transaction that inserts the task, with
+submissions serialised across every process sharing the database (PostgreSQL: a transaction
+advisory lock; SQLite: `BEGIN IMMEDIATE`, which takes the one write lock up front), so no
+number of concurrent submissions, on any number of API replicas, can overshoot a quota.
+
+Usage is metered in the same transaction as every terminal status change (`usage.meter`),
+so a task is counted exactly once, when and only when it ends.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -43,6 +52,30 @@ class Control:
 
 
 @dataclass(frozen=True)
+class Quota:
+    """Most unfinished (PENDING + RUNNING) tasks one key, and the whole server, may hold."""
+
+    per_key: int
+    total: int
+
+
+class QuotaExceeded(Exception):
+    def __init__(self, *, scope: Literal["key", "server"], limit: int) -> None:
+        super().__init__(f"{scope} quota of {limit} unfinished tasks reached")
+        self.scope = scope
+        self.limit = limit
+
+
+# One fleet-wide lock for submissions. The server-wide quota makes every submission compete
+# for the same count, so a per-key lock would not be enough; the lock is held only for a count
+# and an insert. A fixed digest keeps it clear of other advisory locks.
+_SUBMISSION_LOCK = int.from_bytes(
+    hashlib.sha256(b"wanserve:submissions").digest()[:8], "big", signed=True
+)
+_DIALECTS = ("sqlite", "postgresql")
+
+
+@dataclass(frozen=True)
 class ReapReport:
     requeued: list[str]
     failed: list[str]
@@ -51,7 +84,13 @@ class ReapReport:
 
 class TaskStore(Protocol):
     def create(
-        self, *, task_id: str, api_key_id: str, request_id: str, spec: GenerationSpec
+        self,
+        *,
+        task_id: str,
+        api_key_id: str,
+        request_id: str,
+        spec: GenerationSpec,
+        quota: Quota | None = None,
     ) -> Task: ...
     def get(self, task_id: str) -> Task | None: ...
     def query(self, q: TaskQuery) -> TaskPage: ...
@@ -78,6 +117,11 @@ class SqlTaskStore:
     """`TaskStore` on SQLAlchemy: SQLite (embedded) or PostgreSQL, same statements."""
 
     def __init__(self, engine: Engine, *, ttl: timedelta, clock: Clock = utcnow) -> None:
+        if engine.dialect.name not in _DIALECTS:
+            # Quotas rely on each backend's own way of serialising writers (see above).
+            raise ValueError(
+                f"unsupported database {engine.dialect.name!r}: use SQLite or PostgreSQL"
+            )
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._ttl = ttl
         self._now = clock
@@ -85,8 +129,16 @@ class SqlTaskStore:
     # -- API side -------------------------------------------------------------------------
 
     def create(
-        self, *, task_id: str, api_key_id: str, request_id: str, spec: GenerationSpec
+        self,
+        *,
+        task_id: str,
+        api_key_id: str,
+        request_id: str,
+        spec: GenerationSpec,
+        quota: Quota | None = None,
     ) -> Task:
+        """Persist a PENDING task; with `quota`, atomically refuse it (`QuotaExceeded`) when
+        the key or the server already holds as many unfinished tasks as allowed."""
         now = self._now()
         row = TaskRow(
             id=task_id,
@@ -106,6 +158,12 @@ class SqlTaskStore:
             has_audio=False,
         )
         with self._sessions.begin() as s:
+            if quota is not None:
+                _serialise_submissions(s)
+                if (s.scalar(_unfinished(api_key_id)) or 0) >= quota.per_key:
+                    raise QuotaExceeded(scope="key", limit=quota.per_key)
+                if (s.scalar(_unfinished(None)) or 0) >= quota.total:
+                    raise QuotaExceeded(scope="server", limit=quota.total)
             s.add(row)
         return _to_task(row)
 
@@ -143,15 +201,8 @@ class SqlTaskStore:
             return TaskPage(total=total, tasks=[_to_task(r) for r in rows])
 
     def count_unfinished(self, api_key_id: str | None = None) -> int:
-        stmt = (
-            select(func.count())
-            .select_from(TaskRow)
-            .where(TaskRow.status.in_([TaskStatus.PENDING.value, TaskStatus.RUNNING.value]))
-        )
-        if api_key_id is not None:
-            stmt = stmt.where(TaskRow.api_key_id == api_key_id)
         with self._sessions() as s:
-            return s.scalar(stmt) or 0
+            return s.scalar(_unfinished(api_key_id)) or 0
 
     def cancel_pending(self, task_id: str) -> bool:
         """PENDING -> CANCELED. False when the task was not PENDING any more."""
@@ -406,6 +457,30 @@ class SqlTaskStore:
                 .values(status=target.value, **values)
             )
             return _rowcount(res) == 1
+
+
+def _unfinished(api_key_id: str | None) -> Any:
+    stmt = (
+        select(func.count())
+        .select_from(TaskRow)
+        .where(TaskRow.status.in_([TaskStatus.PENDING.value, TaskStatus.RUNNING.value]))
+    )
+    return stmt if api_key_id is None else stmt.where(TaskRow.api_key_id == api_key_id)
+
+
+def _serialise_submissions(s: Session) -> None:
+    """Make this transaction the only submission in progress until it ends, in every process
+    on the database, so its quota counts cannot be invalidated before its insert commits."""
+    conn = s.connection()
+    if conn.dialect.name == "postgresql":
+        # Released at commit or rollback; READ COMMITTED gives each later statement a fresh
+        # snapshot, so the counts see every task committed by the previous holder.
+        conn.execute(select(func.pg_advisory_xact_lock(_SUBMISSION_LOCK)))
+    else:
+        # pysqlite starts transactions lazily and only before writes, so the counts would run
+        # outside any transaction. BEGIN IMMEDIATE takes the database's write lock now; other
+        # submitters wait on busy_timeout, and the driver's commit ends it.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _checked(current: TaskStatus, target: TaskStatus) -> str:
