@@ -22,6 +22,7 @@ from wanserve.api import errors as api_errors
 from wanserve.api.deps import Services
 from wanserve.api.routes import api, files
 from wanserve.api.uploads import uploads as uploads_router
+from wanserve.api.usage import usage as usage_router
 from wanserve.catalog import Catalog
 from wanserve.clock import Clock, utcnow
 from wanserve.config import Settings
@@ -51,6 +52,7 @@ from wanserve.storage.signing import UrlSigner
 from wanserve.tasks.janitor import Janitor
 from wanserve.tasks.service import Limits, TaskService
 from wanserve.tasks.store import SqlTaskStore
+from wanserve.tasks.usage import UsageReader
 from wanserve.throttling.guard import build_throttle
 from wanserve.uploads import UploadService
 from wanserve.workers.execute import Execution, InputResolver, execute
@@ -164,6 +166,7 @@ def build_components(
         uploads=uploads,
         clock=clock,
         throttle=build_throttle(settings),
+        usage=UsageReader(engine),
     )
     janitor = Janitor(
         store=store,
@@ -260,6 +263,7 @@ def create_app(
     api_errors.install(app)
     app.include_router(api)
     app.include_router(uploads_router)
+    app.include_router(usage_router)
     app.include_router(files)
     app.middleware("http")(_request_context)
     return app

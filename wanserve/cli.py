@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
     )
     create.add_argument("--name", default="", help="a label to recognise the key by")
+    create.add_argument(
+        "--admin",
+        action="store_true",
+        default=False,
+        help="let the key read every key's usage (GET /api/v1/admin/usage)",
+    )
     _store_options(create)
     listing = key_sub.add_parser(
         "list", help="list keys (never their secrets)", argument_default=argparse.SUPPRESS
@@ -118,6 +124,17 @@ def build_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
     )
     _store_options(models)
+
+    usage = sub.add_parser(
+        "usage",
+        help="tasks and seconds of video per key, model and UTC day",
+        argument_default=argparse.SUPPRESS,
+    )
+    usage.add_argument("--key", help="only this key (its id, or every key with this name)")
+    usage.add_argument("--since", help="first UTC day, YYYY-MM-DD (inclusive)")
+    usage.add_argument("--until", help="last UTC day, YYYY-MM-DD (inclusive)")
+    usage.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _store_options(usage)
 
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -186,16 +203,19 @@ def _keys(args: argparse.Namespace, settings: Settings) -> int:
     store = KeyStore(engine)
     out = sys.stdout
     if args.keys_command == "create":
-        key, secret = store.create(getattr(args, "name", ""))
-        out.write(f"Created API key {key.id}" + (f" ({key.name})" if key.name else "") + ".\n")
+        key, secret = store.create(getattr(args, "name", ""), admin=getattr(args, "admin", False))
+        label = f" ({key.name})" if key.name else ""
+        out.write(f"Created {'admin ' if key.admin else ''}API key {key.id}{label}.\n")
         out.write("Keep it now: it is stored hashed and cannot be shown again.\n")
         out.write(secret + "\n")
         return 0
     if args.keys_command == "list":
-        rows = [("ID", "NAME", "PREFIX", "CREATED (UTC)", "STATUS")]
+        rows = [("ID", "NAME", "PREFIX", "CREATED (UTC)", "STATUS", "ROLE")]
         for k in store.list():
             status = "active" if k.active else f"revoked {k.revoked_at:%Y-%m-%d %H:%M}"
-            rows.append((k.id, k.name, k.prefix + "…", f"{k.created_at:%Y-%m-%d %H:%M:%S}", status))
+            created = f"{k.created_at:%Y-%m-%d %H:%M:%S}"
+            role = "admin" if k.admin else ""
+            rows.append((k.id, k.name, k.prefix + "…", created, status, role))
         out.write(_table(rows))
         return 0
     if store.revoke(args.key_id):
@@ -228,6 +248,61 @@ def _models(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _usage(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+    from datetime import date
+
+    from wanserve.db.engine import make_engine, upgrade
+    from wanserve.keys import KeyStore
+    from wanserve.tasks.usage import UsageQuery, UsageReader
+
+    engine = make_engine(settings.effective_database_url)
+    upgrade(engine)
+    days: dict[str, date | None] = {}
+    for name in ("since", "until"):
+        value = getattr(args, name, None)
+        try:
+            days[name] = date.fromisoformat(value) if value else None
+        except ValueError:
+            sys.stderr.write(f"wanserve: --{name} must be a day as YYYY-MM-DD, not {value!r}.\n")
+            return 2
+    ids: frozenset[str] | None = None
+    if (ref := getattr(args, "key", None)) is not None:
+        found = KeyStore(engine).find(ref)
+        if not found:
+            sys.stderr.write(f"wanserve: no API key has the id or name {ref!r}.\n")
+            return 1
+        ids = frozenset(k.id for k in found)
+    query = UsageQuery(api_key_ids=ids, since=days["since"], until=days["until"])
+    lines = UsageReader(engine).query(query)
+    if getattr(args, "json", False):
+        records = [
+            {
+                "date": u.day.isoformat(),
+                "api_key_id": u.api_key_id,
+                "model": u.model,
+                "succeeded": u.succeeded,
+                "failed": u.failed,
+                "canceled": u.canceled,
+                "video_seconds": u.video_seconds,
+            }
+            for u in lines
+        ]
+        sys.stdout.write(json.dumps(records, indent=2) + "\n")
+        return 0
+    rows: list[tuple[str, ...]] = [
+        ("DATE (UTC)", "KEY", "MODEL", "SUCCEEDED", "FAILED", "CANCELED", "VIDEO SECONDS")
+    ]
+    for u in lines:
+        counts = (u.succeeded, u.failed, u.canceled, u.video_seconds)
+        rows.append((u.day.isoformat(), u.api_key_id, u.model, *map(str, counts)))
+    totals = [sum(getattr(u, f) for u in lines) for f in ("succeeded", "failed", "canceled")]
+    seconds = sum(u.video_seconds for u in lines)
+    rows.append(("TOTAL", "", "", *map(str, totals), str(seconds)))
+    sys.stdout.write(_table(rows))
+    return 0
+
+
 def _db(args: argparse.Namespace, settings: Settings) -> int:
     from wanserve.db.engine import make_engine, upgrade
 
@@ -248,5 +323,6 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "serve": _serve,
     "keys": _keys,
     "models": _models,
+    "usage": _usage,
     "db": _db,
 }

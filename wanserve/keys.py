@@ -27,6 +27,7 @@ class ApiKey:
     prefix: str  # the first characters of the key, to recognise it in listings
     created_at: datetime
     revoked_at: datetime | None
+    admin: bool = False  # may read every key's usage
 
     @property
     def active(self) -> bool:
@@ -42,7 +43,7 @@ class KeyStore:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._now = clock
 
-    def create(self, name: str = "") -> tuple[ApiKey, str]:
+    def create(self, name: str = "", *, admin: bool = False) -> tuple[ApiKey, str]:
         """A new key and its secret; the secret is not kept and cannot be shown again."""
         secret = KEY_PREFIX + secrets.token_hex(24)
         row = ApiKeyRow(
@@ -52,6 +53,7 @@ class KeyStore:
             prefix=secret[:10],
             created_at=self._now(),
             revoked_at=None,
+            admin=admin,
         )
         with self._sessions.begin() as s:
             s.add(row)
@@ -61,6 +63,17 @@ class KeyStore:
         with self._sessions() as s:
             rows = s.scalars(select(ApiKeyRow).order_by(ApiKeyRow.created_at, ApiKeyRow.id))
             return [_to_key(r) for r in rows]
+
+    def find(self, ref: str) -> tuple[ApiKey, ...]:
+        """The key whose id is `ref`, else every key named `ref` (names need not be unique)."""
+        with self._sessions() as s:
+            row = s.get(ApiKeyRow, ref)
+            if row is not None:
+                return (_to_key(row),)
+            rows = s.scalars(
+                select(ApiKeyRow).where(ApiKeyRow.name == ref).order_by(ApiKeyRow.created_at)
+            )
+            return tuple(_to_key(r) for r in rows)
 
     def revoke(self, key_id: str) -> bool:
         with self._sessions.begin() as s:
@@ -87,4 +100,5 @@ def _to_key(row: ApiKeyRow) -> ApiKey:
         prefix=row.prefix,
         created_at=row.created_at,
         revoked_at=row.revoked_at,
+        admin=row.admin,
     )

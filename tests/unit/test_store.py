@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from wanserve.spec import SynthesisRequest, build_spec
 from wanserve.tasks.lifecycle import IllegalTransition, can_transition, check_transition, sources_of
 from wanserve.tasks.models import Claim, Progress, TaskError, TaskQuery, TaskResult, TaskStatus
 from wanserve.tasks.store import Quota, QuotaExceeded, SqlTaskStore
+from wanserve.tasks.usage import UsageLine, UsageQuery, UsageReader
 
 P, R, S, F, C = (
     TaskStatus.PENDING,
@@ -476,3 +478,79 @@ TestStoreMachine.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+# -- usage metering --
+
+
+def usage_of(db_url: str, **query: object) -> list[UsageLine]:
+    engine = make_engine(db_url)
+    _ENGINES.append(engine)
+    return UsageReader(engine).query(UsageQuery(**query))  # type: ignore[arg-type]
+
+
+def test_every_way_a_task_ends_is_metered_once(db_url: str, clock: Clock) -> None:
+    s, key = make_store(db_url, clock)
+    for name in ("ok", "bad", "stopped", "never-ran", "lost", "cancel-then-lost", "handed-back"):
+        new_task(s, key, name)
+    ok = s.claim("ok", worker_id="w")
+    assert ok is not None and s.succeed(ok, RESULT)
+    assert not s.succeed(ok, RESULT)  # a repeated report changes nothing, counts nothing
+    bad = s.claim("bad", worker_id="w")
+    assert bad is not None and s.fail(bad, TaskError(code="InvalidURL", message="x"))
+    stopped = s.claim("stopped", worker_id="w")
+    assert stopped is not None and s.cancel_running(stopped)
+    assert s.cancel_pending("never-ran")
+    handed_back = s.claim("handed-back", worker_id="w")
+    assert handed_back is not None and s.release(handed_back) is P  # not an end
+    assert s.claim("lost", worker_id="w") is not None
+    assert s.claim("cancel-then-lost", worker_id="w") is not None
+    assert s.request_cancel("cancel-then-lost")
+    clock.advance(61)
+    report = s.reap(stale_after=timedelta(seconds=60), max_attempts=2)
+    assert report.requeued == ["lost"] and report.canceled == ["cancel-then-lost"]
+    assert s.claim("lost", worker_id="w") is not None
+    clock.advance(61)
+    assert s.reap(stale_after=timedelta(seconds=60), max_attempts=2).failed == ["lost"]
+    [line] = usage_of(db_url)
+    assert (line.api_key_id, line.model, line.day) == (key, SPEC.model, clock.now.date())
+    assert (line.succeeded, line.failed, line.canceled) == (1, 2, 3)
+    assert line.video_seconds == SPEC.duration
+
+
+def test_a_fenced_out_worker_is_not_metered(db_url: str, clock: Clock) -> None:
+    s, key = make_store(db_url, clock)
+    new_task(s, key)
+    stale = s.claim("t1", worker_id="w1")
+    assert stale is not None and s.release(stale) is P
+    fresh = s.claim("t1", worker_id="w2")
+    assert fresh is not None
+    assert not s.succeed(stale, RESULT)
+    assert usage_of(db_url) == []
+    assert s.succeed(fresh, RESULT)
+    assert [u.succeeded for u in usage_of(db_url)] == [1]
+
+
+def test_usage_is_kept_per_day_and_model_and_outlives_the_tasks(db_url: str, clock: Clock) -> None:
+    s, key = make_store(db_url, clock, ttl=60)
+    other, _ = KeyStore(_ENGINES[-1]).create("other")
+    i2v = dataclasses.replace(SPEC, model="wan2.2-i2v-plus", duration=10)
+    for n, (owner, spec) in enumerate([(key, SPEC), (key, SPEC), (key, i2v), (other.id, SPEC)]):
+        s.create(task_id=f"d1-{n}", api_key_id=owner, request_id="r", spec=spec)
+        claim = s.claim(f"d1-{n}", worker_id="w")
+        assert claim is not None and s.succeed(claim, RESULT)
+    clock.advance(24 * 3600)  # the next UTC day
+    new_task(s, key, "d2")
+    claim = s.claim("d2", worker_id="w")
+    assert claim is not None and s.succeed(claim, RESULT)
+    clock.advance(120)
+    assert s.delete(task_id for task_id, _ in s.expired()) == 5  # purged, as the janitor does
+    day1, day2 = date(2026, 1, 1), date(2026, 1, 2)
+    lines = usage_of(db_url, api_key_ids=frozenset({key}))
+    assert [(u.day, u.model, u.succeeded, u.video_seconds) for u in lines] == [
+        (day1, SPEC.model, 2, 2 * SPEC.duration),
+        (day1, "wan2.2-i2v-plus", 1, 10),
+        (day2, SPEC.model, 1, SPEC.duration),
+    ]
+    assert [u.day for u in usage_of(db_url, since=day2)] == [day2]
+    assert {u.api_key_id for u in usage_of(db_url, until=day1)} == {key, other.id}

@@ -18,6 +18,7 @@ from wanserve.storage.local import LocalStorage
 from wanserve.storage.signing import UrlSigner
 from wanserve.tasks.models import Task
 from wanserve.tasks.service import TaskService
+from wanserve.tasks.usage import UsageReader
 from wanserve.throttling.guard import Throttle
 from wanserve.uploads import UploadService
 
@@ -36,6 +37,7 @@ class Services:
     uploads: UploadService
     clock: Clock
     throttle: Throttle
+    usage: UsageReader
 
     def video_url(self, task: Task, *, base_url: str) -> str | None:
         if task.result is None:

@@ -3,10 +3,11 @@ domain objects."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from sqlalchemy import (
     Boolean,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -64,6 +66,8 @@ class ApiKeyRow(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # May read every key's usage (`GET /api/v1/admin/usage`).
+    admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class UploadRow(Base):
@@ -121,3 +125,21 @@ class TaskRow(Base):
         Index(None, "status", "submit_time"),
         Index(None, "expires_at"),
     )
+
+
+class UsageRow(Base):
+    """Tasks that ended, per key, model and UTC day of their end. Tasks are purged after their
+    TTL; these rows are kept, so usage outlives them."""
+
+    __tablename__ = "usage_daily"
+
+    api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    model: Mapped[str] = mapped_column(String(64), primary_key=True)
+    succeeded: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    canceled: Mapped[int] = mapped_column(Integer, default=0)
+    # Seconds of video delivered (succeeded tasks only).
+    video_seconds: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (Index(None, "day"),)

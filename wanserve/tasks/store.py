@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any, Literal, Protocol
 
 from sqlalchemy import Engine, delete, func, select, update
@@ -40,6 +40,7 @@ from wanserve.tasks.models import (
     TaskResult,
     TaskStatus,
 )
+from wanserve.tasks.usage import meter
 
 
 @dataclass(frozen=True)
@@ -332,8 +333,9 @@ class SqlTaskStore:
                 heartbeat_at=None,
                 **values,
             )
+            .returning(TaskRow.api_key_id, TaskRow.model)
         )
-        if _rowcount(canceled) == 1:
+        if self._ended(s, canceled, TaskStatus.CANCELED):
             return TaskStatus.CANCELED
         requeued = s.execute(
             update(TaskRow)
@@ -391,8 +393,9 @@ class SqlTaskStore:
                             "memory)."
                         ),
                     )
+                    .returning(TaskRow.api_key_id, TaskRow.model)
                 )
-                if _rowcount(res) == 1:
+                if self._ended(s, res, TaskStatus.FAILED):
                     failed.append(task_id)
         return ReapReport(requeued=requeued, failed=failed, canceled=canceled)
 
@@ -443,8 +446,9 @@ class SqlTaskStore:
                 update(TaskRow)
                 .where(*self._held(claim))
                 .values(status=status.value, end_time=self._now(), heartbeat_at=None, **values)
+                .returning(TaskRow.api_key_id, TaskRow.model)
             )
-            return _rowcount(res) == 1
+            return self._ended(s, res, status, video_seconds=claim.task.spec.duration)
 
     def _transition(
         self, task_id: str, target: TaskStatus, *, only_from: set[TaskStatus], **values: Any
@@ -455,8 +459,27 @@ class SqlTaskStore:
                 update(TaskRow)
                 .where(TaskRow.id == task_id, TaskRow.status.in_(_values(allowed)))
                 .values(status=target.value, **values)
+                .returning(TaskRow.api_key_id, TaskRow.model)
             )
-            return _rowcount(res) == 1
+            if target.is_terminal:
+                return self._ended(s, res, target)
+            return res.first() is not None
+
+    def _ended(self, s: Session, res: Any, status: TaskStatus, *, video_seconds: int = 0) -> bool:
+        """Whether the UPDATE (returning the task's key and model) ended a task; if so, meter
+        it in the same transaction, so usage and status cannot disagree."""
+        row = res.first()
+        if row is None:
+            return False
+        meter(
+            s,
+            api_key_id=row.api_key_id,
+            model=row.model,
+            outcome=status,
+            day=self._now().astimezone(UTC).date(),
+            video_seconds=video_seconds,
+        )
+        return True
 
 
 def _unfinished(api_key_id: str | None) -> Any:
