@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -554,3 +554,34 @@ def test_usage_is_kept_per_day_and_model_and_outlives_the_tasks(db_url: str, clo
     ]
     assert [u.day for u in usage_of(db_url, since=day2)] == [day2]
     assert {u.api_key_id for u in usage_of(db_url, until=day1)} == {key, other.id}
+
+
+def test_migration_0004_keeps_existing_keys_as_plain_keys(db_url: str) -> None:
+    from alembic import command
+    from sqlalchemy import text
+
+    from wanserve.db.engine import alembic_config
+
+    engine = make_engine(db_url)
+    _ENGINES.append(engine)
+
+    def migrate(step: Callable[..., None], revision: str) -> None:
+        with engine.begin() as conn:
+            cfg = alembic_config(db_url)
+            cfg.attributes["connection"] = conn
+            step(cfg, revision)
+
+    migrate(command.upgrade, "0003")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO api_keys (id, name, key_hash, prefix, created_at) "
+                "VALUES ('key_old', 'old', 'h', 'sk-', CURRENT_TIMESTAMP)"
+            )
+        )
+    upgrade(engine)
+    [key] = KeyStore(engine).list()
+    assert key.id == "key_old" and not key.admin
+    assert usage_of(db_url) == []
+    migrate(command.downgrade, "0003")
+    migrate(command.upgrade, "head")
