@@ -87,3 +87,8 @@ def test_replicas_share_a_keys_budget_through_redis(
     assert codes == [200] * 4
     assert_error(poll(two, one.key), 429, "Throttling.RateQuota")
     assert_error(poll(one, one.key), 429, "Throttling.RateQuota")
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    assert client.delete(f"wanserve:throttle:key:{one.key_id}") == 1  # the one shared bucket
+    client.close()
