@@ -16,7 +16,9 @@ of a task that ends FAILED.
     ├── NotFound                       NotFound
     ├── Throttled                      Throttling / Throttling.RateQuota
     └── InternalError                  InternalError
-        └── ModelUnavailable           InternalError.Algo  (weights cannot be loaded)
+        ├── ModelUnavailable           InternalError.Algo  (weights cannot be loaded)
+        └── storage.base.StorageError  InternalError.Storage  (full, unreachable, read-only;
+                                       defined with the `Storage` seam that raises them)
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from wanserve import errors
 from wanserve.api.schemas import error_body
+from wanserve.storage.base import StorageError, StorageFull, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,8 @@ _STATUS: tuple[tuple[type[errors.WanserveError], int], ...] = (
     (errors.NotFound, 404),
     (errors.RequestTooLarge, 413),
     (errors.Throttled, 429),
+    (StorageFull, 507),  # Insufficient Storage: retry once space is back
+    (StorageUnavailable, 503),
     (errors.InternalError, 500),
 )
 
@@ -53,6 +56,8 @@ def error_response(request: Request, status: int, code: str, message: str) -> JS
 
 async def _domain(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.WanserveError)
+    if isinstance(exc, StorageError):  # the client sees the message; the operator the cause
+        log.error("%s on %s %s: %s", exc.code, request.method, request.url.path, exc.detail)
     return error_response(request, http_status(exc), exc.code, exc.message)
 
 
