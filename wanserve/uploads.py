@@ -16,6 +16,7 @@ import base64
 import binascii
 import hmac
 import json
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,6 +31,8 @@ from wanserve.db.tables import UploadRow
 from wanserve.errors import AccessDenied, InvalidParameter, InvalidURL, RequestTooLarge, Throttled
 from wanserve.storage.base import FreeSpaceFloor, Storage, check_key
 from wanserve.storage.signing import UrlSigner
+
+log = logging.getLogger(__name__)
 
 PREFIX = "dashscope-instant"
 SCHEME = "oss://"
@@ -244,7 +247,10 @@ class UploadService:
         with self._sessions() as s:
             keys = list(s.scalars(select(UploadRow.key).where(UploadRow.expires_at < self._now())))
         for key in keys:
-            self._storage.delete(_object(key))
+            try:
+                self._storage.delete(_object(key))
+            except ValueError:  # stored before keys were checked as strictly: nothing to delete
+                log.warning("expired upload %r has an invalid key; forgetting it", key)
         if keys:
             with self._sessions.begin() as s:
                 s.execute(delete(UploadRow).where(UploadRow.key.in_(keys)))

@@ -32,8 +32,9 @@ from wanserve.errors import InternalError
 # (NAME_MAX); a key at most what S3 accepts, less room for a bucket prefix.
 MAX_SEGMENT_BYTES = 255
 MAX_KEY_BYTES = 768
-# Control characters and the characters that are not portable in file or object names.
-_FORBIDDEN = re.compile(r'[\x00-\x1f\x7f\\:*?"<>|]')
+# Control characters (never part of a sane name; NUL ends a C string) and the backslash (a
+# path separator elsewhere).
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\\]")
 
 
 def check_key(key: str) -> str:
@@ -52,7 +53,7 @@ def check_key(key: str) -> str:
         if part.startswith("."):
             raise ValueError("a name may not start with a dot")
         if _FORBIDDEN.search(part):
-            raise ValueError('a name may not hold control characters or \\ : * ? " < > |')
+            raise ValueError("a name may not hold control characters or backslashes")
         if len(part.encode()) > MAX_SEGMENT_BYTES:
             raise ValueError(f"a name is longer than {MAX_SEGMENT_BYTES} bytes")
     return key
