@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request, Response
 from wanserve import __version__
 from wanserve.api import errors as api_errors
 from wanserve.api.deps import Services
-from wanserve.api.routes import api, files
+from wanserve.api.routes import api, probes
 from wanserve.api.uploads import uploads as uploads_router
 from wanserve.api.usage import usage as usage_router
 from wanserve.catalog import Catalog
@@ -47,7 +47,7 @@ from wanserve.media.fetch import FetchPolicy, SafeFetcher
 from wanserve.media.image import ImageLimits
 from wanserve.media.video import EncodeSettings
 from wanserve.spec import Features
-from wanserve.storage.local import LocalStorage
+from wanserve.storage import build_storage, free_space_floor, serve_files
 from wanserve.storage.signing import UrlSigner
 from wanserve.tasks.janitor import Janitor
 from wanserve.tasks.service import Limits, TaskService
@@ -85,8 +85,9 @@ def build_components(
     upgrade(engine)
     store = SqlTaskStore(engine, ttl=timedelta(seconds=settings.task_ttl_seconds), clock=clock)
     signer = UrlSigner(settings.load_secret_key())
-    storage = LocalStorage(settings.data_dir / "files", signer=signer)
     (settings.data_dir / "tmp").mkdir(parents=True, exist_ok=True)
+    storage = build_storage(settings, signer, clock=clock)
+    free_space = free_space_floor(settings, storage)
     uploads = UploadService(
         engine=engine,
         storage=storage,
@@ -94,6 +95,7 @@ def build_components(
         max_bytes=settings.max_upload_bytes,
         quota_bytes=settings.upload_quota_bytes,
         upload_ttl=timedelta(seconds=settings.upload_ttl_seconds),
+        free_space=free_space,
         clock=clock,
     )
     fetcher = SafeFetcher(
@@ -125,6 +127,7 @@ def build_components(
             audio_limits=AudioLimits(max_bytes=settings.max_audio_bytes),
         ),
         scratch_dir=settings.data_dir / "tmp",
+        free_space=free_space,
         heartbeat_seconds=settings.heartbeat_seconds,
         heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds,
         timeout_seconds=settings.task_timeout_seconds,
@@ -162,7 +165,6 @@ def build_components(
         keys=KeyStore(engine, clock=clock),
         storage=storage,
         signer=signer,
-        local_files=storage,
         uploads=uploads,
         clock=clock,
         throttle=build_throttle(settings),
@@ -264,7 +266,8 @@ def create_app(
     app.include_router(api)
     app.include_router(uploads_router)
     app.include_router(usage_router)
-    app.include_router(files)
+    app.include_router(probes)
+    serve_files(app, parts.services.storage)
     app.middleware("http")(_request_context)
     return app
 

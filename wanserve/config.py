@@ -182,6 +182,29 @@ class Settings(BaseSettings):
         "e.g. redis://host:6379/0 (default: this process's memory)",
     )
 
+    # Storage.
+    storage_url: str | None = Field(
+        default=None,
+        pattern=r"^s3://[^/]+(/.*)?$",
+        description="s3://bucket/prefix for an S3-compatible bucket (the [s3] extra); "
+        "default: files under data_dir",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3 API endpoint, for MinIO, R2, OSS...; default: AWS"
+    )
+    s3_region: str | None = Field(default=None, description="default: boto3's own choice")
+    s3_addressing_style: str = Field(
+        default="auto",
+        pattern="^(auto|path|virtual)$",
+        description="path for most MinIO setups, virtual for OSS",
+    )
+    min_free_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=0,
+        description="free space data_dir must keep: tasks do not start and uploads are refused "
+        "below it (0: no check)",
+    )
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:

@@ -17,7 +17,9 @@ of a task that ends FAILED.
     ├── Throttled                      Throttling / Throttling.RateQuota /
     │                                  Throttling.AuthFailures (may carry retry_after)
     └── InternalError                  InternalError
-        └── ModelUnavailable           InternalError.Algo  (weights cannot be loaded)
+        ├── ModelUnavailable           InternalError.Algo  (weights cannot be loaded)
+        └── storage.base.StorageError  InternalError.Storage  (full, unreachable, read-only;
+                                       defined with the `Storage` seam that raises them)
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import base64
 import binascii
 import hmac
 import json
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,8 +29,10 @@ from sqlalchemy.orm import sessionmaker
 from wanserve.clock import Clock, utcnow
 from wanserve.db.tables import UploadRow
 from wanserve.errors import AccessDenied, InvalidParameter, InvalidURL, RequestTooLarge, Throttled
-from wanserve.storage.base import Storage, check_key
+from wanserve.storage.base import FreeSpaceFloor, Storage, check_key
 from wanserve.storage.signing import UrlSigner
+
+log = logging.getLogger(__name__)
 
 PREFIX = "dashscope-instant"
 SCHEME = "oss://"
@@ -76,6 +79,7 @@ class UploadService:
         quota_bytes: int,
         policy_ttl: timedelta = timedelta(minutes=5),
         upload_ttl: timedelta = timedelta(hours=48),
+        free_space: FreeSpaceFloor | None = None,
         clock: Clock = utcnow,
     ) -> None:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
@@ -85,7 +89,14 @@ class UploadService:
         self.quota_bytes = quota_bytes
         self._policy_ttl = policy_ttl
         self._upload_ttl = upload_ttl
+        self._free_space = free_space
         self._now = clock
+
+    def ensure_space(self, size: int) -> None:
+        """`StorageFull` if taking `size` more bytes would leave too little free space; asked
+        before a file is read, so a full disk refuses it at once instead of half-way."""
+        if self._free_space is not None:
+            self._free_space.check(needed=size)
 
     def issue(self, *, api_key_id: str, model: str, upload_host: str) -> UploadPolicy:
         """A policy for one upload directory, valid for a few minutes."""
@@ -128,9 +139,9 @@ class UploadService:
         if not name or "/" in name:
             raise AccessDenied("The object key is outside the policy's upload directory.")
         try:
-            check_key(key)
-        except ValueError:
-            raise InvalidParameter("The object key is not a valid file name.") from None
+            check_key(_object(key))
+        except ValueError as exc:
+            raise InvalidParameter(f"The object key is not a valid file name: {exc}.") from None
         if size > self.max_bytes:
             raise RequestTooLarge(f"The file exceeds {self.max_bytes // (1024 * 1024)} MB.")
         self._check_quota(api_key_id, size)
@@ -188,6 +199,7 @@ class UploadService:
     def keep_inline(self, data: bytes, *, api_key_id: str, content_type: str, field: str) -> str:
         """Store a client's inline (base64) input like an upload; its oss:// reference."""
         self._check_quota(api_key_id, len(data))
+        self.ensure_space(len(data))
         key = f"{PREFIX}/inline/{uuid.uuid4().hex}/{field}"
         now = self._now()
         row = UploadRow(
@@ -235,7 +247,10 @@ class UploadService:
         with self._sessions() as s:
             keys = list(s.scalars(select(UploadRow.key).where(UploadRow.expires_at < self._now())))
         for key in keys:
-            self._storage.delete(_object(key))
+            try:
+                self._storage.delete(_object(key))
+            except ValueError:  # stored before keys were checked as strictly: nothing to delete
+                log.warning("expired upload %r has an invalid key; forgetting it", key)
         if keys:
             with self._sessions.begin() as s:
                 s.execute(delete(UploadRow).where(UploadRow.key.in_(keys)))

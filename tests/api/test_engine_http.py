@@ -51,7 +51,7 @@ def video_of(h: Harness, body: dict[str, Any]) -> tuple[int, int, int, float]:
     """(width, height, fps, seconds) of the finished task's MP4."""
     out = body["output"]
     assert out["task_status"] == "SUCCEEDED", body
-    path = h.components.services.local_files.path(f"videos/{out['task_id']}.mp4")  # type: ignore[union-attr]
+    path = h.components.services.storage.path(f"videos/{out['task_id']}.mp4")  # type: ignore[attr-defined]
     with av.open(str(path)) as c:
         s = c.streams.video[0]
         return s.width, s.height, int(s.average_rate), round(float(s.duration * s.time_base), 3)
@@ -162,7 +162,7 @@ def test_cancel_a_running_task_stops_it_at_the_next_step(
     assert time.monotonic() - asked < 5
     task = h.components.store.get(task_id)
     assert task is not None and task.progress is not None and task.progress.step < 400
-    assert not h.components.services.local_files.path(f"videos/{task_id}.mp4").exists()  # type: ignore[union-attr]
+    assert not h.components.services.storage.path(f"videos/{task_id}.mp4").exists()  # type: ignore[attr-defined]
     # The worker and the resident model carry on.
     loads = runner.manager.loads
     quick = {**body, "model": "wanx2.1-t2v-turbo"}

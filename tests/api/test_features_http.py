@@ -61,7 +61,7 @@ def run(h: Harness, body: dict[str, Any]) -> dict[str, Any]:
 
 def media(h: Harness, task_id: str) -> tuple[float, float | None]:
     """(video seconds, audio seconds or None)."""
-    path = h.components.services.local_files.path(f"videos/{task_id}.mp4")  # type: ignore[union-attr]
+    path = h.components.services.storage.path(f"videos/{task_id}.mp4")  # type: ignore[attr-defined]
     with av.open(str(path)) as c:
         v = c.streams.video[0]
         a = c.streams.audio[0] if c.streams.audio else None

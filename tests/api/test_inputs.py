@@ -52,7 +52,7 @@ def finished(h: Harness, body: dict[str, Any], key: str | None = None) -> dict[s
 
 
 def tracks(h: Harness, task_id: str) -> tuple[tuple[int, int], float | None]:
-    path = h.components.services.local_files.path(f"videos/{task_id}.mp4")  # type: ignore[union-attr]
+    path = h.components.services.storage.path(f"videos/{task_id}.mp4")  # type: ignore[attr-defined]
     with av.open(str(path)) as c:
         v = c.streams.video[0]
         audio = None

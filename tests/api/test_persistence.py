@@ -84,7 +84,7 @@ def test_tasks_and_videos_expire(harness_factory: Callable[..., Harness]) -> Non
     task_id = h.create(T2V).json()["output"]["task_id"]
     body = h.wait(task_id)
     assert body["output"]["task_status"] == "SUCCEEDED"
-    video = h.components.services.local_files.path(f"videos/{task_id}.mp4")  # type: ignore[union-attr]
+    video = h.components.services.storage.path(f"videos/{task_id}.mp4")  # type: ignore[attr-defined]
     assert video.exists()
     url = urlparse(body["output"]["video_url"])
     deadline = time.monotonic() + 15

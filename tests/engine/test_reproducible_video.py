@@ -45,7 +45,7 @@ def test_same_seed_byte_identical_mp4(tmp_path: Path) -> None:
         claim = parts.store.claim(f"t{n}", worker_id="w")
         assert claim is not None
         assert execute(claim, ex) is TaskStatus.SUCCEEDED
-        video = parts.services.local_files.path(f"videos/t{n}.mp4")  # type: ignore[union-attr]
+        video = parts.services.storage.path(f"videos/t{n}.mp4")  # type: ignore[attr-defined]
         digests.append(hashlib.sha256(video.read_bytes()).hexdigest())
     assert digests[0] == digests[1]
     assert digests[0] != digests[2]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from wanserve.db.engine import make_engine, upgrade
+from wanserve.db.tables import UploadRow
 from wanserve.errors import AccessDenied, InvalidURL, Throttled
 from wanserve.keys import KeyStore
 from wanserve.storage.local import LocalStorage
@@ -99,3 +100,23 @@ def test_uploads_live_48_hours_then_are_purged(setup: Setup, tmp_path: Path) -> 
         service.open(url, field="img_url", max_bytes=100, owner=key_id)
     assert service.purge_expired() == 1
     assert not storage.exists(f"uploads/{policy.upload_dir}/a.png")
+
+
+def test_purging_forgets_uploads_whose_keys_are_no_longer_valid(setup: Setup) -> None:
+    """A row stored before keys were checked as strictly must not stop the janitor."""
+    service, clock, key_id, _ = setup
+    with service._sessions.begin() as s:
+        s.add(
+            UploadRow(
+                key="dashscope-instant/d/.old.png",
+                api_key_id=key_id,
+                model="m",
+                content_type="image/png",
+                size=1,
+                created_at=clock.now,
+                expires_at=clock.now + timedelta(hours=1),
+            )
+        )
+    clock.now += timedelta(hours=2)
+    assert service.purge_expired() == 1
+    assert service.purge_expired() == 0

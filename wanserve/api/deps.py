@@ -14,7 +14,6 @@ from wanserve.config import Settings
 from wanserve.errors import InvalidApiKey
 from wanserve.keys import ApiKey, KeyStore
 from wanserve.storage.base import Storage
-from wanserve.storage.local import LocalStorage
 from wanserve.storage.signing import UrlSigner
 from wanserve.tasks.models import Task
 from wanserve.tasks.service import TaskService
@@ -33,7 +32,6 @@ class Services:
     keys: KeyStore
     storage: Storage
     signer: UrlSigner
-    local_files: LocalStorage | None  # set when this app serves the stored files itself
     uploads: UploadService
     clock: Clock
     throttle: Throttle

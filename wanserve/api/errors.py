@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from wanserve import errors
 from wanserve.api.schemas import error_body
+from wanserve.storage.base import StorageError, StorageFull, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,8 @@ _STATUS: tuple[tuple[type[errors.WanserveError], int], ...] = (
     (errors.NotFound, 404),
     (errors.RequestTooLarge, 413),
     (errors.Throttled, 429),
+    (StorageFull, 507),  # Insufficient Storage: retry once space is back
+    (StorageUnavailable, 503),
     (errors.InternalError, 500),
 )
 
@@ -67,6 +70,8 @@ async def _domain(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, errors.Throttled) and exc.retry_after is not None:
         # Whole seconds, rounded up: a client that waits exactly this long must get through.
         headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+    if isinstance(exc, StorageError):  # the client sees the message; the operator the cause
+        log.error("%s on %s %s: %s", exc.code, request.method, request.url.path, exc.detail)
     return error_response(request, http_status(exc), exc.code, exc.message, headers=headers)
 
 

@@ -1,22 +1,21 @@
-"""DashScope endpoints under /api/v1, and signed file downloads. Routes parse, call one
-service method, and render; nothing else."""
+"""DashScope endpoints under /api/v1, and the health probe. Routes parse, call one service
+method, and render; nothing else. (Signed downloads of local files are
+`wanserve.storage.local_routes`.)"""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from wanserve.api import schemas
 from wanserve.api.deps import ApiKeyDep, RequestIdDep, ServicesDep
-from wanserve.errors import AccessDenied, NotFound, RequestTooLarge
-from wanserve.storage.local import FILES_PREFIX
+from wanserve.errors import AccessDenied, RequestTooLarge
 from wanserve.tasks.models import TaskQuery
 
 api = APIRouter(prefix="/api/v1")
-files = APIRouter()
+probes = APIRouter()
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -105,21 +104,7 @@ def list_tasks(
     )
 
 
-@files.api_route(FILES_PREFIX + "{key:path}", methods=["GET", "HEAD"], include_in_schema=False)
-def download(
-    key: str,
-    services: ServicesDep,
-    expires: Annotated[str | None, Query(alias="Expires")] = None,
-    signature: Annotated[str | None, Query(alias="Signature")] = None,
-) -> FileResponse:
-    """A stored video, for as long as its signed URL is valid."""
-    if services.local_files is None:
-        raise NotFound("Files are not served by this server.")
-    path = services.local_files.signed_path(key, expires, signature, now=services.clock())
-    return FileResponse(path, media_type="video/mp4")
-
-
-@files.get("/health", include_in_schema=False)
+@probes.get("/health", include_in_schema=False)
 def health() -> dict[str, str]:
     """Liveness: the process answers."""
     return {"status": "ok"}

@@ -15,6 +15,7 @@ from starlette.datastructures import UploadFile
 from wanserve.api import schemas
 from wanserve.api.deps import ApiKeyDep, RequestIdDep, Services, ServicesDep
 from wanserve.errors import InvalidParameter, RequestTooLarge
+from wanserve.storage.base import os_errors
 from wanserve.uploads import UploadGrant
 
 uploads = APIRouter(prefix="/api/v1")
@@ -48,6 +49,7 @@ async def receive_upload(request: Request, services: ServicesDep) -> Response:
         raise InvalidParameter("The upload must declare its Content-Length.")
     if int(declared) > services.uploads.max_bytes + _FORM_OVERHEAD:
         raise RequestTooLarge(f"The file exceeds {services.uploads.max_bytes // (1024 * 1024)} MB.")
+    services.uploads.ensure_space(int(declared))
     async with request.form(max_files=1, max_fields=16, max_part_size=_FORM_OVERHEAD) as form:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
@@ -69,11 +71,15 @@ async def receive_upload(request: Request, services: ServicesDep) -> Response:
 
 
 def _keep(services: Services, grant: UploadGrant, upload: UploadFile, content_type: str) -> None:
-    with tempfile.NamedTemporaryFile(dir=services.settings.data_dir / "tmp", delete=False) as tmp:
-        shutil.copyfileobj(upload.file, tmp)
-        size = tmp.tell()
-    path = Path(tmp.name)
-    try:
+    # Staged in the scratch directory (not the spool the form parser chose), whose free space
+    # is checked; removed whatever happens, so a failed upload never keeps a disk full.
+    scratch = services.settings.data_dir / "tmp"
+    with (
+        os_errors(f"staging an upload in {scratch}"),
+        tempfile.TemporaryDirectory(dir=scratch, prefix="upload-") as tmp,
+    ):
+        path = Path(tmp) / "file"
+        with path.open("wb") as staged:
+            shutil.copyfileobj(upload.file, staged)
+            size = staged.tell()
         services.uploads.receive(grant, source=path, size=size, content_type=content_type)
-    finally:
-        path.unlink(missing_ok=True)

@@ -34,7 +34,7 @@ from wanserve.media.audio import AudioClip, fit_audio
 from wanserve.media.video import EncodeSettings, encode_mp4, output_frames
 from wanserve.media.watermark import Watermark
 from wanserve.spec import GenerationSpec
-from wanserve.storage.base import Storage
+from wanserve.storage.base import FreeSpaceFloor, Storage, StorageError, os_errors
 from wanserve.tasks.models import Claim, Progress, TaskError, TaskResult, TaskStatus
 from wanserve.tasks.store import Control, TaskStore
 from wanserve.workers.compose import render, shot_count
@@ -72,6 +72,8 @@ class Execution:
     chain_shots: bool = False  # multi-shot: start each shot from the last frame of the one before
     dubber: AudioGenerator | None = None
     audio_driven: AudioDrivenVideo | None = None
+    # Checked before any work: a full disk fails the task in a second, not after generating.
+    free_space: FreeSpaceFloor | None = None
 
 
 class _Signals:
@@ -121,6 +123,8 @@ def _run(claim: Claim, ex: Execution, signals: _Signals) -> TaskStatus | None:
     started = time.monotonic()
     reporter = _ProgressReporter(claim, ex.store, signals)
     try:
+        if ex.free_space is not None:
+            ex.free_space.check()
         inputs = ex.inputs.resolve(task.spec, owner=task.api_key_id)
         spec, shots = _extend_prompt(claim, inputs, ex)
         if inputs.audio is not None and ex.audio_driven is not None:
@@ -145,7 +149,11 @@ def _run(claim: Claim, ex: Execution, signals: _Signals) -> TaskStatus | None:
             raise GenerationCancelled()
         audio = _soundtrack(spec, inputs, ex, signals)
         key = f"videos/{task.id}.mp4"
-        with tempfile.TemporaryDirectory(dir=_scratch(ex)) as tmp:
+        # A full or read-only scratch directory is a storage failure like a full store.
+        with (
+            os_errors(f"encoding in {ex.scratch_dir}"),
+            tempfile.TemporaryDirectory(dir=_scratch(ex)) as tmp,
+        ):
             path = Path(tmp) / "video.mp4"
             width, height = spec.size.width, spec.size.height
             decorate = Watermark(width, height) if spec.watermark else None
@@ -189,6 +197,9 @@ def _run(claim: Claim, ex: Execution, signals: _Signals) -> TaskStatus | None:
         return None
     except GenerationCancelled:
         return _stopped(claim, ex, signals)
+    except StorageError as exc:  # the server's fault: the operator needs the detail
+        log.error("task %s failed: %s: %s", task.id, exc.code, exc.detail)
+        return _end(ex.store.fail(claim, TaskError(exc.code, exc.message)), TaskStatus.FAILED)
     except WanserveError as exc:
         log.info("task %s failed: %s: %s", task.id, exc.code, exc.message)
         return _end(ex.store.fail(claim, TaskError(exc.code, exc.message)), TaskStatus.FAILED)
