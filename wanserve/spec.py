@@ -1,7 +1,8 @@
 """From a DashScope request to one frozen `GenerationSpec`: every rule of the seeds, applied once.
 
 `build_spec` is the only place a request's fields are validated. Everything downstream (the
-task store, the worker, the engine, the video encoder) trusts the spec it receives.
+task store, the worker, the video encoder) trusts the spec it receives; the engine never sees
+it, only the `GenerationRequest` that `workers.translation.request_for` builds from it.
 
 Image-to-video sizes depend on the input image, which the worker fetches; until then the spec
 carries the resolution tier and `with_image_size` fixes the size (the rule lives here too).
