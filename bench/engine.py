@@ -34,9 +34,12 @@ from transformers import UMT5Config, UMT5EncoderModel
 
 from wanserve.catalog import Catalog, Family
 from wanserve.engine.dummy import build_tokenizer
-from wanserve.engine.runner import Conditioning, EngineConfig, build_runner
+from wanserve.engine.request import EngineConfig
+from wanserve.engine.runner import build_runner
 from wanserve.engine.wan import use_fast_cpu_norms
 from wanserve.spec import SynthesisRequest, build_spec
+from wanserve.workers.inputs import Conditioning
+from wanserve.workers.translation import request_for
 
 
 def build_checkpoint(path: Path, heads: int) -> None:
@@ -144,8 +147,7 @@ def main() -> None:
 
         def run_ours() -> np.ndarray:
             clip = runner.run(
-                spec,
-                conditioning=Conditioning(),
+                request_for(spec, conditioning=Conditioning()),
                 on_progress=lambda e: None,
                 should_cancel=lambda: False,
             )

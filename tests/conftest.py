@@ -15,19 +15,18 @@ from fastapi.testclient import TestClient
 
 from wanserve.app import Components, build_components, create_app
 from wanserve.config import Settings
-from wanserve.engine.runner import (
+from wanserve.engine.errors import Canceled
+from wanserve.engine.request import (
     CancelFn,
     Clip,
-    Conditioning,
     EngineConfig,
     EngineProgress,
-    GenerationCancelled,
-    PipelineRunner,
+    GenerationRequest,
     ProgressFn,
     Runner,
-    build_runner,
+    Stage,
 )
-from wanserve.spec import GenerationSpec
+from wanserve.engine.runner import PipelineRunner, build_runner
 
 
 @dataclass
@@ -35,39 +34,32 @@ class FakeRunner:
     """A `Runner` that draws frames from the seed instantly (tiny frames; the media layer
     scales them to the requested size). `gate` lets a test hold a run at its first step."""
 
-    calls: list[GenerationSpec] = field(default_factory=list)
-    conditionings: list[Conditioning] = field(default_factory=list)
+    calls: list[GenerationRequest] = field(default_factory=list)
     outputs: list[np.ndarray] = field(default_factory=list)
     gate: threading.Event | None = None
     started: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
 
     def run(
-        self,
-        spec: GenerationSpec,
-        *,
-        conditioning: Conditioning,
-        on_progress: ProgressFn,
-        should_cancel: CancelFn,
+        self, request: GenerationRequest, *, on_progress: ProgressFn, should_cancel: CancelFn
     ) -> Clip:
-        self.calls.append(spec)
-        self.conditionings.append(conditioning)
-        on_progress(EngineProgress("denoise", 1, spec.steps))
+        self.calls.append(request)
+        on_progress(EngineProgress(Stage.DENOISE, 1, request.steps))
         self.started.set()
         if self.gate is not None:
             while not self.gate.wait(0.02):
                 if should_cancel():
-                    raise GenerationCancelled()
+                    raise Canceled()
         if self.error is not None:
             raise self.error
         if should_cancel():
-            raise GenerationCancelled()
-        for step in range(2, spec.steps + 1):
-            on_progress(EngineProgress("denoise", step, spec.steps))
-        rng = np.random.default_rng([spec.seed, len(self.calls)])
-        frames = rng.integers(0, 256, size=(spec.num_frames, 48, 64, 3), dtype=np.uint8)
+            raise Canceled()
+        for step in range(2, request.steps + 1):
+            on_progress(EngineProgress(Stage.DENOISE, step, request.steps))
+        rng = np.random.default_rng([request.seed, len(self.calls)])
+        frames = rng.integers(0, 256, size=(request.num_frames, 48, 64, 3), dtype=np.uint8)
         self.outputs.append(frames)
-        return Clip(frames=frames, fps=spec.native_fps)
+        return Clip(frames=frames, fps=request.fps)
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:

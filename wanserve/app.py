@@ -34,13 +34,8 @@ from wanserve.engine.prompt import (
     OpenAIChat,
     PromptExtender,
 )
-from wanserve.engine.runner import (
-    AudioDrivenVideo,
-    AudioGenerator,
-    EngineConfig,
-    Runner,
-    build_runner,
-)
+from wanserve.engine.request import AudioDrivenVideo, AudioGenerator, EngineConfig, Runner
+from wanserve.engine.runner import build_runner
 from wanserve.keys import KeyStore
 from wanserve.media.audio import AudioLimits
 from wanserve.media.fetch import FetchPolicy, SafeFetcher

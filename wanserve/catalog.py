@@ -1,12 +1,13 @@
 """The model catalogue: every DashScope model name, its limits, and the open checkpoint it runs.
 
-Two tables live here and nowhere else:
+`_CARDS` lives here and nowhere else: what each DashScope model name promises its callers
+(sizes or resolution tiers, durations, output fps, prompt limits, audio and multi-shot support)
+and which checkpoint serves it by default.
 
-* `FAMILIES`: how each open Wan checkpoint family samples (official steps, guidance, flow
-  shift, native fps and frame count, the pixel multiple its VAE needs).
-* `_CARDS`: what each DashScope model name promises its callers (sizes or resolution tiers,
-  durations, output fps, prompt limits, audio and multi-shot support) and which checkpoint
-  serves it by default.
+Checkpoint facts (families, official sampling, native fps, the 4n+1 frame rule, published
+checkpoints) belong to the engine and live in the torch-free leaf `wanserve.engine.families`;
+this module reads them and re-exports the names its callers already use (`Kind`, `Family`,
+`FAMILIES`, ...). The dependency runs catalogue -> engine facts, never the other way.
 
 Operators override the checkpoint and sampling of any model in configuration
 (`Settings.models`); `Catalog.build` merges those overrides once at start-up.
@@ -22,15 +23,15 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from wanserve.engine.families import CHECKPOINTS, frames_at_least
+from wanserve.engine.families import DEFAULT_NEGATIVE_PROMPT as DEFAULT_NEGATIVE_PROMPT
+from wanserve.engine.families import FAMILIES as FAMILIES
+from wanserve.engine.families import Checkpoint as Checkpoint
+from wanserve.engine.families import Family as Family
+from wanserve.engine.families import FamilyProfile as FamilyProfile
+from wanserve.engine.families import Kind as Kind
+from wanserve.engine.families import Sampling as Sampling
 from wanserve.errors import InvalidParameter
-
-
-class Kind(StrEnum):
-    """What a model is conditioned on."""
-
-    TEXT_TO_VIDEO = "t2v"
-    IMAGE_TO_VIDEO = "i2v"
-    KEYFRAMES_TO_VIDEO = "kf2v"
 
 
 class Generation(StrEnum):
@@ -45,124 +46,6 @@ class Generation(StrEnum):
     def returns_actual_prompt(self) -> bool:
         # "The wan2.6 model does not return this field, regardless of prompt_extend."
         return self is not Generation.WAN26
-
-
-class Family(StrEnum):
-    """An open Wan checkpoint layout, as diffusers loads it."""
-
-    WAN21_T2V = "wan2.1-t2v"
-    WAN22_T2V_A14B = "wan2.2-t2v-a14b"
-    WAN21_I2V = "wan2.1-i2v"
-    WAN22_I2V_A14B = "wan2.2-i2v-a14b"
-    WAN22_TI2V_5B = "wan2.2-ti2v-5b"
-    WAN21_FLF2V = "wan2.1-flf2v"
-
-
-# The official Wan negative prompt (Wan-Video/Wan2.x `sample_neg_prompt`), used when a request
-# sends none: it suppresses the over-saturated, static, malformed output Wan is prone to.
-DEFAULT_NEGATIVE_PROMPT = (
-    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，"
-    "低质量，JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，"
-    "毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
-)
-
-
-@dataclass(frozen=True)
-class Sampling:
-    steps: int
-    guidance_scale: float
-    guidance_scale_2: float | None
-    flow_shift: float
-    # Flow shift the official code recommends when generating at 480P or below.
-    low_res_flow_shift: float | None = None
-
-    def flow_shift_for(self, area: int) -> float:
-        if self.low_res_flow_shift is not None and area <= 832 * 480:
-            return self.low_res_flow_shift
-        return self.flow_shift
-
-
-@dataclass(frozen=True)
-class FamilyProfile:
-    """Official sampling defaults of a checkpoint family (Wan-Video/Wan2.x configs)."""
-
-    family: Family
-    sampling: Sampling
-    native_fps: int
-    size_multiple: int
-    kinds: frozenset[Kind]
-    # Wan2.2 two-expert models switch from `transformer` to `transformer_2` at this ratio.
-    boundary_ratio: float | None = None
-    # Longest clip one denoising pass makes well (the training length); longer videos are
-    # generated as chained segments. 81 frames is 5 s at 16 fps; TI2V-5B trained on 121.
-    frames_per_pass: int = 81
-
-
-_T2V = frozenset({Kind.TEXT_TO_VIDEO})
-_I2V = frozenset({Kind.IMAGE_TO_VIDEO})
-
-FAMILIES: Mapping[Family, FamilyProfile] = {
-    p.family: p
-    for p in (
-        FamilyProfile(
-            family=Family.WAN21_T2V,
-            sampling=Sampling(
-                steps=50,
-                guidance_scale=5.0,
-                guidance_scale_2=None,
-                flow_shift=5.0,
-                low_res_flow_shift=3.0,
-            ),
-            native_fps=16,
-            size_multiple=16,
-            kinds=_T2V,
-        ),
-        FamilyProfile(
-            family=Family.WAN22_T2V_A14B,
-            sampling=Sampling(steps=40, guidance_scale=4.0, guidance_scale_2=3.0, flow_shift=12.0),
-            boundary_ratio=0.875,
-            native_fps=16,
-            size_multiple=16,
-            kinds=_T2V,
-        ),
-        FamilyProfile(
-            family=Family.WAN21_I2V,
-            sampling=Sampling(
-                steps=40,
-                guidance_scale=5.0,
-                guidance_scale_2=None,
-                flow_shift=5.0,
-                low_res_flow_shift=3.0,
-            ),
-            native_fps=16,
-            size_multiple=16,
-            kinds=_I2V,
-        ),
-        FamilyProfile(
-            family=Family.WAN22_I2V_A14B,
-            sampling=Sampling(steps=40, guidance_scale=3.5, guidance_scale_2=3.5, flow_shift=5.0),
-            boundary_ratio=0.9,
-            native_fps=16,
-            size_multiple=16,
-            kinds=_I2V,
-        ),
-        FamilyProfile(
-            family=Family.WAN22_TI2V_5B,
-            sampling=Sampling(steps=50, guidance_scale=5.0, guidance_scale_2=None, flow_shift=5.0),
-            native_fps=24,
-            size_multiple=32,
-            frames_per_pass=121,
-            kinds=frozenset({Kind.TEXT_TO_VIDEO, Kind.IMAGE_TO_VIDEO}),
-        ),
-        FamilyProfile(
-            family=Family.WAN21_FLF2V,
-            sampling=Sampling(steps=50, guidance_scale=5.0, guidance_scale_2=None, flow_shift=16.0),
-            native_fps=16,
-            size_multiple=16,
-            kinds=frozenset({Kind.KEYFRAMES_TO_VIDEO, Kind.IMAGE_TO_VIDEO}),
-        ),
-    )
-}
 
 
 @dataclass(frozen=True, order=True)
@@ -215,17 +98,6 @@ class Durations:
 
 
 @dataclass(frozen=True)
-class Checkpoint:
-    """Where a model's weights come from: a diffusers-format directory or a hub id."""
-
-    source: str
-    family: Family
-    # Largest area the checkpoint was trained for; bigger requests are generated at this
-    # budget (same aspect) and scaled up to the exact size asked for.
-    max_area: int
-
-
-@dataclass(frozen=True)
 class ModelCard:
     name: str
     kind: Kind
@@ -261,23 +133,8 @@ class ModelCard:
         return self.continuation
 
 
-_HUB = "Wan-AI/"
-_CKPT = {
-    "t2v-1.3b": Checkpoint(_HUB + "Wan2.1-T2V-1.3B-Diffusers", Family.WAN21_T2V, 832 * 480),
-    "t2v-14b": Checkpoint(_HUB + "Wan2.1-T2V-14B-Diffusers", Family.WAN21_T2V, 1280 * 720),
-    "t2v-a14b": Checkpoint(_HUB + "Wan2.2-T2V-A14B-Diffusers", Family.WAN22_T2V_A14B, 1280 * 720),
-    "i2v-480p": Checkpoint(_HUB + "Wan2.1-I2V-14B-480P-Diffusers", Family.WAN21_I2V, 832 * 480),
-    "i2v-720p": Checkpoint(_HUB + "Wan2.1-I2V-14B-720P-Diffusers", Family.WAN21_I2V, 1280 * 720),
-    "i2v-a14b": Checkpoint(_HUB + "Wan2.2-I2V-A14B-Diffusers", Family.WAN22_I2V_A14B, 1280 * 720),
-    "ti2v-5b": Checkpoint(_HUB + "Wan2.2-TI2V-5B-Diffusers", Family.WAN22_TI2V_5B, 1280 * 704),
-    "flf2v-720p": Checkpoint(
-        _HUB + "Wan2.1-FLF2V-14B-720P-Diffusers", Family.WAN21_FLF2V, 1280 * 720
-    ),
-}
-
-
 def _card(name: str, *, ckpt: str, **kw: object) -> ModelCard:
-    checkpoint = _CKPT[ckpt]
+    checkpoint = CHECKPOINTS[ckpt]
     return ModelCard(
         name=name,
         checkpoint=checkpoint,
@@ -305,7 +162,7 @@ _CARDS: tuple[ModelCard, ...] = (
         durations=_2_TO_15,
         fps=24,
         prompt_limit=1500,
-        continuation=_CKPT["i2v-a14b"],
+        continuation=CHECKPOINTS["i2v-a14b"],
         audio=True,
         multi_shot=True,
     ),
@@ -319,7 +176,7 @@ _CARDS: tuple[ModelCard, ...] = (
         durations=_5_OR_10,
         fps=24,
         prompt_limit=1500,
-        continuation=_CKPT["i2v-a14b"],
+        continuation=CHECKPOINTS["i2v-a14b"],
         audio=True,
     ),
     _card(
@@ -550,7 +407,7 @@ def _apply_override(card: ModelCard, o: ModelOverride | None, steps: int | None)
     )
     continuation = card.continuation
     if o is not None and (o.continuation_checkpoint or o.continuation_family):
-        base_cont = continuation or _CKPT["i2v-a14b"]
+        base_cont = continuation or CHECKPOINTS["i2v-a14b"]
         continuation = Checkpoint(
             source=o.continuation_checkpoint or base_cont.source,
             family=o.continuation_family or base_cont.family,
@@ -597,5 +454,6 @@ def _area(size: Size) -> int:
 
 
 def frames_for(duration: int, fps: int) -> int:
-    """Native frame count for `duration` seconds at `fps`: the smallest 4n+1 covering it."""
-    return math.ceil(duration * fps / 4) * 4 + 1
+    """Native frame count for `duration` seconds at `fps`: the smallest 4n+1 covering it
+    (both ends: `duration * fps` intervals need one frame more)."""
+    return frames_at_least(duration * fps + 1)

@@ -1,7 +1,8 @@
 """From a DashScope request to one frozen `GenerationSpec`: every rule of the seeds, applied once.
 
 `build_spec` is the only place a request's fields are validated. Everything downstream (the
-task store, the worker, the engine, the video encoder) trusts the spec it receives.
+task store, the worker, the video encoder) trusts the spec it receives; the engine never sees
+it, only the `GenerationRequest` that `workers.translation.request_for` builds from it.
 
 Image-to-video sizes depend on the input image, which the worker fetches; until then the spec
 carries the resolution tier and `with_image_size` fixes the size (the rule lives here too).
@@ -15,6 +16,7 @@ import json
 import math
 import secrets
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -38,7 +40,32 @@ SEED_MAX = 2_147_483_647
 # Prompts past a model's limit are truncated, as the seeds say; past this they are refused, so a
 # client cannot make the server store and echo megabytes of text per task.
 PROMPT_HARD_LIMIT = 10_000
-_MEDIA_SCHEMES = ("http", "https", "data", "oss")
+
+
+class MediaScheme(StrEnum):
+    """How an input reference is read: fetched (http, https), decoded in place (data), or
+    taken from the upload store (oss)."""
+
+    HTTP = "http"
+    HTTPS = "https"
+    DATA = "data"
+    OSS = "oss"
+
+    @property
+    def is_web(self) -> bool:
+        return self in (MediaScheme.HTTP, MediaScheme.HTTPS)
+
+
+def media_scheme(url: str) -> MediaScheme | None:
+    """The scheme of an input reference, in any letter case; None if the server reads no such
+    references (or `url` has no scheme)."""
+    scheme, sep, _ = url.partition(":")
+    if not sep:
+        return None
+    try:
+        return MediaScheme(scheme.lower())
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -46,7 +73,14 @@ class MediaRef:
     """A client-supplied input (image or audio) not yet fetched: where it comes from."""
 
     field: str  # the request field that carried it, named in errors
-    url: str
+    url: str  # its scheme is one of `MediaScheme`, in lower case (build_spec normalises it)
+
+    @property
+    def scheme(self) -> MediaScheme:
+        scheme = media_scheme(self.url)
+        if scheme is None:
+            raise ValueError(f"{self.field} holds a reference the server cannot read")
+        return scheme
 
 
 @dataclass(frozen=True)
@@ -466,14 +500,14 @@ def _media(value: object, name: str) -> MediaRef | None:
             "base64 data URI, or let the dashscope SDK upload the file (it turns file:// paths "
             "into oss:// references)."
         )
-    scheme, sep, rest = value.partition(":")
-    scheme = scheme.lower()
-    if not sep or scheme not in _MEDIA_SCHEMES:
+    scheme = media_scheme(value)
+    if scheme is None:
         raise InvalidURL(f"{name} must be an http(s) URL, a data: URI or an oss:// reference.")
-    url = f"{scheme}:{rest}"  # one spelling of the scheme from here on (OSS:// is oss://)
-    if scheme in ("http", "https"):
+    rest = value.partition(":")[2]
+    url = f"{scheme.value}:{rest}"  # one spelling of the scheme from here on (OSS:// is oss://)
+    if scheme.is_web:
         _check_web_url(url, name)
-    elif scheme == "oss" and not rest.startswith("//"):
+    elif scheme is MediaScheme.OSS and not rest.startswith("//"):
         raise InvalidURL(f"{name} must be written oss://<key>.")
     return MediaRef(field=name, url=url)
 

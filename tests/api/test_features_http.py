@@ -16,15 +16,9 @@ from tests.api.test_engine_http import SMALL
 from tests.audio_files import wav
 from tests.conftest import Harness
 from tests.llm_server import Script, llm_server
-from wanserve.engine.runner import (
-    CancelFn,
-    Clip,
-    Conditioning,
-    PipelineRunner,
-    ProgressFn,
-)
+from wanserve.engine.request import CancelFn, Clip, GenerationRequest, ProgressFn
+from wanserve.engine.runner import PipelineRunner
 from wanserve.media.audio import AudioClip
-from wanserve.spec import GenerationSpec
 
 
 @pytest.fixture
@@ -163,22 +157,19 @@ def test_automatic_dubbing(full: Harness) -> None:
 class FakeAudioDriven:
     """A stand-in at the `AudioDrivenVideo` seam."""
 
-    calls: list[tuple[GenerationSpec, AudioClip]] = field(default_factory=list)
+    calls: list[tuple[GenerationRequest, AudioClip]] = field(default_factory=list)
 
     def run(
         self,
-        spec: GenerationSpec,
+        request: GenerationRequest,
         *,
-        conditioning: Conditioning,
         audio: AudioClip,
         on_progress: ProgressFn,
         should_cancel: CancelFn,
     ) -> Clip:
-        self.calls.append((spec, audio))
-        frames = np.zeros(
-            (spec.num_frames, spec.gen_height or 48, spec.gen_width or 64, 3), np.uint8
-        )
-        return Clip(frames=frames, fps=spec.native_fps)
+        self.calls.append((request, audio))
+        frames = np.zeros((request.num_frames, request.height, request.width, 3), np.uint8)
+        return Clip(frames=frames, fps=request.fps)
 
 
 def test_audio_driven_seam(harness_factory: Callable[..., Harness], runner: PipelineRunner) -> None:

@@ -16,14 +16,11 @@ from PIL import Image
 
 from wanserve.catalog import Catalog, Family, Kind, ModelOverride
 from wanserve.engine import dummy, wan
-from wanserve.engine.runner import (
-    Conditioning,
-    EngineConfig,
-    EngineProgress,
-    PipelineRunner,
-    build_runner,
-)
+from wanserve.engine.request import EngineConfig, EngineProgress
+from wanserve.engine.runner import PipelineRunner, build_runner
 from wanserve.spec import GenerationSpec, SynthesisRequest, build_spec
+from wanserve.workers.inputs import Conditioning
+from wanserve.workers.translation import request_for
 
 IMG = "data:image/png;base64,AAAA"  # never fetched here: tests hand the runner PIL images
 
@@ -66,8 +63,7 @@ def go(
 ) -> np.ndarray:
     events: list[EngineProgress] = []
     clip = runner.run(
-        spec,
-        conditioning=cond or Conditioning(),
+        request_for(spec, conditioning=cond or Conditioning()),
         on_progress=events.append,
         should_cancel=lambda: False,
     )
@@ -217,8 +213,8 @@ def test_text_encoder_on_cpu_and_vae_tiling(dummy_root: Path) -> None:
         assert leased.pipeline.vae.use_tiling and leased.pipeline.text_encoder.device.type == "cpu"
     events: list[EngineProgress] = []
     a = go(base, spec)
-    b = switched.run(spec, conditioning=Conditioning(), on_progress=events.append,
-                     should_cancel=lambda: False).frames  # fmt: skip
+    b = switched.run(request_for(spec, conditioning=Conditioning()),
+                     on_progress=events.append, should_cancel=lambda: False).frames  # fmt: skip
     assert a.shape == b.shape == (5, 288, 320, 3)
     decode = [(e.step, e.total) for e in events if e.stage == "decode"]
     # Tiled decoding runs the decoder once per tile per latent frame: progress counts tiles.

@@ -8,8 +8,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from wanserve.catalog import Family, Kind
-from wanserve.engine.runner import ModelManager, Prepared
+from wanserve.engine.families import Family, Kind
+from wanserve.engine.manager import ModelManager, Prepared
 
 GB = 10**9
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from tests.conftest import make_settings
 from wanserve.app import build_components
 from wanserve.catalog import Catalog
-from wanserve.engine.runner import EngineConfig, build_runner
+from wanserve.engine.request import EngineConfig
+from wanserve.engine.runner import build_runner
 from wanserve.spec import SynthesisRequest, build_spec
 from wanserve.tasks.models import TaskStatus
 from wanserve.workers.execute import Execution, execute

@@ -14,16 +14,12 @@ from diffusers.models.autoencoders.autoencoder_kl_wan import WanRMS_norm
 
 from wanserve.catalog import Catalog, Family
 from wanserve.engine import dummy, wan
-from wanserve.engine.runner import (
-    Conditioning,
-    EngineConfig,
-    EngineProgress,
-    GenerationCancelled,
-    PipelineRunner,
-    build_runner,
-)
-from wanserve.errors import ModelUnavailable
+from wanserve.engine.errors import Canceled, WeightsUnavailable
+from wanserve.engine.request import EngineConfig, EngineProgress, Stage
+from wanserve.engine.runner import PipelineRunner, build_runner
 from wanserve.spec import GenerationSpec, SynthesisRequest, build_spec
+from wanserve.workers.inputs import Conditioning
+from wanserve.workers.translation import request_for
 
 CATALOG = Catalog.build(steps=2)
 
@@ -54,7 +50,9 @@ def run(
         return cancel_after is not None and len(seen) >= cancel_after
 
     clip = runner.run(
-        spec, conditioning=Conditioning(), on_progress=seen.append, should_cancel=should_cancel
+        request_for(spec, conditioning=Conditioning()),
+        on_progress=seen.append,
+        should_cancel=should_cancel,
     )
     assert clip.fps == spec.native_fps
     return clip.frames
@@ -93,7 +91,7 @@ def test_cancel_stops_at_the_next_step_and_the_pipeline_stays_usable(
     runner: PipelineRunner,
 ) -> None:
     events: list[EngineProgress] = []
-    with pytest.raises(GenerationCancelled):
+    with pytest.raises(Canceled):
         run(runner, small(steps=6), events, cancel_after=1)
     assert [(e.stage, e.step) for e in events] == [("denoise", 1)]
     assert run(runner, small()).shape == (9, 48, 64, 3)
@@ -101,9 +99,36 @@ def test_cancel_stops_at_the_next_step_and_the_pipeline_stays_usable(
 
 def test_cancel_during_decode(runner: PipelineRunner) -> None:
     events: list[EngineProgress] = []
-    with pytest.raises(GenerationCancelled):
+    with pytest.raises(Canceled):
         run(runner, small(), events, cancel_after=3)  # 2 denoise steps + 1 decoded frame
-    assert events[-1] == EngineProgress("decode", 1, 3)
+    assert events[-1] == EngineProgress(Stage.DECODE, 1, 3)
+
+
+def test_decode_progress_counts_finished_chunks(runner: PipelineRunner) -> None:
+    """The bar keeps moving through the VAE decode: one event per decoded latent frame, each
+    sent once that chunk is done (counted by the decoder's own calls, not by the clock)."""
+    spec = small(num_frames=17)  # 5 latent frames
+    with runner.manager.lease(spec.checkpoint, spec.family, spec.kind) as leased:
+        decoder = leased.pipeline.vae.decoder
+    seen: list[tuple[EngineProgress, int]] = []
+    calls = [0]
+
+    def count(*_: Any) -> None:
+        calls[0] += 1
+
+    handle = decoder.register_forward_hook(count, prepend=True)
+    try:
+        runner.run(
+            request_for(spec, conditioning=Conditioning()),
+            on_progress=lambda e: seen.append((e, calls[0])),
+            should_cancel=lambda: False,
+        )
+    finally:
+        handle.remove()
+    decode = [(e.step, e.total, done) for e, done in seen if e.stage is Stage.DECODE]
+    assert [step for step, _, _ in decode] == [1, 2, 3, 4, 5]
+    assert all(total == 5 and done == step for step, total, done in decode)
+    assert all(e.stage is Stage.DENOISE for e, _ in seen[: spec.steps])
 
 
 def test_fast_cpu_norm_matches_f_normalize() -> None:
@@ -140,9 +165,9 @@ def test_missing_weights_fail_with_how_to_configure(tmp_path: Path) -> None:
         hf_cache_dir=tmp_path / "hf",
         allow_download=False,
     )
-    with pytest.raises(ModelUnavailable) as info:
+    with pytest.raises(WeightsUnavailable) as info:
         wan.WanLoader(config).prepare("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", Family.WAN21_T2V)
-    message = info.value.message
+    message = str(info.value)
     assert "Wan-AI/Wan2.1-T2V-1.3B-Diffusers" in message
     assert "WANSERVE_MODELS" in message and "--weights dummy" in message
 

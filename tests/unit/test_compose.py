@@ -10,9 +10,10 @@ import pytest
 
 from tests.conftest import FakeRunner
 from wanserve.catalog import Catalog, Family, Kind
-from wanserve.engine.runner import Conditioning, EngineProgress
+from wanserve.engine.request import EngineProgress
 from wanserve.spec import GenerationSpec, SynthesisRequest, build_spec
 from wanserve.workers.compose import plan, render, shot_count
+from wanserve.workers.inputs import Conditioning
 
 CATALOG = Catalog.build(steps=2)
 
@@ -105,8 +106,8 @@ def test_render_joins_frames_and_conditions_each_segment_on_the_last_frame() -> 
     )
     assert clip.frames.shape[0] == 161 and clip.fps == 16
     assert [c.num_frames for c in runner.calls] == [81, 81]
-    assert runner.conditionings[0].image is None
-    continued = np.asarray(runner.conditionings[1].image)
+    assert runner.calls[0].first_frame is None
+    continued = np.asarray(runner.calls[1].first_frame)
     assert np.array_equal(continued, runner.outputs[0][-1])  # the first segment's last frame
     assert np.array_equal(clip.frames[81:], runner.outputs[1][1:])  # its duplicate is dropped
     denoise = [(e.step, e.total) for e in events if e.stage == "denoise"]

@@ -20,7 +20,15 @@ from wanserve.db.engine import make_engine, upgrade
 from wanserve.keys import KeyStore
 from wanserve.spec import SynthesisRequest, build_spec
 from wanserve.tasks.lifecycle import IllegalTransition, can_transition, check_transition, sources_of
-from wanserve.tasks.models import Claim, Progress, TaskError, TaskQuery, TaskResult, TaskStatus
+from wanserve.tasks.models import (
+    Claim,
+    Progress,
+    PromptExtension,
+    TaskError,
+    TaskQuery,
+    TaskResult,
+    TaskStatus,
+)
 from wanserve.tasks.store import Quota, QuotaExceeded, SqlTaskStore
 from wanserve.tasks.usage import UsageLine, UsageQuery, UsageReader
 
@@ -585,3 +593,32 @@ def test_migration_0004_keeps_existing_keys_as_plain_keys(db_url: str) -> None:
     assert usage_of(db_url) == []
     migrate(command.downgrade, "0003")
     migrate(command.upgrade, "head")
+
+
+# -- prompt extension record --
+
+
+def test_a_recorded_extension_comes_back_as_it_was_written(
+    store: tuple[SqlTaskStore, str],
+) -> None:
+    s, key = store
+    for n, extension in enumerate(
+        [
+            PromptExtension(prompt="a cat, at dusk, 35 mm"),
+            PromptExtension(subject="a tabby cat", shots=("wide: it runs", "close: it stops")),
+        ]
+    ):
+        task_id = new_task(s, key, f"x{n}")
+        claim = s.claim(task_id, worker_id="w")
+        assert claim is not None and claim.task.extension is None
+        assert s.record_extension(claim, extension)
+        assert s.release(claim) is P
+        again = s.claim(task_id, worker_id="w2")
+        assert again is not None and again.task.extension == extension
+
+
+def test_an_extension_is_a_prompt_or_a_plan() -> None:
+    with pytest.raises(ValueError):
+        PromptExtension()
+    with pytest.raises(ValueError):
+        PromptExtension(prompt="p", subject="s", shots=("a",))

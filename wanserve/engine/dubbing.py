@@ -1,6 +1,6 @@
 """Automatic dubbing: a sound track generated from the video's prompt.
 
-`AudioGenerator` (in `runner.py`) is the seam; `StableAudioGenerator` implements it with diffusers'
+`AudioGenerator` (in `request.py`) is the seam; `StableAudioGenerator` implements it with diffusers'
 `StableAudioPipeline` (Stable Audio Open, or its tiny random build in dummy mode), loaded on
 first use and kept resident.
 """
@@ -18,10 +18,10 @@ import torch
 from diffusers import StableAudioPipeline
 
 from wanserve.engine import dummy
-from wanserve.engine.runner import CancelFn, EngineConfig, GenerationCancelled
+from wanserve.engine.errors import Canceled, WeightsUnavailable
+from wanserve.engine.request import CancelFn, EngineConfig
 from wanserve.engine.wan import resolve_device
 from wanserve.engine.weights import local_checkpoint
-from wanserve.errors import ModelUnavailable
 from wanserve.media.audio import AudioClip
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class StableAudioGenerator:
             )
             pipe = StableAudioPipeline.from_pretrained(location, local_files_only=True)
         except (OSError, ValueError, RuntimeError) as exc:
-            raise ModelUnavailable(
+            raise WeightsUnavailable(
                 f"The dubbing model {config.checkpoint!r} could not be loaded: {exc}. Set "
                 "WANSERVE_DUBBING_CHECKPOINT to a Stable Audio diffusers directory, or turn "
                 "dubbing off (WANSERVE_DUBBING=false)."
@@ -70,7 +70,7 @@ class StableAudioGenerator:
 
             def on_step(_step: int, _timestep: Any, _latents: Any) -> None:
                 if should_cancel():
-                    raise GenerationCancelled()
+                    raise Canceled()
 
             with torch.inference_mode():
                 audio = pipe(

@@ -37,7 +37,7 @@ from transformers import (
     UMT5EncoderModel,
 )
 
-from wanserve.catalog import FAMILIES, Family
+from wanserve.engine.families import FAMILIES, Family
 
 # Bump when the layout below changes, so stale cached builds are not reused.
 DUMMY_VERSION = 1

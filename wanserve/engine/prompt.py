@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import httpx
 from PIL import Image
 
-from wanserve.catalog import Kind
+from wanserve.engine.families import Kind
 
 log = logging.getLogger(__name__)
 

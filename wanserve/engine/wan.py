@@ -1,7 +1,12 @@
 """diffusers adapters for the Wan families: loading checkpoints and running one generation.
 
-The only module (with `dummy.py`) that imports torch and diffusers. One way to run every
-family (`generate`), with the same argument names for text-, image- and key-frame-to-video.
+The only module (with `dummy.py` and `dubbing.py`) that imports torch and diffusers. One way to
+run every family (`generate`), with the same argument names for text-, image- and
+key-frame-to-video. It takes a `GenerationRequest` and raises `wanserve.engine.errors` only;
+torch's own errors (out of memory) are translated here, where they are caught.
+
+Imports: `manager` (the loader seam's types), `request`, `errors`, `families`, `weights`,
+`dummy`; never `runner`, which imports this module lazily in `build_runner`.
 """
 
 from __future__ import annotations
@@ -21,28 +26,23 @@ from diffusers import AutoencoderKLWan, WanImageToVideoPipeline, WanPipeline
 from diffusers.models.autoencoders.autoencoder_kl_wan import WanRMS_norm
 from transformers import CLIPVisionModel
 
-from wanserve.catalog import FAMILIES, Family, Kind
 from wanserve.engine import dummy
-from wanserve.engine.runner import (
+from wanserve.engine.errors import Canceled, OutOfMemory, WeightsUnavailable
+from wanserve.engine.families import FAMILIES, Family, Kind, latent_frames
+from wanserve.engine.manager import Leased, Prepared
+from wanserve.engine.request import (
     CancelFn,
-    Conditioning,
     EngineConfig,
     EngineProgress,
     Frames,
-    GenerationCancelled,
-    Leased,
-    Prepared,
+    GenerationRequest,
     ProgressFn,
+    Stage,
 )
 from wanserve.engine.weights import local_checkpoint, weight_bytes
-from wanserve.errors import InternalError, ModelUnavailable
-from wanserve.spec import GenerationSpec
 
 log = logging.getLogger(__name__)
 
-# Families whose checkpoint is an image-to-video pipeline (with or without CLIP).
-_IMAGE_FAMILIES = {Family.WAN21_I2V, Family.WAN22_I2V_A14B, Family.WAN21_FLF2V}
-_CLIP_FAMILIES = {Family.WAN21_I2V, Family.WAN21_FLF2V}
 _MAX_SEQUENCE_LENGTH = 512  # UMT5 context the Wan checkpoints were trained with
 _PROMPT_CACHE_SIZE = 32
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -104,12 +104,13 @@ class WanLoader:
         return Prepared(location=directory, nbytes=weight_bytes(directory, skip=skip))
 
     def load(self, prepared: Prepared, family: Family) -> Any:
-        """Load a prepared checkpoint of `family`, or fail with `ModelUnavailable` (weights
-        unreadable) or `InternalError.Algo` (the device ran out of memory)."""
+        """Load a prepared checkpoint of `family`, or fail with `WeightsUnavailable` (weights
+        unreadable) or `OutOfMemory` (the device ran out of memory)."""
         diffusers.utils.logging.disable_progress_bar()
         transformers.utils.logging.disable_progress_bar()
         location = prepared.location
-        cls = WanImageToVideoPipeline if family in _IMAGE_FAMILIES else WanPipeline
+        profile = FAMILIES[family]
+        cls = WanImageToVideoPipeline if profile.image_pipeline else WanPipeline
         common: dict[str, Any] = {"local_files_only": True}
         try:
             # The Wan VAE and CLIP encoder stay in fp32 whatever the transformer runs in
@@ -119,7 +120,7 @@ class WanLoader:
                     location, subfolder="vae", dtype=torch.float32, **common
                 )
             }
-            if family in _CLIP_FAMILIES:
+            if profile.clip:
                 extra["image_encoder"] = CLIPVisionModel.from_pretrained(
                     location, subfolder="image_encoder", dtype=torch.float32, **common
                 )
@@ -127,19 +128,17 @@ class WanLoader:
             self._repair_config(pipe, family)
             self._place(pipe)
         except torch.OutOfMemoryError as exc:
-            raise InternalError(
-                f"The device ran out of memory loading {location} ({family.value}). Lower "
-                "model_memory_gib so fewer models stay resident, or enable cpu_offload or "
-                "text_encoder_device=cpu (docs/configuration.md).",
-                code="InternalError.Algo",
+            raise OutOfMemory(
+                f"The device ran out of memory loading {location} ({family.value}).",
+                while_loading=True,
             ) from exc
         except (OSError, ValueError, RuntimeError) as exc:
             raise self._unavailable(str(location), family, exc) from exc
         log.info("loaded %s (%s) on %s as %s", location, family.value, self.device, self.dtype)
         return pipe
 
-    def _unavailable(self, source: str, family: Family, exc: BaseException) -> ModelUnavailable:
-        return ModelUnavailable(
+    def _unavailable(self, source: str, family: Family, exc: BaseException) -> WeightsUnavailable:
+        return WeightsUnavailable(
             f"Weights for checkpoint {source!r} ({family.value}) could not be loaded: "
             f"{_first_line(exc)}. Point the model at a local diffusers-format directory "
             'with WANSERVE_MODELS=\'{"<model>": {"checkpoint": "/path/to/dir"}}\', '
@@ -256,79 +255,84 @@ def encode_prompt(leased: Leased, text: str) -> torch.Tensor:
 
 def generate(
     leased: Leased,
-    spec: GenerationSpec,
+    request: GenerationRequest,
     *,
-    conditioning: Conditioning,
     on_progress: ProgressFn,
     should_cancel: CancelFn,
 ) -> Frames:
-    """Run one generation; return uint8 frames (F, H, W, 3) at the denoising size."""
+    """Run one generation; return uint8 frames (F, H, W, 3) at the denoising size.
+
+    Progress: one `DENOISE` event after each step, then one `DECODE` event after each decoder
+    call (a latent frame, or one tile of it when tiling): on small GPUs and in dummy mode the
+    VAE decode takes minutes, and a bar that stopped at the end of denoising looks hung.
+    `should_cancel` is polled after each step and before each decoder call."""
     pipe = leased.pipeline
-    if spec.gen_width is None or spec.gen_height is None:
-        raise ValueError("spec has no size yet (image-to-video specs are sized by the worker)")
-    _set_flow_shift(pipe, spec.flow_shift)
-    steps = spec.steps
-    latent_frames = (spec.num_frames - 1) // 4 + 1
-    decoder_calls = _decoder_calls(pipe.vae, latent_frames, spec.gen_height, spec.gen_width)
+    _set_flow_shift(pipe, request.flow_shift)
+    steps = request.steps
+    decoder_calls = _decoder_calls(
+        pipe.vae, latent_frames(request.num_frames), request.height, request.width
+    )
     decoded = 0
 
     def on_step_end(_pipe: Any, i: int, _t: Any, _kwargs: dict[str, Any]) -> dict[str, Any]:
-        on_progress(EngineProgress("denoise", i + 1, steps))
+        on_progress(EngineProgress(Stage.DENOISE, i + 1, steps))
         if should_cancel():
-            raise GenerationCancelled()
+            raise Canceled()
         return {}
 
-    def on_decode_frame(_module: Any, _args: Any) -> None:
-        nonlocal decoded
+    def before_decoder_call(_module: Any, _args: Any) -> None:
         if should_cancel():
-            raise GenerationCancelled()
-        decoded += 1
-        on_progress(EngineProgress("decode", min(decoded, decoder_calls), decoder_calls))
+            raise Canceled()
 
-    hook = pipe.vae.decoder.register_forward_pre_hook(on_decode_frame)
+    def after_decoder_call(_module: Any, _args: Any, _output: Any) -> None:
+        # Reported once the chunk is decoded, so "k of n" means k chunks are done.
+        nonlocal decoded
+        decoded += 1
+        on_progress(EngineProgress(Stage.DECODE, min(decoded, decoder_calls), decoder_calls))
+
+    hooks = [
+        pipe.vae.decoder.register_forward_pre_hook(before_decoder_call),
+        pipe.vae.decoder.register_forward_hook(after_decoder_call),
+    ]
     try:
         with torch.inference_mode():
             device = pipe._execution_device
             kwargs: dict[str, Any] = {
-                "prompt_embeds": encode_prompt(leased, spec.prompt).to(device),
-                "height": spec.gen_height,
-                "width": spec.gen_width,
-                "num_frames": spec.num_frames,
+                "prompt_embeds": encode_prompt(leased, request.prompt).to(device),
+                "height": request.height,
+                "width": request.width,
+                "num_frames": request.num_frames,
                 "num_inference_steps": steps,
-                "guidance_scale": spec.guidance_scale,
+                "guidance_scale": request.guidance_scale,
                 # Latents are drawn on the CPU so a seed gives the same video on any device.
-                "generator": torch.Generator("cpu").manual_seed(spec.seed),
+                "generator": torch.Generator("cpu").manual_seed(request.seed),
                 "max_sequence_length": _MAX_SEQUENCE_LENGTH,
                 "output_type": "pt",  # converted to uint8 on the device: no float copy on host
                 "callback_on_step_end": on_step_end,
             }
-            if spec.guidance_scale > 1.0:
-                kwargs["negative_prompt_embeds"] = encode_prompt(leased, spec.negative_prompt).to(
-                    device
-                )
-            if pipe.config.boundary_ratio is not None and spec.guidance_scale_2 is not None:
-                kwargs["guidance_scale_2"] = spec.guidance_scale_2
+            if request.guidance_scale > 1.0:
+                kwargs["negative_prompt_embeds"] = encode_prompt(
+                    leased, request.negative_prompt
+                ).to(device)
+            if pipe.config.boundary_ratio is not None and request.guidance_scale_2 is not None:
+                kwargs["guidance_scale_2"] = request.guidance_scale_2
             if isinstance(pipe, WanImageToVideoPipeline):
-                if conditioning.image is None:
-                    raise InternalError(
-                        f"{spec.model} needs a first-frame image; none was resolved"
-                    )
-                kwargs["image"] = conditioning.image
-                if conditioning.last_image is not None:
-                    kwargs["last_image"] = conditioning.last_image
+                # The request checked at construction that its kind has its frames.
+                kwargs["image"] = request.first_frame
+                if request.last_frame is not None:
+                    kwargs["last_image"] = request.last_frame
             video = pipe(**kwargs).frames[0]  # (frames, channels, height, width) in [0, 1]
             frames = video.mul(255).round_().clamp_(0, 255).to(torch.uint8)
             result = frames.permute(0, 2, 3, 1).cpu().numpy()
     except torch.OutOfMemoryError as exc:
-        raise InternalError(
-            f"The device ran out of memory generating {spec.num_frames} frames at "
-            f"{spec.gen_width}x{spec.gen_height} with {spec.model}. Try a shorter duration or "
-            "a lower resolution; operators can enable cpu_offload, text_encoder_device=cpu or "
-            "vae_tiling (docs/configuration.md).",
-            code="InternalError.Algo",
+        raise OutOfMemory(
+            f"The device ran out of memory generating {request.num_frames} frames at "
+            f"{request.width}x{request.height}",
+            while_loading=False,
         ) from exc
     finally:
-        hook.remove()
+        for hook in hooks:
+            hook.remove()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     return np.ascontiguousarray(result)

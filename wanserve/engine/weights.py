@@ -9,7 +9,7 @@ from pathlib import Path
 
 from huggingface_hub import snapshot_download
 
-from wanserve.engine.runner import EngineConfig
+from wanserve.engine.request import EngineConfig
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 

@@ -31,6 +31,21 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class PromptExtension:
+    """What prompt extension decided at a task's first attempt, kept so a retry makes the
+    same video: the prompt to generate with, or (multi-shot) a subject and one description
+    per shot. Exactly one of `prompt` and `shots` is set."""
+
+    prompt: str | None = None
+    subject: str = ""
+    shots: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if (self.prompt is None) == (not self.shots):
+            raise ValueError("a prompt extension is either a prompt or a shot plan")
+
+
+@dataclass(frozen=True)
 class TaskResult:
     video_key: str
     width: int
@@ -62,7 +77,7 @@ class Task:
     cancel_requested: bool = False
     result: TaskResult | None = None
     error: TaskError | None = None
-    extension: str | None = None  # opaque JSON the worker recorded at its first attempt
+    extension: PromptExtension | None = None  # recorded by the worker at its first attempt
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from wanserve.spec import (
     Features,
     GenerationSpec,
     MediaRef,
+    MediaScheme,
     SynthesisRequest,
     build_spec,
     resolve_card,
@@ -101,11 +102,11 @@ class TaskService:
         )
 
     def _take(self, ref: MediaRef | None, api_key_id: str, max_bytes: int) -> MediaRef | None:
-        if ref is None or ref.url.startswith(("http:", "https:")):
+        if ref is None or ref.scheme.is_web:
             return ref
         if self._uploads is None:
             raise InvalidURL(f"{ref.field}: this server takes only http(s) input URLs.")
-        if ref.url.startswith("oss:"):
+        if ref.scheme is MediaScheme.OSS:
             self._uploads.check(ref.url, api_key_id=api_key_id, field=ref.field)
             return ref
         media_type, data = parse_data_uri(ref.url, field=ref.field, max_bytes=max_bytes)

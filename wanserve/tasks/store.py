@@ -18,6 +18,7 @@ so a task is counted exactly once, when and only when it ends.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, timedelta
@@ -33,6 +34,7 @@ from wanserve.tasks.lifecycle import check_transition, sources_of
 from wanserve.tasks.models import (
     Claim,
     Progress,
+    PromptExtension,
     Task,
     TaskError,
     TaskPage,
@@ -108,7 +110,7 @@ class TaskStore(Protocol):
     def fail(self, claim: Claim, error: TaskError) -> bool: ...
     def cancel_running(self, claim: Claim) -> bool: ...
     def release(self, claim: Claim) -> TaskStatus | None: ...
-    def record_extension(self, claim: Claim, extension: str) -> bool: ...
+    def record_extension(self, claim: Claim, extension: PromptExtension) -> bool: ...
     def reap(self, *, stale_after: timedelta, max_attempts: int) -> ReapReport: ...
     def expired(self, *, limit: int = 500) -> list[tuple[str, str | None]]: ...
     def delete(self, task_ids: Iterable[str]) -> int: ...
@@ -272,17 +274,10 @@ class SqlTaskStore:
         return None
 
     def heartbeat(self, claim: Claim) -> Control:
-        return self._touch(claim, {})
+        return self._touch(claim)
 
     def report_progress(self, claim: Claim, progress: Progress) -> Control:
-        return self._touch(
-            claim,
-            {
-                "step": progress.step,
-                "total_steps": progress.total_steps,
-                "progress": progress.percent,
-            },
-        )
+        return self._touch(claim, progress)
 
     def succeed(self, claim: Claim, result: TaskResult) -> bool:
         now = self._now()
@@ -308,10 +303,11 @@ class SqlTaskStore:
     def cancel_running(self, claim: Claim) -> bool:
         return self._finish(claim, TaskStatus.CANCELED)
 
-    def record_extension(self, claim: Claim, extension: str) -> bool:
+    def record_extension(self, claim: Claim, extension: PromptExtension) -> bool:
         """Keep the prompt extension a run made, so a retry of the task reuses it."""
+        text = _extension_json(extension)
         with self._sessions.begin() as s:
-            res = s.execute(update(TaskRow).where(*self._held(claim)).values(extension=extension))
+            res = s.execute(update(TaskRow).where(*self._held(claim)).values(extension=text))
             return _rowcount(res) == 1
 
     def release(self, claim: Claim) -> TaskStatus | None:
@@ -428,7 +424,15 @@ class SqlTaskStore:
             TaskRow.attempts == claim.attempt,
         ]
 
-    def _touch(self, claim: Claim, values: dict[str, Any]) -> Control:
+    def _touch(self, claim: Claim, progress: Progress | None = None) -> Control:
+        """Renew the claim's heartbeat (and write `progress`, if given)."""
+        values: dict[str, Any] = {}
+        if progress is not None:
+            values = {
+                "step": progress.step,
+                "total_steps": progress.total_steps,
+                "progress": progress.percent,
+            }
         with self._sessions.begin() as s:
             res = s.execute(
                 update(TaskRow)
@@ -552,5 +556,34 @@ def _to_task(row: TaskRow) -> Task:
         cancel_requested=row.cancel_requested,
         result=result,
         error=error,
-        extension=row.extension,
+        extension=_extension_from(row.extension),
     )
+
+
+# The extension column holds JSON: {"prompt": "..."} or {"plan": {"subject": "...",
+# "shots": [...]}} (the layout of rows written before `PromptExtension` existed).
+
+
+def _extension_json(extension: PromptExtension) -> str:
+    data: dict[str, Any] = (
+        {"prompt": extension.prompt}
+        if extension.prompt is not None
+        else {"plan": {"subject": extension.subject, "shots": list(extension.shots)}}
+    )
+    return json.dumps(data, ensure_ascii=False)
+
+
+def _extension_from(text: str | None) -> PromptExtension | None:
+    """The recorded extension, or None when there is none or it is unreadable (the worker
+    then extends again: best effort, like extension itself)."""
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+        if isinstance(data.get("prompt"), str):
+            return PromptExtension(prompt=data["prompt"])
+        plan = data["plan"]
+        shots = tuple(str(shot) for shot in plan["shots"])
+        return PromptExtension(subject=str(plan["subject"]), shots=shots)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None

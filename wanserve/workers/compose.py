@@ -16,16 +16,20 @@ Progress spans the whole video: step k of n counts every pass's denoising steps.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-from wanserve.catalog import Kind
-from wanserve.engine.runner import Clip, Conditioning, EngineProgress, Runner
+from wanserve.engine.families import Kind, frames_at_least, frames_at_most
+from wanserve.engine.request import Clip, EngineProgress, Runner, Stage
 from wanserve.spec import SEED_MAX, GenerationSpec
+from wanserve.workers.inputs import Conditioning
+from wanserve.workers.translation import request_for
+
+# Shortest pass worth running (two latent frames); shares of a video never go below it.
+_MIN_PASS_FRAMES = 5
 
 
 @dataclass(frozen=True)
@@ -85,15 +89,15 @@ def _split(spec: GenerationSpec, shots: int, *, joined: bool = False) -> list[in
         return [spec.num_frames]
     target = spec.num_frames + (shots - 1 if joined else 0)
     share = target // shots
-    sizes = [max(5, (share - 1) // 4 * 4 + 1) for _ in range(shots - 1)]
+    sizes = [max(_MIN_PASS_FRAMES, frames_at_most(share)) for _ in range(shots - 1)]
     rest = target - sum(sizes)
-    sizes.append(max(5, math.ceil((rest - 1) / 4) * 4 + 1))
+    sizes.append(max(_MIN_PASS_FRAMES, frames_at_least(rest)))
     return sizes
 
 
 def _clip_frames(n: int) -> int:
-    """Round down to 4n+1 (what the Wan VAE decodes), at least 5 frames."""
-    return max(5, (n - 1) // 4 * 4 + 1)
+    """Round down to 4n+1 (what the Wan VAE decodes), at least `_MIN_PASS_FRAMES`."""
+    return max(_MIN_PASS_FRAMES, frames_at_most(n))
 
 
 def render(
@@ -117,9 +121,11 @@ def render(
         offset, final = done, index == len(passes) - 1
 
         def report(event: EngineProgress, offset: int = offset, final: bool = final) -> None:
-            if event.stage == "denoise":
-                on_progress(EngineProgress("denoise", offset + event.step, total))
-            elif final:  # earlier passes' decoding is part of the denoising span
+            if event.stage is Stage.DENOISE:
+                on_progress(EngineProgress(Stage.DENOISE, offset + event.step, total))
+            elif final:
+                # Earlier passes' decoding happens inside the denoising span of the whole
+                # video; reporting it as decoding would jump the bar ahead and then stall it.
                 on_progress(event)
 
         if p.continues:
@@ -128,7 +134,9 @@ def render(
         else:
             cond = conditioning
         clip = runner.run(
-            p.spec, conditioning=cond, on_progress=report, should_cancel=should_cancel
+            request_for(p.spec, conditioning=cond),
+            on_progress=report,
+            should_cancel=should_cancel,
         )
         frames = clip.frames[1:] if p.continues else clip.frames
         if video is None:

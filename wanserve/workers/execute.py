@@ -11,7 +11,6 @@ cancellation requests back from the store.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import tempfile
 import threading
@@ -19,33 +18,31 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
+from wanserve.engine.errors import Canceled, EngineError
 from wanserve.engine.prompt import PromptExtender, PromptJob, ShotPlan
-from wanserve.engine.runner import (
-    AudioDrivenVideo,
-    AudioGenerator,
-    EngineProgress,
-    GenerationCancelled,
-    Runner,
-)
+from wanserve.engine.request import AudioDrivenVideo, AudioGenerator, Runner
 from wanserve.errors import WanserveError
 from wanserve.media.audio import AudioClip, fit_audio
 from wanserve.media.video import EncodeSettings, encode_mp4, output_frames
 from wanserve.media.watermark import Watermark
 from wanserve.spec import GenerationSpec
 from wanserve.storage.base import FreeSpaceFloor, Storage, StorageError, os_errors
-from wanserve.tasks.models import Claim, Progress, TaskError, TaskResult, TaskStatus
+from wanserve.tasks.models import (
+    Claim,
+    PromptExtension,
+    TaskError,
+    TaskResult,
+    TaskStatus,
+)
 from wanserve.tasks.store import Control, TaskStore
 from wanserve.workers.compose import render, shot_count
 from wanserve.workers.inputs import ResolvedInputs
+from wanserve.workers.progress import ProgressReporter
+from wanserve.workers.translation import request_for, task_error
 
 log = logging.getLogger(__name__)
-
-# Overall percentage bands of each stage (denoising dominates on GPUs).
-_DENOISE = (2, 85)
-_DECODE = (85, 95)
-_PROGRESS_MIN_INTERVAL = 0.5  # seconds between progress writes within a stage
 
 
 class InputResolver(Protocol):
@@ -121,7 +118,7 @@ def execute(
 def _run(claim: Claim, ex: Execution, signals: _Signals) -> TaskStatus | None:
     task = claim.task
     started = time.monotonic()
-    reporter = _ProgressReporter(claim, ex.store, signals)
+    reporter = ProgressReporter(claim, ex.store, on_control=signals.update)
     try:
         if ex.free_space is not None:
             ex.free_space.check()
@@ -129,8 +126,7 @@ def _run(claim: Claim, ex: Execution, signals: _Signals) -> TaskStatus | None:
         spec, shots = _extend_prompt(claim, inputs, ex)
         if inputs.audio is not None and ex.audio_driven is not None:
             clip = ex.audio_driven.run(
-                spec,
-                conditioning=inputs.conditioning,
+                request_for(spec, conditioning=inputs.conditioning),
                 audio=inputs.audio,
                 on_progress=reporter,
                 should_cancel=signals.should_stop,
@@ -146,7 +142,7 @@ def _run(claim: Claim, ex: Execution, signals: _Signals) -> TaskStatus | None:
                 chain_shots=ex.chain_shots,
             )
         if signals.should_stop():
-            raise GenerationCancelled()
+            raise Canceled()
         audio = _soundtrack(spec, inputs, ex, signals)
         key = f"videos/{task.id}.mp4"
         # A full or read-only scratch directory is a storage failure like a full store.
@@ -189,20 +185,21 @@ def _run(claim: Claim, ex: Execution, signals: _Signals) -> TaskStatus | None:
         )
         if signals.should_stop():  # asked to cancel (or stop) while encoding: honour it
             ex.storage.delete(key)
-            raise GenerationCancelled()
+            raise Canceled()
         if ex.store.succeed(claim, result):
             log.info("task %s succeeded in %.1fs", task.id, time.monotonic() - started)
             return TaskStatus.SUCCEEDED
         ex.storage.delete(key)  # the claim was lost meanwhile; the new holder writes its own
         return None
-    except GenerationCancelled:
+    except Canceled:
         return _stopped(claim, ex, signals)
+    except EngineError as exc:
+        return _failed(claim, ex, task_error(exc, spec=task.spec))
     except StorageError as exc:  # the server's fault: the operator needs the detail
         log.error("task %s failed: %s: %s", task.id, exc.code, exc.detail)
         return _end(ex.store.fail(claim, TaskError(exc.code, exc.message)), TaskStatus.FAILED)
     except WanserveError as exc:
-        log.info("task %s failed: %s: %s", task.id, exc.code, exc.message)
-        return _end(ex.store.fail(claim, TaskError(exc.code, exc.message)), TaskStatus.FAILED)
+        return _failed(claim, ex, exc)
     except Exception:
         log.exception("task %s failed with an unexpected error", task.id)
         error = TaskError(
@@ -222,37 +219,26 @@ def _extend_prompt(
     spec = inputs.spec
     if not spec.prompt_extend or ex.extender is None:
         return spec, None
-    recorded = _recorded_extension(claim.task.extension)
+    recorded = claim.task.extension
     if recorded is None:
         recorded = _extension(spec, inputs, ex.extender)
-        ex.store.record_extension(claim, json.dumps(recorded, ensure_ascii=False))
-    plan = recorded.get("plan")
-    if isinstance(plan, dict):
-        return spec, ShotPlan(subject=str(plan["subject"]), shots=tuple(plan["shots"]))
-    return dataclasses.replace(spec, prompt=str(recorded["prompt"])), None
+        ex.store.record_extension(claim, recorded)
+    if recorded.prompt is None:
+        return spec, ShotPlan(subject=recorded.subject, shots=recorded.shots)
+    return dataclasses.replace(spec, prompt=recorded.prompt), None
 
 
 def _extension(
     spec: GenerationSpec, inputs: ResolvedInputs, extender: PromptExtender
-) -> dict[str, Any]:
+) -> PromptExtension:
     job = PromptJob(
         prompt=spec.prompt, kind=spec.kind, image=inputs.conditioning.image, seed=spec.seed
     )
     if spec.shot_type == "multi":
         plan = extender.plan_shots(job, shot_count(spec.duration))
         if plan is not None:
-            return {"plan": {"subject": plan.subject, "shots": list(plan.shots)}}
-    return {"prompt": extender.extend(job)}
-
-
-def _recorded_extension(text: str | None) -> dict[str, Any] | None:
-    if not text:
-        return None
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) and ("prompt" in data or "plan" in data) else None
+            return PromptExtension(subject=plan.subject, shots=plan.shots)
+    return PromptExtension(prompt=extender.extend(job))
 
 
 def _soundtrack(
@@ -267,7 +253,7 @@ def _soundtrack(
         track = ex.dubber.generate(
             spec.prompt, seconds=spec.duration, seed=spec.seed, should_cancel=signals.should_stop
         )
-    except GenerationCancelled:
+    except Canceled:
         raise
     except Exception:
         # The video is still good: deliver it silent, and `usage.audio` says so.
@@ -295,6 +281,11 @@ def _stopped(claim: Claim, ex: Execution, signals: _Signals) -> TaskStatus | Non
     return ex.store.release(claim)
 
 
+def _failed(claim: Claim, ex: Execution, exc: WanserveError) -> TaskStatus | None:
+    log.info("task %s failed: %s: %s", claim.task.id, exc.code, exc.message)
+    return _end(ex.store.fail(claim, TaskError(exc.code, exc.message)), TaskStatus.FAILED)
+
+
 def _end(written: bool, status: TaskStatus) -> TaskStatus | None:
     return status if written else None
 
@@ -313,42 +304,3 @@ def _heartbeat(claim: Claim, ex: Execution, signals: _Signals, stop: threading.E
             signals.update(ex.store.heartbeat(claim))
         except Exception:  # a transient database error must not kill the heartbeat
             log.warning("heartbeat for task %s failed", claim.task.id, exc_info=True)
-
-
-class _ProgressReporter:
-    """Turns engine events into `Progress` rows, throttled, and picks up cancel requests."""
-
-    def __init__(self, claim: Claim, store: TaskStore, signals: _Signals) -> None:
-        self._claim = claim
-        self._store = store
-        self._signals = signals
-        self._denoise_step = 0
-        self._denoise_total = claim.task.spec.steps
-        self._percent = 0
-        self._last_write = 0.0
-        self._last_stage = ""
-
-    def __call__(self, event: EngineProgress) -> None:
-        lo, hi = _DENOISE if event.stage == "denoise" else _DECODE
-        if event.stage == "denoise":
-            # Steps count across every pass of a chained or multi-shot video.
-            self._denoise_step, self._denoise_total = event.step, event.total
-        # Never backwards, whatever order the stages report in.
-        percent = max(self._percent, lo + (hi - lo) * event.step // max(1, event.total))
-        self._percent = percent
-        now = time.monotonic()
-        final = event.step == event.total
-        if (
-            event.stage == self._last_stage
-            and not final
-            and now - self._last_write < _PROGRESS_MIN_INTERVAL
-        ):
-            return
-        self._last_stage, self._last_write = event.stage, now
-        progress = Progress(
-            step=self._denoise_step, total_steps=self._denoise_total, percent=percent
-        )
-        try:
-            self._signals.update(self._store.report_progress(self._claim, progress))
-        except Exception:
-            log.warning("progress write for task %s failed", self._claim.task.id, exc_info=True)

@@ -12,13 +12,12 @@ from typing import Protocol
 
 from PIL import Image
 
-from wanserve.engine.runner import Conditioning
 from wanserve.errors import InvalidURL
 from wanserve.media.audio import AudioClip, AudioLimits, decode_audio
 from wanserve.media.datauri import parse_data_uri
 from wanserve.media.fetch import Fetched
 from wanserve.media.image import ImageLimits, decode_image, fit
-from wanserve.spec import GenerationSpec, MediaRef
+from wanserve.spec import GenerationSpec, MediaRef, MediaScheme
 
 
 class Fetcher(Protocol):
@@ -27,6 +26,15 @@ class Fetcher(Protocol):
 
 class UploadReader(Protocol):
     def open(self, url: str, *, field: str, max_bytes: int, owner: str) -> tuple[str, bytes]: ...
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """Input images resolved by the worker (decoded, fitted to the denoising size), which
+    `translation.request_for` hands to the engine."""
+
+    image: Image.Image | None = None
+    last_image: Image.Image | None = None
 
 
 @dataclass(frozen=True)
@@ -73,13 +81,13 @@ class MediaResolver:
         return decode_image(data, field=ref.field, limits=self._image_limits)
 
     def _bytes(self, ref: MediaRef, kind: str, max_bytes: int, owner: str) -> bytes:
-        scheme = ref.url.split(":", 1)[0]  # lower case: the spec normalised it
-        if scheme == "data":
+        scheme = ref.scheme
+        if scheme is MediaScheme.DATA:
             return parse_data_uri(ref.url, field=ref.field, max_bytes=max_bytes)[1]
-        if scheme in ("http", "https") and self._fetcher is not None:
+        if scheme.is_web and self._fetcher is not None:
             return self._fetcher.fetch(
                 ref.url, field=ref.field, kind=kind, max_bytes=max_bytes
             ).data
-        if scheme == "oss" and self._uploads is not None:
+        if scheme is MediaScheme.OSS and self._uploads is not None:
             return self._uploads.open(ref.url, field=ref.field, max_bytes=max_bytes, owner=owner)[1]
-        raise InvalidURL(f"{ref.field}: {scheme} references cannot be read by this server.")
+        raise InvalidURL(f"{ref.field}: {scheme.value} references cannot be read by this server.")

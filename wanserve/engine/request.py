@@ -1,0 +1,149 @@
+"""What the engine accepts and returns: `GenerationRequest`, progress events, `Clip`, and the
+seams (`Runner`, `AudioGenerator`, `AudioDrivenVideo`) with the engine's settings.
+
+A torch-free leaf: an API-only process may import it (the composition roots name these types)
+without loading torch. It speaks the engine's vocabulary only: pixels, frames, steps, seeds,
+prompts and conditioning images. No DashScope model names, tiers, durations, output sizes or
+error codes: `wanserve.workers.translation` builds requests from a task's `GenerationSpec`
+and maps `wanserve.engine.errors` back to DashScope codes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+from wanserve.engine.errors import BadInput
+from wanserve.engine.families import FAMILIES, Family, Kind, is_valid_frame_count
+from wanserve.media.audio import AudioClip
+
+Frames = NDArray[np.uint8]  # (frames, height, width, 3), RGB
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerationRequest:
+    """One denoising pass on one checkpoint. Sizes are what is denoised (multiples of the
+    family's `size_multiple`); scaling to the size a client asked for is the media layer's
+    job. Invalid combinations raise `BadInput` at construction, before any model is touched."""
+
+    checkpoint: str  # a diffusers-format directory or hub id
+    family: Family
+    kind: Kind
+    width: int
+    height: int
+    num_frames: int  # 4n+1, at the family's native frame rate
+    steps: int
+    guidance_scale: float
+    seed: int
+    prompt: str
+    negative_prompt: str
+    guidance_scale_2: float | None = None  # the second expert's (Wan2.2 A14B)
+    flow_shift: float | None = None  # None: the checkpoint scheduler's own
+    first_frame: Image.Image | None = None  # image- and key-frame-to-video
+    last_frame: Image.Image | None = None  # key-frame-to-video
+
+    def __post_init__(self) -> None:
+        profile = FAMILIES[self.family]
+        if self.kind not in profile.kinds:
+            raise BadInput(f"a {self.family.value} checkpoint cannot run {self.kind.value}")
+        multiple = profile.size_multiple
+        if self.width <= 0 or self.height <= 0 or self.width % multiple or self.height % multiple:
+            raise BadInput(
+                f"{self.width}x{self.height} is not a size {self.family.value} can denoise "
+                f"(both sides positive multiples of {multiple})"
+            )
+        if not is_valid_frame_count(self.num_frames):
+            raise BadInput(f"{self.num_frames} frames is not 4n+1")
+        if self.steps < 1:
+            raise BadInput("at least one denoising step is needed")
+        if (self.kind is Kind.TEXT_TO_VIDEO) != (self.first_frame is None):
+            raise BadInput(
+                f"{self.kind.value} needs a first frame"
+                if self.first_frame is None
+                else "text-to-video takes no first frame"
+            )
+        if (self.kind is Kind.KEYFRAMES_TO_VIDEO) != (self.last_frame is not None):
+            raise BadInput("a last frame is needed for key frames, and taken by nothing else")
+
+    @property
+    def fps(self) -> int:
+        """The frame rate the checkpoint generates at."""
+        return FAMILIES[self.family].native_fps
+
+
+class Stage(StrEnum):
+    DENOISE = "denoise"  # one event per denoising step
+    DECODE = "decode"  # one event per decoded VAE chunk (latent frame, or tile of one)
+
+
+@dataclass(frozen=True)
+class EngineProgress:
+    """Step `step` of `total` of `stage` is done."""
+
+    stage: Stage
+    step: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Clip:
+    frames: Frames
+    fps: int
+
+
+ProgressFn = Callable[[EngineProgress], None]
+CancelFn = Callable[[], bool]
+
+
+class Runner(Protocol):
+    def run(
+        self, request: GenerationRequest, *, on_progress: ProgressFn, should_cancel: CancelFn
+    ) -> Clip:
+        """Frames of `request` at its denoising size and native fps. Reports progress after
+        every denoising step and decoded chunk, polls `should_cancel` before each (raising
+        `Canceled`), and raises only `EngineError`s on purpose."""
+
+
+class AudioGenerator(Protocol):
+    """Makes a sound track for a video from its prompt (automatic dubbing)."""
+
+    def generate(
+        self, prompt: str, *, seconds: float, seed: int, should_cancel: CancelFn
+    ) -> AudioClip: ...
+
+
+class AudioDrivenVideo(Protocol):
+    """A model that makes the video from a sound track too (lip and rhythm sync, e.g.
+    Wan2.2-S2V). None is configured today; see docs/models.md."""
+
+    def run(
+        self,
+        request: GenerationRequest,
+        *,
+        audio: AudioClip,
+        on_progress: ProgressFn,
+        should_cancel: CancelFn,
+    ) -> Clip: ...
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    weights: str  # "auto" | "dummy"
+    device: str  # "auto" | "cpu" | "cuda[:N]"
+    dummy_root: Path
+    hf_cache_dir: Path | None = None
+    allow_download: bool = True
+    dtype: str = "auto"  # "auto" (bf16 on CUDA, fp32 on CPU) | "bfloat16" | "float16" | "float32"
+    text_encoder_device: str = "auto"  # "auto" (with the transformer) | "cpu"
+    cpu_offload: bool = False  # diffusers model CPU offload (CUDA only)
+    vae_tiling: bool = False
+    # Device memory resident checkpoints may use; None: 90% of the GPU's memory, or no limit
+    # on a CPU.
+    memory_budget_bytes: int | None = None

@@ -1,0 +1,68 @@
+"""Engine progress events -> the task's `Progress` row: one overall percentage that never goes
+backwards, throttled so a fast GPU does not write a row per step.
+
+    0 .. 2     claimed, inputs resolved
+    2 .. 85    denoising, every pass of a chained or multi-shot video (step k of n)
+    85 .. 95   decoding the final pass, one event per decoded VAE chunk
+    95 .. 100  scaling, encoding and storing (100 is written when the task succeeds)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from wanserve.engine.request import EngineProgress, Stage
+from wanserve.tasks.models import Claim, Progress
+from wanserve.tasks.store import Control, TaskStore
+
+log = logging.getLogger(__name__)
+
+BANDS: dict[Stage, tuple[int, int]] = {Stage.DENOISE: (2, 85), Stage.DECODE: (85, 95)}
+MIN_INTERVAL = 0.5  # seconds between progress writes within a stage
+
+
+class ProgressReporter:
+    """Turns engine events into `Progress` rows, throttled, and passes what the store says
+    back to `on_control` (cancel requests, a lost claim). The first event of each stage and
+    the last of each stage are always written; `clock` is injectable for tests."""
+
+    def __init__(
+        self,
+        claim: Claim,
+        store: TaskStore,
+        *,
+        on_control: Callable[[Control], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._claim = claim
+        self._store = store
+        self._on_control = on_control
+        self._clock = clock
+        self._denoise_step = 0
+        self._denoise_total = claim.task.spec.steps
+        self._percent = 0
+        self._last_write = 0.0
+        self._last_stage: Stage | None = None
+
+    def __call__(self, event: EngineProgress) -> None:
+        lo, hi = BANDS[event.stage]
+        if event.stage is Stage.DENOISE:
+            # Steps count across every pass of a chained or multi-shot video.
+            self._denoise_step, self._denoise_total = event.step, event.total
+        # Never backwards, whatever order the stages report in.
+        percent = max(self._percent, lo + (hi - lo) * event.step // max(1, event.total))
+        self._percent = percent
+        now = self._clock()
+        final = event.step == event.total
+        if event.stage == self._last_stage and not final and now - self._last_write < MIN_INTERVAL:
+            return
+        self._last_stage, self._last_write = event.stage, now
+        progress = Progress(
+            step=self._denoise_step, total_steps=self._denoise_total, percent=percent
+        )
+        try:
+            self._on_control(self._store.report_progress(self._claim, progress))
+        except Exception:
+            log.warning("progress write for task %s failed", self._claim.task.id, exc_info=True)
