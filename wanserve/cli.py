@@ -209,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from wanserve.compose.api import uvicorn_config
     from wanserve.compose.shared import ProcessKind, StartupError, check_process_model
 
     _logging(settings)
@@ -219,7 +220,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     except StartupError as exc:
         return _config_error(exc)
     if kind is ProcessKind.API:
-        from wanserve.compose.api import create_api_only, uvicorn_config
+        from wanserve.compose.api import create_api_only
         from wanserve.compose.shared import build_shared
 
         try:
