@@ -96,7 +96,6 @@ def consume(
     models: Sequence[str],
     worker_id: str,
     shutdown: Shutdown,
-    install_signals: bool = True,
 ) -> int:
     """Run a Celery worker (solo pool) on the models' queues until shut down; the exit code.
 
@@ -114,8 +113,7 @@ def consume(
     worker_state.should_stop = None
     worker_state.should_terminate = None
     shutdown.add_on_first(_stop_consuming)
-    if install_signals:
-        shutdown.install()
+    shutdown.install()
     worker: Any = app.WorkController(
         hostname=f"wanserve@{worker_id}",
         pool="solo",
