@@ -18,11 +18,11 @@ $(BIN)/python:
 # torch first: anything that depends on it then finds it installed and pulls no CUDA build.
 $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/pip install "$(TORCH)"
-	$(BIN)/pip install -c constraints.txt -e .
+	$(BIN)/pip install -c constraints.txt -e ".[engine]"
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install -c constraints.txt -e ".[test]"
+	$(BIN)/pip install -c constraints.txt -e ".[engine,test]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from wanserve.app import Components, build_components, create_app
+from wanserve.compose.embedded import Components, build_components, create_app
 from wanserve.config import Settings
 from wanserve.engine.errors import Canceled
 from wanserve.engine.request import (

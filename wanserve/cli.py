@@ -1,4 +1,4 @@
-"""The `wanserve` command: serve, manage API keys, inspect models, migrate the database.
+"""The `wanserve` command: serve, run a worker, manage API keys, inspect models, migrate.
 
 Every option can also come from the environment as WANSERVE_<NAME> (for example
 WANSERVE_DATA_DIR, WANSERVE_WEIGHTS); an option given on the command line wins.
@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pydantic import ValidationError
 
 from wanserve import __version__
-from wanserve.config import Settings, WeightsMode
+from wanserve.config import Role, Settings, WeightsMode
 
 
 def _store_options(p: argparse.ArgumentParser) -> None:
@@ -29,6 +29,65 @@ def _store_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _engine_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--weights",
+        choices=[m.value for m in WeightsMode],
+        help="auto: real checkpoints (local directory or hub id); dummy: tiny random "
+        "models of the real architectures, built offline [default auto]",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        help="denoising steps for every model [default: each "
+        "family's official count; 4 with --weights dummy]",
+    )
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N [default auto]")
+    p.add_argument(
+        "--dtype",
+        choices=["auto", "bfloat16", "float16", "float32"],
+        help="transformer precision [default auto: bf16 on CUDA, fp32 on CPU]",
+    )
+    p.add_argument(
+        "--text-encoder-device", choices=["auto", "cpu"], help="cpu keeps UMT5 off the GPU"
+    )
+    p.add_argument(
+        "--cpu-offload",
+        action=argparse.BooleanOptionalAction,
+        help="move each model to the GPU only while it runs (small GPUs)",
+    )
+    p.add_argument(
+        "--vae-tiling", action=argparse.BooleanOptionalAction, help="decode the VAE in tiles"
+    )
+    p.add_argument(
+        "--model-memory-gib",
+        type=float,
+        help="memory budget for resident checkpoints; least recently used ones are unloaded",
+    )
+
+
+def _broker_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--broker-url",
+        help="Celery broker, redis://host:6379/0 or amqp://user:pass@host// (needs the "
+        "[celery] extra); unset: workers claim tasks straight from the database "
+        "[env WANSERVE_BROKER_URL]",
+    )
+
+
+def _shutdown_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--shutdown-grace-seconds",
+        type=float,
+        help="on SIGTERM, wait this long for the running task to reach its next step and go "
+        "back to the queue (a second signal exits at once) [default 30]",
+    )
+
+
+def _models_list(value: str) -> list[str]:
+    return [m.strip() for m in value.split(",") if m.strip()]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wanserve",
@@ -40,58 +99,59 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser(
         "serve",
-        help="run the API server with its in-process workers",
+        help="run the API server (with in-process workers unless --workers 0 / --role api)",
         argument_default=argparse.SUPPRESS,
     )
     serve.add_argument("--host", help="interface to bind [default 127.0.0.1]")
     serve.add_argument("--port", type=int, help="port to bind [default 8000]")
     _store_options(serve)
+    _engine_options(serve)
     serve.add_argument(
-        "--weights",
-        choices=[m.value for m in WeightsMode],
-        help="auto: real checkpoints (local directory or hub id); dummy: tiny random "
-        "models of the real architectures, built offline [default auto]",
-    )
-    serve.add_argument(
-        "--steps",
+        "--workers",
         type=int,
-        help="denoising steps for every model [default: each "
-        "family's official count; 4 with --weights dummy]",
+        help="generation threads in this process [default 1; 0 = API only, like --role api]",
     )
-    serve.add_argument("--device", help="auto, cpu, cuda or cuda:N [default auto]")
     serve.add_argument(
-        "--workers", type=int, help="generation threads in this process [default 1; 0 = API only]"
+        "--role",
+        choices=[r.value for r in Role],
+        help="embedded: API and generation in this process; api: HTTP only, tasks run in "
+        "`wanserve worker` processes [default embedded]",
     )
+    _broker_option(serve)
     serve.add_argument(
         "--public-url", help="base URL clients use to reach this server, for video_url links"
     )
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    serve.add_argument(
-        "--dtype",
-        choices=["auto", "bfloat16", "float16", "float32"],
-        help="transformer precision [default auto: bf16 on CUDA, fp32 on CPU]",
-    )
-    serve.add_argument(
-        "--text-encoder-device", choices=["auto", "cpu"], help="cpu keeps UMT5 off the GPU"
-    )
-    serve.add_argument(
-        "--cpu-offload",
-        action=argparse.BooleanOptionalAction,
-        help="move each model to the GPU only while it runs (small GPUs)",
-    )
-    serve.add_argument(
-        "--vae-tiling", action=argparse.BooleanOptionalAction, help="decode the VAE in tiles"
-    )
-    serve.add_argument(
-        "--model-memory-gib",
-        type=float,
-        help="memory budget for resident checkpoints; least recently used ones are unloaded",
-    )
+    _shutdown_option(serve)
     serve.add_argument(
         "--cancel-running",
         action=argparse.BooleanOptionalAction,
         help="let cancel stop RUNNING tasks, not only PENDING ones [default on]",
     )
+
+    worker = sub.add_parser(
+        "worker",
+        help="run a generation worker: load models, claim and run their tasks",
+        description="A generation worker for an API started with --workers 0: loads the "
+        "models it serves at start, then claims their tasks (from the broker's per-model "
+        "queues with --broker-url, else straight from the database), one at a time. SIGTERM "
+        "stops the running task at its next step and hands it back to the queue; a second "
+        "signal exits at once.",
+        argument_default=argparse.SUPPRESS,
+    )
+    worker.add_argument(
+        "--models",
+        dest="worker_models",
+        type=_models_list,
+        metavar="MODEL[,MODEL...]",
+        help="models to serve, e.g. wan2.1-t2v-turbo,wan2.2-i2v-plus "
+        "[env WANSERVE_WORKER_MODELS as a JSON list; default: every model]",
+    )
+    _store_options(worker)
+    _engine_options(worker)
+    _broker_option(worker)
+    worker.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    _shutdown_option(worker)
 
     keys = sub.add_parser("keys", help="create, list and revoke API keys")
     key_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
@@ -166,32 +226,79 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from wanserve.app import create_app
+    from wanserve.compose.api import uvicorn_config
+    from wanserve.compose.shared import ProcessKind, StartupError, check_process_model
 
+    _logging(settings)
+    log = logging.getLogger("wanserve")
+    kind = ProcessKind.API if settings.api_only else ProcessKind.EMBEDDED
+    try:
+        check_process_model(settings, kind=kind)
+    except StartupError as exc:
+        return _config_error(exc)
+    if kind is ProcessKind.API:
+        from wanserve.compose.api import create_api_only
+        from wanserve.compose.shared import build_shared
+
+        try:
+            app = create_api_only(build_shared(settings))
+        except ImportError as exc:  # broker_url without the [celery] extra
+            return _config_error(exc)
+        log.warning(
+            "API only: this process runs no generation; tasks wait for `wanserve worker` "
+            "processes, which take them %s",
+            "from the broker" if settings.broker else "from the task table",
+        )
+        uvicorn.Server(uvicorn_config(settings, app)).run()
+        return 0
+
+    from wanserve.compose.embedded import SignalledServer, build_components, create_app
+    from wanserve.workers.shutdown import Shutdown
+
+    _warn_dummy(settings)
+    try:
+        components = build_components(settings)
+    except ValueError as exc:  # settings the machine cannot honour, e.g. cpu_offload on a CPU
+        return _config_error(exc)
+    app = create_app(settings, components=components)
+    shutdown = Shutdown(stopping=components.stopping, hand_back=components.job.hand_back)
+    SignalledServer(uvicorn_config(settings, app), shutdown=shutdown).run()
+    return 0
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from wanserve.compose.shared import StartupError
+    from wanserve.compose.worker import run_worker
+
+    _logging(settings)
+    _warn_dummy(settings)
+    try:
+        return run_worker(settings)
+    except (StartupError, ImportError) as exc:
+        return _config_error(exc)
+    except ValueError as exc:  # unknown model names, settings the machine cannot honour
+        return _config_error(exc)
+
+
+def _logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+def _warn_dummy(settings: Settings) -> None:
     if settings.weights is WeightsMode.DUMMY:
         logging.getLogger("wanserve").warning(
             "dummy weights: every model runs tiny random components (videos are noise), "
             "sampling with %d steps",
             settings.effective_steps,
         )
-    try:
-        app = create_app(settings)
-    except ValueError as exc:  # settings the machine cannot honour, e.g. cpu_offload on a CPU
-        print(f"wanserve: invalid configuration: {exc}", file=sys.stderr)  # noqa: T201
-        return 2
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=False,  # the app logs requests itself, without query strings
-        timeout_graceful_shutdown=60,
-    )
-    return 0
+
+
+def _config_error(exc: Exception) -> int:
+    print(f"wanserve: invalid configuration: {exc}", file=sys.stderr)  # noqa: T201
+    return 2
 
 
 def _keys(args: argparse.Namespace, settings: Settings) -> int:
@@ -321,6 +428,7 @@ def _table(rows: Sequence[Sequence[str]]) -> str:
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "serve": _serve,
+    "worker": _worker,
     "keys": _keys,
     "models": _models,
     "usage": _usage,

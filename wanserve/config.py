@@ -25,6 +25,11 @@ class WeightsMode(StrEnum):
     DUMMY = "dummy"  # tiny random components of the real architectures, built offline
 
 
+class Role(StrEnum):
+    EMBEDDED = "embedded"  # API and generation workers in one process
+    API = "api"  # HTTP only; `wanserve worker` processes run the generations
+
+
 class Settings(BaseSettings):
     # Errors never echo input values: they may hold secrets (keys, database passwords).
     model_config = SettingsConfigDict(
@@ -82,6 +87,33 @@ class Settings(BaseSettings):
         default=True, description="let auto mode fetch hub checkpoints missing from the cache"
     )
     workers: int = Field(default=1, ge=0, le=16, description="in-process generation threads")
+
+    # Process model (docs/architecture.md): embedded, or API replicas plus `wanserve worker`s.
+    role: Role = Field(
+        default=Role.EMBEDDED,
+        description="embedded: API + workers in one process; api: HTTP only (same as workers=0)",
+    )
+    broker_url: SecretStr | None = Field(
+        default=None,
+        description="Celery broker (redis://... or amqp://...): task ids travel through it, one "
+        "queue per model; unset: workers claim straight from the task table",
+    )
+    worker_models: list[str] = Field(
+        default_factory=list,
+        description="models a `wanserve worker` serves, loads at start and takes tasks for "
+        "(default: every model in the catalogue)",
+    )
+    broker_restore_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="how often a live worker puts back messages a dead worker held (Redis)",
+    )
+    shutdown_grace_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="on SIGTERM, how long to wait for the running task to reach its next step "
+        "and be handed back before exiting anyway",
+    )
 
     # Prompt extension (prompt_extend, multi-shot planning).
     prompt_extender: str = Field(
@@ -218,7 +250,20 @@ class Settings(BaseSettings):
             raise ValueError("prompt_extender=openai needs prompt_extender_url")
         if self.prompt_extender == "local" and self.prompt_extender_path is None:
             raise ValueError("prompt_extender=local needs prompt_extender_path")
+        if self.broker_url is not None and not self.broker_url.get_secret_value().startswith(
+            ("redis://", "rediss://", "amqp://", "amqps://", "pyamqp://")
+        ):
+            raise ValueError("broker_url must be a redis://, rediss:// or amqp:// URL")
         return self
+
+    @property
+    def api_only(self) -> bool:
+        """This server runs no generation: `wanserve worker` processes do."""
+        return self.role is Role.API or self.workers == 0
+
+    @property
+    def broker(self) -> str | None:
+        return self.broker_url.get_secret_value() if self.broker_url is not None else None
 
     @property
     def effective_dubbing_steps(self) -> int:

@@ -8,8 +8,8 @@ import hashlib
 from pathlib import Path
 
 from tests.conftest import make_settings
-from wanserve.app import build_components
 from wanserve.catalog import Catalog
+from wanserve.compose.embedded import build_components
 from wanserve.engine.request import EngineConfig
 from wanserve.engine.runner import build_runner
 from wanserve.spec import SynthesisRequest, build_spec

@@ -1,12 +1,21 @@
-"""Housekeeping: hand back tasks whose worker died, and purge expired tasks and their videos."""
+"""Housekeeping: hand back tasks whose worker died, and purge expired tasks and their videos.
+
+Every API process runs a janitor, but a sweep runs in one place at a time: `exclusive` is a
+PostgreSQL advisory lock shared by all replicas. A task it hands back to PENDING is sent to the
+dispatcher again: with a broker, the dead worker's message may be gone (or come back only
+after the visibility timeout), and a PENDING row no message points to would never run.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import timedelta
 
 from wanserve.storage.base import Storage
+from wanserve.tasks.dispatch import Dispatcher
 from wanserve.tasks.store import TaskStore
 from wanserve.uploads import UploadService
 
@@ -22,8 +31,12 @@ class Janitor:
         interval_seconds: float,
         stale_after: timedelta,
         max_attempts: int,
+        dispatcher: Dispatcher,
         uploads: UploadService | None = None,
+        exclusive: Callable[[], AbstractContextManager[bool]] = lambda: nullcontext(True),
     ) -> None:
+        self._dispatcher = dispatcher
+        self._exclusive = exclusive
         self._uploads = uploads
         self._store = store
         self._storage = storage
@@ -33,10 +46,20 @@ class Janitor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def run_once(self) -> None:
+    def run_once(self) -> bool:
+        """One sweep; False if another process holds the sweep lock and does it instead."""
+        with self._exclusive() as mine:
+            if not mine:
+                return False
+            self._sweep()
+            return True
+
+    def _sweep(self) -> None:
         report = self._store.reap(stale_after=self._stale_after, max_attempts=self._max_attempts)
         for task_id in report.requeued:
             log.warning("task %s: its worker stopped responding; queued again", task_id)
+            if (task := self._store.get(task_id)) is not None:
+                self._dispatcher.submit(task_id, model=task.model)
         for task_id in report.canceled:
             log.info("task %s: its worker stopped while a cancel was pending; canceled", task_id)
         for task_id in report.failed:

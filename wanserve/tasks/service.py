@@ -19,10 +19,10 @@ from wanserve.spec import (
     build_spec,
     resolve_card,
 )
+from wanserve.tasks.dispatch import Dispatcher
 from wanserve.tasks.models import Task, TaskPage, TaskQuery, TaskStatus
 from wanserve.tasks.store import Quota, QuotaExceeded, TaskStore
 from wanserve.uploads import UploadService
-from wanserve.workers.base import Dispatcher
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,180 @@
+"""Celery dispatch against a real broker (a private redis-server) and real worker processes
+(`tests.worker_process`: `run_worker` with a slow fake at the engine seam), with the API
+in-process on a real PostgreSQL database."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from tests.conftest import make_settings
+from tests.redis_server import RedisServer
+from tests.worker_process import WorkerProcess
+from wanserve.compose.api import create_api_only
+from wanserve.compose.shared import Shared, build_shared
+from wanserve.config import Settings
+from wanserve.workers.celery import CeleryDispatcher, queue_for
+
+pytestmark = pytest.mark.postgres
+
+A, B = "wan2.1-t2v-turbo", "wan2.2-t2v-plus"
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    if shutil.which("redis-server") is None and not os.environ.get("CI"):
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+class Fleet:
+    """An API-only app (TestClient) on PostgreSQL + Redis, and worker processes beside it."""
+
+    def __init__(self, settings: Settings, shared: Shared, tmp: Path) -> None:
+        self.settings = settings
+        self.shared = shared
+        self.tmp = tmp
+        self.client = TestClient(create_api_only(shared))
+        self.client.__enter__()
+        _, self.key = shared.keys.create("fleet")
+        self.workers: list[WorkerProcess] = []
+
+    def worker(self, *models: str, step_seconds: float = 0.02) -> WorkerProcess:
+        s = self.settings
+        env = {
+            "WANSERVE_DATA_DIR": str(s.data_dir),
+            "WANSERVE_DATABASE_URL": s.effective_database_url,
+            "WANSERVE_BROKER_URL": s.broker or "",
+            "WANSERVE_SECRET_KEY": "test-secret-key-0123456789",
+            "WANSERVE_WEIGHTS": "dummy",
+            "WANSERVE_STEPS": "8",
+            "WANSERVE_WORKER_MODELS": '["' + '","'.join(models) + '"]',
+            "WANSERVE_HEARTBEAT_SECONDS": "0.2",
+            "WANSERVE_HEARTBEAT_TIMEOUT_SECONDS": "1",
+            "WANSERVE_TASK_TIMEOUT_SECONDS": "60",
+            "WANSERVE_X264_PRESET": "ultrafast",
+            "TEST_STEP_SECONDS": str(step_seconds),
+        }
+        proc = WorkerProcess(self.tmp / f"worker-{len(self.workers)}.log", env=env).start()
+        self.workers.append(proc)
+        return proc
+
+    def create(self, model: str) -> str:
+        res = self.client.post(
+            "/api/v1/services/aigc/video-generation/video-synthesis",
+            json={"model": model, "input": {"prompt": "a fox"}},
+            headers={"Authorization": f"Bearer {self.key}", "X-DashScope-Async": "enable"},
+        )
+        assert res.status_code == 200, res.text
+        task_id: str = res.json()["output"]["task_id"]
+        return task_id
+
+    def row(self, task_id: str) -> Any:
+        with self.shared.db.connect() as conn:
+            return conn.execute(
+                text("SELECT status, attempts, worker_id FROM tasks WHERE id = :id"),
+                {"id": task_id},
+            ).one()
+
+    def wait(self, task_id: str, status: str, *, timeout: float = 60) -> Any:
+        deadline = time.monotonic() + timeout
+        while (row := self.row(task_id)).status != status:
+            assert time.monotonic() < deadline, (row, [w.text()[-2000:] for w in self.workers])
+            time.sleep(0.05)
+        return row
+
+    def close(self) -> None:
+        for w in self.workers:
+            w.stop()
+        self.client.__exit__(None, None, None)
+        self.shared.db.dispose()
+
+
+@pytest.fixture
+def fleet_factory(
+    tmp_path: Path, postgres_url: str, broker: RedisServer
+) -> Iterator[Callable[[], Fleet]]:
+    broker.flush()
+    fleets: list[Fleet] = []
+
+    def factory() -> Fleet:
+        settings = make_settings(
+            tmp_path / "data",
+            role="api",
+            database_url=postgres_url,
+            broker_url=broker.url,
+            heartbeat_seconds=0.2,
+            heartbeat_timeout_seconds=1.0,
+            janitor_interval_seconds=0.2,
+            task_timeout_seconds=60,
+        )
+        fleet = Fleet(settings, build_shared(settings), tmp_path)
+        fleets.append(fleet)
+        return fleet
+
+    yield factory
+    for fleet in fleets:
+        fleet.close()
+
+
+def test_routing_duplicates_and_cancels(
+    fleet_factory: Callable[[], Fleet], broker: RedisServer
+) -> None:
+    fleet = fleet_factory()
+    wa, wb = fleet.worker(A), fleet.worker(B)
+
+    # Each model's task reaches only the worker that serves it.
+    ta, tb = fleet.create(A), fleet.create(B)
+    row_a, row_b = fleet.wait(ta, "SUCCEEDED"), fleet.wait(tb, "SUCCEEDED")
+    assert f":{wa.pid}:" in row_a.worker_id and f":{wb.pid}:" in row_b.worker_id
+
+    dispatcher = CeleryDispatcher(fleet.settings)
+    # A duplicate delivery of a finished task claims nothing and runs nothing.
+    dispatcher.submit(ta, model=A)
+    # A task canceled before its message is delivered never runs.
+    tc = fleet.create(B)  # queued behind nothing, but we cancel it at once...
+    canceled = fleet.shared.store.cancel_pending(tc)
+    # ...and whether or not worker B got there first, a second message changes nothing.
+    dispatcher.submit(tc, model=B)
+    # FIFO per queue and one message at a time per worker: once a later task on each queue
+    # has finished, the duplicate and the canceled task's messages have been consumed.
+    after_a, after_b = fleet.create(A), fleet.create(B)
+    fleet.wait(after_a, "SUCCEEDED")
+    fleet.wait(after_b, "SUCCEEDED")
+    assert fleet.row(ta).attempts == 1
+    if canceled:
+        assert tuple(fleet.row(tc)[:2]) == ("CANCELED", 0)
+    else:  # worker B claimed it in the instant before the cancel: it ran once
+        assert fleet.row(tc).attempts == 1
+    r = redis.Redis.from_url(broker.url)
+    assert r.llen(queue_for(A)) == 0 and r.llen(queue_for(B)) == 0
+    dispatcher.close()
+
+
+def test_sigkill_of_a_worker_mid_task_reruns_elsewhere(fleet_factory: Callable[[], Fleet]) -> None:
+    fleet = fleet_factory()
+    # 8 steps of 0.5 s: time to catch the task mid-run.
+    first = fleet.worker(A, step_seconds=0.5)
+    task_id = fleet.create(A)
+    row = fleet.wait(task_id, "RUNNING")
+    assert f":{first.pid}:" in row.worker_id
+    second = fleet.worker(A, step_seconds=0.02)
+    killed = time.monotonic()
+    first.signal(signal.SIGKILL)
+    first.wait(10)
+    # The API's reaper sees the heartbeat stop, requeues the row and sends the id again.
+    row = fleet.wait(task_id, "SUCCEEDED", timeout=60)
+    print(f"SIGKILL -> SUCCEEDED on the other worker {time.monotonic() - killed:.1f} s later")
+    assert f":{second.pid}:" in row.worker_id and row.attempts == 2

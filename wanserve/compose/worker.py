@@ -1,0 +1,225 @@
+"""The worker composition root: runner, job body and consumer of a generating process.
+
+`build_execution` is shared by the embedded server's threads and by `wanserve worker`;
+`run_worker` is the whole `wanserve worker` process: load the served models, consume task ids
+(from the broker, or straight from the table), and stop gracefully on SIGTERM. Everything that
+loads torch is reached from here, never from the API root.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from wanserve.catalog import Catalog
+from wanserve.compose.shared import ProcessKind, Shared, build_shared, check_process_model
+from wanserve.config import Settings
+from wanserve.engine.prompt import (
+    ChatBackend,
+    ChatPromptExtender,
+    LocalChat,
+    OpenAIChat,
+    PromptExtender,
+)
+from wanserve.engine.request import AudioDrivenVideo, AudioGenerator, EngineConfig, Runner
+from wanserve.engine.runner import PipelineRunner, build_runner
+from wanserve.media.audio import AudioLimits
+from wanserve.media.fetch import FetchPolicy, SafeFetcher
+from wanserve.media.image import ImageLimits
+from wanserve.media.video import EncodeSettings
+from wanserve.tasks.dispatch import Dispatcher, TablePoll
+from wanserve.workers.execute import Execution, InputResolver
+from wanserve.workers.inputs import MediaResolver
+from wanserve.workers.job import Job
+from wanserve.workers.loop import WorkerLoop
+from wanserve.workers.shutdown import Shutdown
+
+log = logging.getLogger(__name__)
+
+
+def build_execution(
+    shared: Shared,
+    *,
+    runner: Runner | None = None,
+    inputs: InputResolver | None = None,
+    audio_driven: AudioDrivenVideo | None = None,
+) -> Execution:
+    settings = shared.settings
+    (settings.data_dir / "tmp").mkdir(parents=True, exist_ok=True)
+    engine_config = build_engine_config(settings)
+    if runner is None:
+        runner = build_runner(engine_config)
+    fetcher = SafeFetcher(
+        FetchPolicy(
+            allow_private=settings.fetch_allow_private,
+            allowed_hosts=frozenset(h.lower() for h in settings.fetch_allowed_hosts),
+            connect_timeout=settings.fetch_connect_timeout,
+            read_timeout=settings.fetch_read_timeout,
+            total_timeout=settings.fetch_total_timeout,
+            max_redirects=settings.fetch_max_redirects,
+        )
+    )
+    return Execution(
+        store=shared.store,
+        runner=runner,
+        storage=shared.storage,
+        inputs=inputs
+        or MediaResolver(
+            fetcher=fetcher,
+            uploads=shared.uploads,
+            image_limits=ImageLimits(
+                max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
+            ),
+            audio_limits=AudioLimits(max_bytes=settings.max_audio_bytes),
+        ),
+        scratch_dir=settings.data_dir / "tmp",
+        free_space=shared.free_space,
+        heartbeat_seconds=settings.heartbeat_seconds,
+        heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds,
+        timeout_seconds=settings.task_timeout_seconds,
+        encode=EncodeSettings(crf=settings.x264_crf, preset=settings.x264_preset),
+        extender=build_extender(settings),
+        chain_shots=settings.multi_shot_continuity,
+        dubber=build_dubber(settings, engine_config) if settings.dubbing else None,
+        audio_driven=audio_driven,
+    )
+
+
+def build_extender(settings: Settings) -> PromptExtender | None:
+    backend: ChatBackend
+    if settings.prompt_extender == "openai":
+        assert settings.prompt_extender_url is not None
+        key = settings.prompt_extender_api_key
+        backend = OpenAIChat(
+            base_url=settings.prompt_extender_url,
+            model=settings.prompt_extender_model,
+            api_key=key.get_secret_value() if key else None,
+            timeout=settings.prompt_extender_timeout,
+            vision=settings.prompt_extender_vision,
+        )
+    elif settings.prompt_extender == "local":
+        assert settings.prompt_extender_path is not None
+        backend = LocalChat(settings.prompt_extender_path)
+    else:
+        return None
+    return ChatPromptExtender(backend)
+
+
+def build_engine_config(settings: Settings) -> EngineConfig:
+    budget = settings.model_memory_gib
+    return EngineConfig(
+        weights=settings.weights.value,
+        device=settings.device,
+        dummy_root=settings.data_dir / "dummy-weights",
+        hf_cache_dir=settings.hf_cache_dir,
+        allow_download=settings.allow_download,
+        dtype=settings.dtype,
+        text_encoder_device=settings.text_encoder_device,
+        cpu_offload=settings.cpu_offload,
+        vae_tiling=settings.vae_tiling,
+        memory_budget_bytes=int(budget * 2**30) if budget else None,
+    )
+
+
+def build_dubber(settings: Settings, engine: EngineConfig) -> AudioGenerator:
+    from wanserve.engine.dubbing import DubbingConfig, StableAudioGenerator
+
+    config = DubbingConfig(
+        checkpoint=settings.dubbing_checkpoint, steps=settings.effective_dubbing_steps
+    )
+    return StableAudioGenerator(engine, config)
+
+
+def served_models(settings: Settings, catalog: Catalog) -> list[str]:
+    """The models this worker takes tasks for; unknown names are a start-up error."""
+    if not settings.worker_models:
+        return sorted(catalog.names())
+    known = set(catalog.names())
+    unknown = [m for m in settings.worker_models if m not in known]
+    if unknown:
+        raise ValueError(
+            f"unknown model(s) {', '.join(unknown)}; `wanserve models` lists the catalogue"
+        )
+    return list(dict.fromkeys(settings.worker_models))
+
+
+def preload(runner: Runner, catalog: Catalog, models: Collection[str]) -> None:
+    """Make the served checkpoints resident before the first task (in this process: with the
+    solo pool nothing forks after this, so CUDA state is never inherited by a child)."""
+    if not isinstance(runner, PipelineRunner):
+        return  # a fake at the engine seam has nothing to load
+    for name in models:
+        card = catalog.get(name)
+        log.info("loading %s (%s)", name, card.checkpoint.source)
+        with runner.manager.lease(card.checkpoint.source, card.checkpoint.family, card.kind):
+            pass
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True)
+class WorkerProcess:
+    """What `wanserve worker` built, before it starts consuming."""
+
+    shared: Shared
+    job: Job
+    models: list[str]
+    stopping: threading.Event
+    dispatcher: Dispatcher
+
+
+def build_worker_process(settings: Settings, *, runner: Runner | None = None) -> WorkerProcess:
+    check_process_model(settings, kind=ProcessKind.WORKER)
+    shared = build_shared(settings)
+    models = served_models(settings, shared.catalog)
+    execution = build_execution(shared, runner=runner)
+    preload(execution.runner, shared.catalog, models)
+    dispatcher: Dispatcher
+    if settings.broker is not None:
+        from wanserve.workers.celery import CeleryDispatcher
+
+        dispatcher = CeleryDispatcher(settings)
+    else:
+        dispatcher = TablePoll()
+    stopping = threading.Event()
+    job = Job(execution=execution, dispatcher=dispatcher, stopping=stopping.is_set)
+    return WorkerProcess(
+        shared=shared, job=job, models=models, stopping=stopping, dispatcher=dispatcher
+    )
+
+
+def run_worker(settings: Settings, *, runner: Runner | None = None) -> int:
+    """The `wanserve worker` process; returns its exit status."""
+    proc = build_worker_process(settings, runner=runner)
+    name = worker_name()
+    shutdown = Shutdown(stopping=proc.stopping, hand_back=proc.job.hand_back)
+    if settings.broker is not None:
+        from wanserve.workers.celery import consume
+
+        log.info("worker %s: serving %s from the broker", name, ", ".join(proc.models))
+        return consume(
+            settings, job=proc.job, models=proc.models, worker_id=name, shutdown=shutdown
+        )
+    loop = WorkerLoop(
+        store=proc.shared.store,
+        run=proc.job.run,
+        stopping=proc.stopping,
+        worker_prefix=f"worker:{name}",
+        models=proc.models,
+    )
+    shutdown.install()
+    log.info("worker %s: serving %s from the task table", name, ", ".join(proc.models))
+    loop.start()
+    while not proc.stopping.wait(1.0):  # a bare wait() would not wake for signal handlers
+        pass
+    if loop.stop(timeout=settings.shutdown_grace_seconds):
+        return 0
+    log.warning("handed back without waiting: %s", ", ".join(shutdown.hand_back()) or "none")
+    return 1
