@@ -18,7 +18,9 @@ from datetime import timedelta
 from fastapi import FastAPI, Request, Response
 
 from wanserve import __version__
+from wanserve.api import docs as api_docs
 from wanserve.api import errors as api_errors
+from wanserve.api import openapi as api_openapi
 from wanserve.api.deps import Services
 from wanserve.api.routes import api, files
 from wanserve.api.uploads import uploads as uploads_router
@@ -252,6 +254,8 @@ def create_app(
         version=__version__,
         description="DashScope-compatible Wan video synthesis on open weights.",
         lifespan=lifespan,
+        docs_url=None,  # served without a CDN by wanserve.api.docs
+        redoc_url=None,
     )
     app.state.services = parts.services
     app.state.components = parts
@@ -259,6 +263,8 @@ def create_app(
     app.include_router(api)
     app.include_router(uploads_router)
     app.include_router(files)
+    api_docs.install(app)
+    api_openapi.install(app)
     app.middleware("http")(_request_context)
     return app
 
