@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
 
-from wanserve import __version__
+from wanserve import __version__, text
 from wanserve.config import Role, Settings, WeightsMode
 
 
@@ -160,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="create a key; prints it alone on the last line",
         argument_default=argparse.SUPPRESS,
     )
-    create.add_argument("--name", default="", help="a label to recognise the key by")
+    create.add_argument(
+        "--name", default="", type=_key_name, help="a label to recognise the key by"
+    )
     create.add_argument(
         "--admin",
         action="store_true",
@@ -175,7 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = key_sub.add_parser(
         "revoke", help="revoke a key by its id", argument_default=argparse.SUPPRESS
     )
-    revoke.add_argument("key_id", help="the key's id, as `keys list` shows it (key_...)")
+    revoke.add_argument(
+        "key_id", type=_key_id, help="the key's id, as `keys list` shows it (key_...)"
+    )
     _store_options(revoke)
 
     models = sub.add_parser(
@@ -299,6 +303,23 @@ def _warn_dummy(settings: Settings) -> None:
 def _config_error(exc: Exception) -> int:
     print(f"wanserve: invalid configuration: {exc}", file=sys.stderr)  # noqa: T201
     return 2
+
+
+def _key_name(value: str) -> str:
+    # argv bytes that are not UTF-8 arrive as lone surrogates (surrogateescape): refuse them
+    # here, as a usage error, rather than fail at the INSERT.
+    return _storable(value, "--name")
+
+
+def _key_id(value: str) -> str:
+    return _storable(value, "key_id")
+
+
+def _storable(value: str, field: str) -> str:
+    why = text.problem(value)
+    if why is not None:
+        raise argparse.ArgumentTypeError(f"{field} {why}; use UTF-8 text")
+    return value
 
 
 def _keys(args: argparse.Namespace, settings: Settings) -> int:

@@ -8,7 +8,8 @@ of a task that ends FAILED.
     ├── InvalidParameter               InvalidParameter
     │   ├── EmptyModel                 BadRequest.EmptyModel
     │   ├── EmptyInput                 BadRequest.EmptyInput
-    │   └── InvalidURL                 InvalidURL
+    │   ├── InvalidURL                 InvalidURL
+    │   └── UnsupportedMediaType       InvalidParameter  (HTTP 415: body type or encoding)
     ├── InvalidApiKey                  InvalidApiKey
     ├── AccessDenied                   AccessDenied
     ├── UnsupportedOperation           UnsupportedOperation
@@ -53,6 +54,10 @@ class EmptyInput(InvalidParameter):
 
 class InvalidURL(InvalidParameter):
     code = "InvalidURL"
+
+
+class UnsupportedMediaType(InvalidParameter):
+    """The body is not in a media type or content coding the endpoint reads."""
 
 
 class InvalidApiKey(WanserveError):

@@ -14,6 +14,7 @@ import dataclasses
 import ipaddress
 import json
 import math
+import re
 import secrets
 from dataclasses import dataclass
 from enum import StrEnum
@@ -359,11 +360,16 @@ def _size_and_tier(req: SynthesisRequest, card: ModelCard) -> tuple[Size | None,
     return None, req.resolution.upper()
 
 
+# ASCII digits only: str.isdigit() and int() also take full-width and other Unicode digits
+# ("１２８０*７２０"), which DashScope does not document and no client needs.
+_SIZE = re.compile(r"[ \t]*([0-9]{1,5})[ \t]*\*[ \t]*([0-9]{1,5})[ \t]*")
+
+
 def _parse_size(value: object) -> Size:
     if isinstance(value, str):
-        parts = value.strip().split("*")
-        if len(parts) == 2 and all(p.strip().isdigit() for p in parts):
-            return Size(int(parts[0]), int(parts[1]))
+        match = _SIZE.fullmatch(value)
+        if match is not None:
+            return Size(int(match.group(1)), int(match.group(2)))
     raise InvalidParameter(
         f"size {value!r} is malformed: write width*height, for example 1280*720 (not a ratio "
         "or a tier such as 720P)."

@@ -124,7 +124,9 @@ class UploadService:
         expiry, object key, size, the policy's single use and the key's quota."""
         if not policy or not signature:
             raise AccessDenied("The upload carries no policy or signature.")
-        if not hmac.compare_digest(self._signer.mac(_PURPOSE, policy.encode()), signature):
+        expected = self._signer.mac(_PURPOSE, policy.encode()).encode()
+        # As bytes: compare_digest refuses non-ASCII str, and a forged form may carry any text.
+        if not hmac.compare_digest(expected, signature.encode()):
             raise AccessDenied("The upload policy signature does not match.")
         try:
             document = json.loads(base64.b64decode(policy, validate=True))

@@ -1,4 +1,5 @@
-"""Request-scoped dependencies: the wired services, the caller's API key, the request id."""
+"""Request-scoped dependencies: the wired services, the caller's API key, the request id, and
+the check that a request's path and query hold only storable text."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from wanserve import text
 from wanserve.api.errors import request_id_of
 from wanserve.catalog import Catalog
 from wanserve.clock import Clock
@@ -67,6 +69,16 @@ def authenticate(request: Request, services: Annotated[Services, Depends(get_ser
         raise InvalidApiKey("Invalid API-key provided.")
     services.throttle.check_key(key.id)
     return key
+
+
+def check_url_text(request: Request) -> None:
+    """Every path and query parameter, names included, is text the stores can hold (the
+    routers depend on this, so no route can forget it; JSON bodies are checked as parsed)."""
+    for name, value in request.path_params.items():
+        text.check(str(value), field=f"path parameter {name}")
+    for name, value in request.query_params.multi_items():
+        text.check(name, field="a query parameter name")
+        text.check(value, field=f"query parameter {name}")
 
 
 def get_request_id(request: Request) -> str:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Mount
 
 from wanserve import errors
 from wanserve.api.schemas import error_body
@@ -22,6 +24,7 @@ from wanserve.storage.base import StorageError, StorageFull, StorageUnavailable
 log = logging.getLogger(__name__)
 
 _STATUS: tuple[tuple[type[errors.WanserveError], int], ...] = (
+    (errors.UnsupportedMediaType, 415),
     (errors.InvalidParameter, 400),
     (errors.UnsupportedOperation, 400),
     (errors.InvalidApiKey, 401),
@@ -52,12 +55,12 @@ def error_response(
     code: str,
     message: str,
     *,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     request_id = request_id_of(request)
     headers = dict(headers or {})
-    # Set here too: a 500 is answered outside the middleware that adds it to other responses.
     if request_id:
+        # Set here too: a 500 is answered outside the middleware that adds it to the others.
         headers["X-Request-Id"] = request_id
     return JSONResponse(
         error_body(code, message, request_id=request_id), status_code=status, headers=headers
@@ -77,19 +80,39 @@ async def _domain(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    headers = exc.headers
     if exc.status_code == 404:
         code, message = "NotFound", f"No such endpoint: {request.method} {request.url.path}."
     elif exc.status_code == 405:
+        allowed = allowed_methods(request, exc)
         code, message = (
             "UnsupportedOperation",
-            f"{request.method} is not allowed on {request.url.path}.",
+            f"{request.method} is not allowed on {request.url.path}; use {', '.join(allowed)}.",
         )
+        headers = {"Allow": ", ".join(allowed)}
     else:
         code, message = (
             "InvalidParameter" if exc.status_code < 500 else "InternalError",
             str(exc.detail),
         )
-    return error_response(request, exc.status_code, code, message)
+    return error_response(request, exc.status_code, code, message, headers=headers)
+
+
+def allowed_methods(request: Request, exc: StarletteHTTPException) -> list[str]:
+    """Every method that some route takes at this path. Starlette's own `Allow` names only the
+    first route that matched, and a path may have a route per method (the uploads)."""
+    routes = [r for r in request.app.router.routes if not isinstance(r, Mount)]
+    allowed = [
+        method
+        for method in _METHODS
+        if any(r.matches({**request.scope, "method": method})[0] is Match.FULL for r in routes)
+    ]
+    if not allowed and exc.headers and "Allow" in exc.headers:  # a mounted app's own 405
+        return [m.strip() for m in exc.headers["Allow"].split(",")]
+    return allowed
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 async def _validation(request: Request, exc: Exception) -> JSONResponse:

@@ -1,48 +1,49 @@
-"""DashScope endpoints under /api/v1, and the health probe. Routes parse, call one service
-method, and render; nothing else. (Signed downloads of local files are
-`wanserve.storage.local_routes`.)"""
+"""DashScope endpoints under /api/v1, and signed file downloads. Routes parse, call one
+service method, and render; nothing else."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from wanserve.api import schemas
-from wanserve.api.deps import ApiKeyDep, RequestIdDep, ServicesDep
-from wanserve.errors import AccessDenied, RequestTooLarge
+from wanserve.api.body import read_json
+from wanserve.api.deps import ApiKeyDep, RequestIdDep, ServicesDep, check_url_text
+from wanserve.api.openapi import NEEDS_KEY, json_body
+from wanserve.api.schemas import responses
+from wanserve.errors import AccessDenied
 from wanserve.tasks.models import TaskQuery
 
-api = APIRouter(prefix="/api/v1")
+api = APIRouter(prefix="/api/v1", dependencies=[Depends(check_url_text)])
 probes = APIRouter()
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RequestTooLarge(f"The request body exceeds {limit} bytes.")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestTooLarge(f"The request body exceeds {limit} bytes.")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-@api.post("/services/aigc/{task_group}/video-synthesis")
+@api.post(
+    "/services/aigc/{task_group}/video-synthesis",
+    response_model=None,
+    responses=responses(schemas.CreatedResponse, 400, 401, 403, 413, 415, 429, 500),
+    openapi_extra=json_body(schemas.CreateTaskRequest),
+)
 async def create_task(
     task_group: str,
     request: Request,
     services: ServicesDep,
     key: ApiKeyDep,
     request_id: RequestIdDep,
+    x_dashscope_async: Annotated[
+        str | None,
+        Header(
+            alias="X-DashScope-Async",
+            description="Must be `enable`: without it the call is refused 403 (no sync calls).",
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     """Create a video synthesis task (asynchronous only)."""
-    if request.headers.get("x-dashscope-async", "").lower() != "enable":
+    if (x_dashscope_async or "").lower() != "enable":
         raise AccessDenied("current user api does not support synchronous calls")
-    raw = await _read_body(request, services.settings.max_body_bytes)
+    raw = await read_json(request, limit=services.settings.max_body_bytes)
     synthesis = schemas.parse_create_body(raw)
     task = await run_in_threadpool(
         services.tasks.submit, synthesis, api_key_id=key.id, request_id=request_id
@@ -50,7 +51,12 @@ async def create_task(
     return schemas.created(task, request_id=request_id)
 
 
-@api.get("/tasks/{task_id}")
+@api.get(
+    "/tasks/{task_id}",
+    response_model=None,
+    responses=responses(schemas.TaskResponse, 400, 401, 500),
+    openapi_extra=NEEDS_KEY,
+)
 @api.get("/tasks/{task_id}/", include_in_schema=False)
 def get_task(
     task_id: str, request: Request, services: ServicesDep, key: ApiKeyDep, request_id: RequestIdDep
@@ -63,7 +69,12 @@ def get_task(
     return schemas.task_body(task, request_id=request_id, video_url=url)
 
 
-@api.post("/tasks/{task_id}/cancel")
+@api.post(
+    "/tasks/{task_id}/cancel",
+    response_model=None,
+    responses=responses(schemas.CancelResponse, 400, 401, 500),
+    openapi_extra=NEEDS_KEY,
+)
 @api.post("/tasks/{task_id}/cancel/", include_in_schema=False)
 def cancel_task(
     task_id: str, services: ServicesDep, key: ApiKeyDep, request_id: RequestIdDep
@@ -73,7 +84,12 @@ def cancel_task(
     return {"request_id": request_id}
 
 
-@api.get("/tasks")
+@api.get(
+    "/tasks",
+    response_model=None,
+    responses=responses(schemas.TaskListResponse, 400, 401, 500),
+    openapi_extra=NEEDS_KEY,
+)
 @api.get("/tasks/", include_in_schema=False)
 def list_tasks(
     request: Request,

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
-from typing import Any
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from wanserve import text
 from wanserve.catalog import TIER_SR, Generation
 from wanserve.errors import EmptyInput, InvalidParameter
 from wanserve.spec import SynthesisRequest
@@ -53,6 +56,7 @@ def parse_create_body(raw: bytes) -> SynthesisRequest:
         raise InvalidParameter("The request body is not valid JSON.") from None
     if not isinstance(body, dict):
         raise InvalidParameter("The request body must be a JSON object with model and input.")
+    text.check_document(body)  # every string, ignored fields too: nothing unstorable goes on
     inp = body.get("input")
     if inp is None:
         raise EmptyInput(
@@ -78,15 +82,24 @@ def format_time(moment: datetime | None) -> str | None:
 
 
 def parse_list_time(value: str | None, name: str) -> datetime | None:
-    """`YYYYMMDDhhmmss` in UTC+8, as the SDK's `list(start_time=..., end_time=...)` sends."""
+    """`YYYYMMDDhhmmss` in UTC+8, as the SDK's `list(start_time=..., end_time=...)` sends,
+    returned in UTC; only ASCII digits, and only times every store can represent (UTC years
+    1 to 9999: `00010101075959` UTC+8 is still year 0 in UTC)."""
     if value is None or value == "":
         return None
+    if not (len(value) == 14 and value.isascii() and value.isdigit()):
+        raise _bad_time(value, name)
     try:
-        return datetime.strptime(value, "%Y%m%d%H%M%S").replace(tzinfo=BEIJING)
-    except ValueError:
-        raise InvalidParameter(
-            f"{name} {value!r} must be a time written YYYYMMDDhhmmss (UTC+8)."
-        ) from None
+        return datetime.strptime(value, "%Y%m%d%H%M%S").replace(tzinfo=BEIJING).astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise _bad_time(value, name) from None
+
+
+def _bad_time(value: str, name: str) -> InvalidParameter:
+    return InvalidParameter(
+        f"{name} {value[:32]!r} must be a time written YYYYMMDDhhmmss (UTC+8), "
+        "from 00010101080000 to 99991231235959."
+    )
 
 
 def parse_status(value: str | None) -> TaskStatus | None:
@@ -208,3 +221,206 @@ def upload_policy_body(policy: UploadPolicy, *, request_id: str) -> dict[str, An
 
 def error_body(code: str, message: str, *, request_id: str) -> dict[str, Any]:
     return {"request_id": request_id, "code": code, "message": message}
+
+
+# -- The OpenAPI description of the wire format (wanserve.api.openapi publishes it). --
+#
+# Bodies are rendered by the functions above and read by `parse_create_body`; these models say
+# what those produce and accept, and the schemathesis test (tests/api/test_openapi.py) holds
+# every response to them. Request models allow extra fields (the SDK adds some); response
+# models forbid them, so an undocumented field fails that test.
+
+TaskStatusName = Literal["PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELED", "UNKNOWN"]
+_OPEN = ConfigDict(extra="allow")
+_CLOSED = ConfigDict(extra="forbid")
+
+
+class ErrorBody(BaseModel):
+    """Every error: DashScope's code and a message for people."""
+
+    model_config = _CLOSED
+    request_id: str
+    code: str
+    message: str
+
+
+class CreateTaskInput(BaseModel):
+    """`input`: the prompts and input references (`input.function` and `input.extend_prompt`,
+    which the SDK adds, and any other field are accepted and ignored)."""
+
+    model_config = _OPEN
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    img_url: str | None = None
+    first_frame_url: str | None = None
+    last_frame_url: str | None = None
+    audio_url: str | None = None
+
+
+class CreateTaskParameters(BaseModel):
+    """`parameters`: checked against the model's card; unknown ones are ignored."""
+
+    model_config = _OPEN
+    size: str | None = Field(default=None, description="width*height in ASCII digits")
+    resolution: str | None = None
+    duration: int | None = None
+    seed: int | None = Field(default=None, ge=0, le=2_147_483_647)
+    prompt_extend: bool | None = None
+    watermark: bool | None = None
+    shot_type: str | None = None
+    audio: bool | None = None
+
+
+class CreateTaskRequest(BaseModel):
+    """The create-task body (`Content-Type: application/json`)."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "wan2.1-t2v-turbo",
+                    "input": {"prompt": "a cat in the snow"},
+                    "parameters": {"size": "832*480"},
+                }
+            ]
+        },
+    )
+    model: str
+    input: CreateTaskInput
+    parameters: CreateTaskParameters | None = None
+
+
+class CreatedOutput(BaseModel):
+    model_config = _CLOSED
+    task_id: str
+    task_status: TaskStatusName
+
+
+class CreatedResponse(BaseModel):
+    model_config = _CLOSED
+    request_id: str
+    output: CreatedOutput
+
+
+class TaskOutput(BaseModel):
+    """A task as `GET /tasks/{id}` shows it; fields appear as the status makes them known."""
+
+    model_config = _CLOSED
+    task_id: str
+    task_status: TaskStatusName
+    submit_time: str | None = None
+    scheduled_time: str | None = None
+    end_time: str | None = None
+    orig_prompt: str | None = None
+    actual_prompt: str | None = None
+    video_url: str | None = None
+    progress: int | None = None
+    step: int | None = None
+    total_steps: int | None = None
+    code: str | None = None
+    message: str | None = None
+
+
+class TaskUsage(BaseModel):
+    """Billing facts of a SUCCEEDED task, in the fields of its model generation."""
+
+    model_config = _CLOSED
+    video_duration: int | None = None
+    video_ratio: str | None = None
+    video_count: int
+    duration: float | None = None
+    input_video_duration: int | None = None
+    output_video_duration: int | None = None
+    SR: int | None = None
+    size: str | None = None
+    audio: bool | None = None
+
+
+class TaskResponse(BaseModel):
+    model_config = _CLOSED
+    request_id: str
+    output: TaskOutput
+    usage: TaskUsage | None = None
+
+
+class ListedTask(TaskOutput):
+    model_name: str
+    request_id: str
+
+
+class TaskListResponse(BaseModel):
+    model_config = _CLOSED
+    request_id: str
+    page_no: int
+    page_size: int
+    total: int
+    tasks: list[ListedTask]
+
+
+class CancelResponse(BaseModel):
+    model_config = _CLOSED
+    request_id: str
+
+
+class UploadPolicyData(BaseModel):
+    model_config = _CLOSED
+    policy: str
+    signature: str
+    upload_dir: str
+    upload_host: str
+    expire_in_seconds: int
+    max_file_size_mb: int
+    capacity_limit_mb: int
+    oss_access_key_id: str
+    x_oss_object_acl: str
+    x_oss_forbid_overwrite: str
+
+
+class UploadPolicyResponse(BaseModel):
+    model_config = _CLOSED
+    request_id: str
+    data: UploadPolicyData
+
+
+_ERROR_WHEN = {
+    400: "InvalidParameter, BadRequest.EmptyModel / EmptyInput, InvalidURL, UnsupportedOperation",
+    401: "InvalidApiKey: no key, or an unknown or revoked one",
+    403: "AccessDenied",
+    413: "BadRequest.TooLarge: the body is over the server's limit",
+    415: "InvalidParameter: the body is not application/json, or is compressed",
+    429: "Throttling, Throttling.RateQuota, Throttling.AuthFailures (with Retry-After)",
+    500: "InternalError",
+}
+
+
+def error_description(status: int) -> str:
+    return _ERROR_WHEN[status]
+
+
+def responses(ok: type[BaseModel] | str, *errors: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` of a route: its 200 body (a model, or a description when the body
+    is empty) and the error statuses it really answers (401 is added where a key is needed)."""
+    success = {"model": ok} if isinstance(ok, type) else {"description": ok}
+    documented: dict[int | str, dict[str, Any]] = {200: success}
+    for status in errors:
+        documented[status] = {"model": ErrorBody, "description": _ERROR_WHEN[status]}
+    return documented
+
+
+# The OSS-style form of the upload POST (the SDK sends the fields in this order).
+UPLOAD_FORM: dict[str, Any] = {
+    "type": "object",
+    "required": ["policy", "Signature", "key", "file"],
+    "properties": {
+        "OSSAccessKeyId": {"type": "string"},
+        "Signature": {"type": "string"},
+        "policy": {"type": "string"},
+        "key": {"type": "string", "description": "<upload_dir>/<file name>"},
+        "x-oss-object-acl": {"type": "string"},
+        "x-oss-forbid-overwrite": {"type": "string"},
+        "success_action_status": {"type": "string"},
+        "x-oss-content-type": {"type": "string"},
+        "file": {"type": "string", "format": "binary"},
+    },
+}

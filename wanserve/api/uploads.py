@@ -8,22 +8,30 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from wanserve import text
 from wanserve.api import schemas
-from wanserve.api.deps import ApiKeyDep, RequestIdDep, Services, ServicesDep
+from wanserve.api.deps import ApiKeyDep, RequestIdDep, Services, ServicesDep, check_url_text
+from wanserve.api.openapi import NEEDS_KEY
+from wanserve.api.schemas import responses
 from wanserve.errors import InvalidParameter, RequestTooLarge
 from wanserve.storage.base import os_errors
 from wanserve.uploads import UploadGrant
 
-uploads = APIRouter(prefix="/api/v1")
+uploads = APIRouter(prefix="/api/v1", dependencies=[Depends(check_url_text)])
 UPLOAD_PATH = "/api/v1/uploads"
 _FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the policy fields
 
 
-@uploads.get("/uploads")
+@uploads.get(
+    "/uploads",
+    response_model=None,
+    responses=responses(schemas.UploadPolicyResponse, 400, 401, 429, 500),
+    openapi_extra=NEEDS_KEY,
+)
 def get_policy(
     request: Request,
     services: ServicesDep,
@@ -41,7 +49,17 @@ def get_policy(
     return schemas.upload_policy_body(policy, request_id=request_id)
 
 
-@uploads.post("/uploads")
+@uploads.post(
+    "/uploads",
+    response_class=Response,
+    responses=responses("Stored (empty body).", 400, 403, 413, 429, 500),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"multipart/form-data": {"schema": schemas.UPLOAD_FORM}},
+        }
+    },
+)
 async def receive_upload(request: Request, services: ServicesDep) -> Response:
     """The upload itself: an OSS-style POST form, authorised by the policy it carries."""
     declared = request.headers.get("content-length", "")
@@ -54,7 +72,13 @@ async def receive_upload(request: Request, services: ServicesDep) -> Response:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise InvalidParameter("The upload form has no file part.")
-        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        fields = {
+            text.check(k, field="a form field name"): text.check(v, field=f"form field {k}")
+            for k, v in form.items()
+            if isinstance(v, str)
+        }
+        if upload.filename is not None:
+            text.check(upload.filename, field="the file name")
         grant = await run_in_threadpool(
             services.uploads.authorize,
             policy=fields.get("policy", ""),

@@ -8,18 +8,25 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
-from wanserve.api.deps import ApiKeyDep, RequestIdDep, ServicesDep
+from wanserve.api.deps import ApiKeyDep, RequestIdDep, ServicesDep, check_url_text
+from wanserve.api.openapi import NEEDS_KEY
+from wanserve.api.schemas import responses
 from wanserve.errors import AccessDenied, InvalidParameter
 from wanserve.tasks.usage import UsageLine, UsageQuery
 
-usage = APIRouter(prefix="/api/v1")
+usage = APIRouter(prefix="/api/v1", dependencies=[Depends(check_url_text)])
 
 DayParam = Annotated[str | None, Query(description="UTC day, YYYY-MM-DD, inclusive")]
 
 
-@usage.get("/usage")
+@usage.get(
+    "/usage",
+    response_model=None,
+    responses=responses("the usage lines", 400, 500),
+    openapi_extra=NEEDS_KEY,
+)
 def own_usage(
     services: ServicesDep,
     key: ApiKeyDep,
@@ -32,7 +39,12 @@ def own_usage(
     return _body(services.usage.query(query), request_id=request_id)
 
 
-@usage.get("/admin/usage")
+@usage.get(
+    "/admin/usage",
+    response_model=None,
+    responses=responses("the usage lines", 400, 403, 500),
+    openapi_extra=NEEDS_KEY,
+)
 def admin_usage(
     services: ServicesDep,
     key: ApiKeyDep,

@@ -17,7 +17,9 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 
 from wanserve import __version__
+from wanserve.api import docs as api_docs
 from wanserve.api import errors as api_errors
+from wanserve.api import openapi as api_openapi
 from wanserve.api.deps import Services
 from wanserve.api.routes import api, probes
 from wanserve.api.uploads import uploads as uploads_router
@@ -118,6 +120,8 @@ def create_api_app(
         version=__version__,
         description="DashScope-compatible Wan video synthesis on open weights.",
         lifespan=lifespan,
+        docs_url=None,  # served without a CDN by wanserve.api.docs
+        redoc_url=None,
     )
     app.state.services = services
     api_errors.install(app)
@@ -126,6 +130,8 @@ def create_api_app(
     app.include_router(usage_router)
     app.include_router(probes)
     serve_files(app, services.storage)
+    api_docs.install(app)
+    api_openapi.install(app)
     app.middleware("http")(_request_context)
     return app
 

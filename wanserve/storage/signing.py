@@ -35,7 +35,9 @@ class UrlSigner:
             or not (expires.isascii() and expires.isdigit() and len(expires) <= 12)
         ):
             raise AccessDenied("The URL is not signed: request it again from the task.")
-        if not hmac.compare_digest(self.signature(path, int(expires)), signature):
+        # As bytes: compare_digest refuses non-ASCII str, and a signature is client input.
+        expected = self.signature(path, int(expires)).encode()
+        if not hmac.compare_digest(expected, signature.encode("utf-8", "surrogateescape")):
             raise AccessDenied("The URL signature does not match.")
         if int(expires) <= now.timestamp():
             raise AccessDenied("The URL has expired.")

@@ -1,0 +1,62 @@
+"""Reading a JSON request body: its media type, its content coding, and its size.
+
+Decisions (docs/api.md, "Request bodies"): a JSON endpoint takes `Content-Type:
+application/json` (parameters such as `charset=utf-8` allowed, as the SDK sends; a charset
+other than UTF-8 is refused, JSON being UTF-8). Anything else, a missing type included, is
+415: a form or `text/plain` body is not read as JSON by guesswork. Content codings are not
+supported (the SDK never compresses): a `Content-Encoding` other than `identity` is 415, so no
+decompression runs and the size cap holds for what is parsed.
+"""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from wanserve.errors import RequestTooLarge, UnsupportedMediaType
+
+JSON = "application/json"
+
+
+async def read_json(request: Request, *, limit: int) -> bytes:
+    """The raw body of a JSON request, at most `limit` bytes; not yet parsed."""
+    check_json_media_type(
+        request.headers.get("content-type"), request.headers.get("content-encoding")
+    )
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
+        raise RequestTooLarge(f"The request body exceeds {limit} bytes.")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLarge(f"The request body exceeds {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def check_json_media_type(content_type: str | None, content_encoding: str | None) -> None:
+    """Refuse (415) a body that is not uncompressed UTF-8 JSON by its headers."""
+    codings = [c.strip().lower() for c in (content_encoding or "").split(",") if c.strip()]
+    if any(c != "identity" for c in codings):
+        raise UnsupportedMediaType(
+            "Content-Encoding is not supported: send the body uncompressed (identity)."
+        )
+    if content_type is None or not content_type.strip():
+        raise UnsupportedMediaType(f"The request needs Content-Type: {JSON}.")
+    media_type, *params = (part.strip() for part in content_type.split(";"))
+    if media_type.lower() != JSON:
+        raise UnsupportedMediaType(
+            f"Content-Type {_shown(media_type)} is not supported: send {JSON}."
+        )
+    for param in params:
+        name, _, value = param.partition("=")
+        charset = value.strip().strip('"').lower()
+        if name.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
+            raise UnsupportedMediaType(
+                f"charset {_shown(charset)} is not supported: JSON bodies are UTF-8."
+            )
+
+
+def _shown(value: str) -> str:
+    # Header values are latin-1 decoded bytes: show them, shortened, as a repr.
+    return repr(value[:64])
