@@ -54,7 +54,7 @@ def full(harness_factory: Callable[..., Harness], runner: PipelineRunner, llm: s
 def run(h: Harness, body: dict[str, Any]) -> dict[str, Any]:
     res = h.create(body)
     assert res.status_code == 200, res.text
-    done = h.wait(res.json()["output"]["task_id"], timeout=180)
+    done = h.wait(res.json()["output"]["task_id"])
     assert done["output"]["task_status"] == "SUCCEEDED", done
     return done
 
