@@ -290,3 +290,22 @@ def test_sdk_prompt_extension(feature_server: tuple[ServerProcess, str, Script])
     assert rsp.status_code == HTTPStatus.OK and rsp.output.task_status == "SUCCEEDED", rsp
     assert rsp.output.actual_prompt == script.reply and rsp.output.orig_prompt == "a fox"
     assert rsp.usage["audio"] is True
+
+
+def test_the_readme_sdk_example_runs_as_written(
+    small_server: tuple[ServerProcess, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """README's Python block, pasted as a reader would: only the port differs."""
+    from tests.test_docs import README, code_blocks
+
+    server, key = small_server
+    (block,) = code_blocks(README, "python")
+    monkeypatch.setenv("DASHSCOPE_API_KEY", key)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block.replace("http://127.0.0.1:8000", server.base), "README.md", "exec"), {})
+    assert capsys.readouterr().out.startswith("SUCCEEDED http")
+    with av.open(str(tmp_path / "kitten.mp4")) as c:
+        assert (c.streams.video[0].width, c.streams.video[0].height) == (832, 480)
