@@ -212,7 +212,7 @@ def postgres_url() -> Iterator[str]:
     )
     name = f"wanserve_test_{uuid.uuid4().hex[:10]}"
     try:
-        conn = psycopg.connect(admin, autocommit=True, connect_timeout=3)
+        conn = psycopg.connect(admin, autocommit=True, connect_timeout=int(scaled(10)))
     except psycopg.OperationalError as exc:
         if os.environ.get("CI"):
             raise
