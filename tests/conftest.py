@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.waiting import scaled, wait_until
+from wanserve.clock import Clock, utcnow
 from wanserve.compose.embedded import Components, build_components, create_app
 from wanserve.config import Settings
 from wanserve.engine.errors import Canceled
@@ -27,6 +30,17 @@ from wanserve.engine.request import (
     Stage,
 )
 from wanserve.engine.runner import PipelineRunner, build_runner
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Stretch pytest-timeout's per-test hang guard (pyproject `timeout`) on slow machines,
+    like every other bound (tests/waiting.py)."""
+    if scaled(1) == 1:
+        return
+    limit = scaled(float(config.getini("timeout")))
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(limit))
 
 
 @dataclass
@@ -62,12 +76,26 @@ class FakeRunner:
         return Clip(frames=frames, fps=request.fps)
 
 
+@dataclass
+class ShiftedClock:
+    """Real time plus an offset a test moves forward: expiry and dead-worker detection are
+    tested by moving the clock, not by waiting for it, so they do not race the machine."""
+
+    offset: timedelta = timedelta()
+
+    def __call__(self) -> datetime:
+        return utcnow() + self.offset
+
+
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     base: dict[str, Any] = {
         "data_dir": data_dir,
         "weights": "dummy",
         "heartbeat_seconds": 0.2,
-        "heartbeat_timeout_seconds": 1.0,
+        # Long enough that a worker starved of CPU on a busy machine is not taken for dead
+        # (a false reap re-runs the task and can exhaust max_attempts); tests of the reaper
+        # set a short one themselves.
+        "heartbeat_timeout_seconds": scaled(60),
         "janitor_interval_seconds": 0.2,
         "x264_preset": "ultrafast",
         "secret_key": "test-secret-key-0123456789",
@@ -103,23 +131,16 @@ class Harness:
         return body
 
     def wait(
-        self,
-        task_id: str,
-        *,
-        until: Callable[[dict[str, Any]], bool] | None = None,
-        timeout: float = 30.0,
+        self, task_id: str, *, until: Callable[[dict[str, Any]], bool] | None = None
     ) -> dict[str, Any]:
-        import time
-
-        deadline = time.monotonic() + timeout
-        done = until or (lambda b: b["output"]["task_status"] not in ("PENDING", "RUNNING"))
-        while True:
-            body = self.get(task_id)
-            if done(body):
-                return body
-            if time.monotonic() > deadline:
-                raise AssertionError(f"task {task_id} still {body['output']['task_status']}")
-            time.sleep(0.05)
+        """The task's body once `until` holds (default: a terminal status). Fails only if the
+        task makes no progress (status or step) for a long while, never for being slow."""
+        return wait_until(
+            lambda: self.get(task_id),
+            until or (lambda b: b["output"]["task_status"] not in ("PENDING", "RUNNING")),
+            progress=lambda b: (b["output"]["task_status"], b["output"].get("step")),
+            what=f"task {task_id}",
+        )
 
 
 @pytest.fixture
@@ -132,11 +153,12 @@ def harness_factory(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
         runner: Runner | None = None,
         data_dir: Path | None = None,
         audio_driven: Any = None,
+        clock: Clock = utcnow,
         **overrides: Any,
     ) -> Harness:
         settings = make_settings(data_dir or tmp_path / "data", **overrides)
         fake = runner or FakeRunner()
-        components = build_components(settings, runner=fake, audio_driven=audio_driven)
+        components = build_components(settings, runner=fake, audio_driven=audio_driven, clock=clock)
         app = create_app(settings, components=components, start_workers=start_workers)
         client = TestClient(app)
         client.__enter__()
@@ -182,7 +204,7 @@ def postgres_url() -> Iterator[str]:
     )
     name = f"wanserve_test_{uuid.uuid4().hex[:10]}"
     try:
-        conn = psycopg.connect(admin, autocommit=True, connect_timeout=3)
+        conn = psycopg.connect(admin, autocommit=True, connect_timeout=int(scaled(10)))
     except psycopg.OperationalError as exc:
         if os.environ.get("CI"):
             raise

@@ -22,6 +22,9 @@ class Script:
     plan_reply: str = '{"subject": "A red fox in a brown trench coat.", "shots": %s}'
     status: int = 200
     delay: float = 0.0
+    # When set, every request waits for it before answering: the test knows the task is
+    # inside prompt extension for as long as it likes, whatever the machine's speed.
+    hold: threading.Event | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
 
@@ -37,6 +40,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.script.requests.append(body)
         self.script.headers.append(dict(self.headers))
         time.sleep(self.script.delay)
+        if self.script.hold is not None:
+            self.script.hold.wait()
         system = body["messages"][0]["content"]
         if "JSON" in system:  # a shot plan: answer with as many shots as asked for
             match = re.search(r"exactly (\d+)|恰好(\d+)", system)

@@ -1,20 +1,49 @@
-"""The `wanserve` command: serve, run a worker, manage API keys, inspect models, migrate.
+"""The `wanserve` command: serve, manage API keys, inspect models, migrate the database.
 
-Every option can also come from the environment as WANSERVE_<NAME> (for example
-WANSERVE_DATA_DIR, WANSERVE_WEIGHTS); an option given on the command line wins.
+Every option named after a setting can also come from the environment as WANSERVE_<NAME> (for
+example WANSERVE_DATA_DIR, WANSERVE_WEIGHTS); an option given on the command line wins. The
+arguments of `keys` (`--name`, `KEY_ID`) are not settings: they come from the command line only.
+
+A configuration the process cannot start with is reported as one line on stderr that names the
+setting, `wanserve: error: WANSERVE_<NAME>: ...`, the way argparse reports a bad option: exit
+status 2 when the configuration itself is wrong, 1 when it is fine but its database cannot be
+reached. Never a traceback, and never a value: values may be secrets.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from wanserve import __version__, text
 from wanserve.config import Role, Settings, WeightsMode
+
+EPILOG = (
+    "Every option named after a setting (--data-dir, --database-url, and the options of serve, "
+    "worker and models) can also be set as WANSERVE_<OPTION> in the environment, e.g. "
+    "WANSERVE_DATA_DIR; the command line wins. The arguments of `keys` (--name, --admin, "
+    "KEY_ID) and of `usage` (--key, --since, --until, --json) are command-line only. "
+    "See docs/configuration.md."
+)
+
+
+class ConfigError(Exception):
+    """A configuration this process cannot start with, worded for the operator (one line,
+    naming the setting, never echoing a value)."""
+
+    def __init__(self, message: str, *, status: int = 2) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _store_options(p: argparse.ArgumentParser) -> None:
@@ -29,7 +58,8 @@ def _store_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _engine_options(p: argparse.ArgumentParser) -> None:
+def _catalog_options(p: argparse.ArgumentParser) -> None:
+    """Options that change the catalogue: `serve` runs with them, `models` shows their effect."""
     p.add_argument(
         "--weights",
         choices=[m.value for m in WeightsMode],
@@ -42,6 +72,10 @@ def _engine_options(p: argparse.ArgumentParser) -> None:
         help="denoising steps for every model [default: each "
         "family's official count; 4 with --weights dummy]",
     )
+
+
+def _engine_options(p: argparse.ArgumentParser) -> None:
+    _catalog_options(p)
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N [default auto]")
     p.add_argument(
         "--dtype",
@@ -92,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wanserve",
         description="Self-hosted DashScope-compatible Wan video synthesis service.",
-        epilog="Every option can also be set as WANSERVE_<OPTION> in the environment.",
+        epilog=EPILOG,
     )
     parser.add_argument("--version", action="version", version=f"wanserve {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -184,10 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser(
         "models",
-        help="list the model catalogue and the checkpoint each runs",
+        help="list the model catalogue as this deployment sees it: WANSERVE_MODELS overrides, "
+        "--weights and --steps applied",
         argument_default=argparse.SUPPRESS,
     )
     _store_options(models)
+    _catalog_options(models)
 
     usage = sub.add_parser(
         "usage",
@@ -210,21 +246,102 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
+def _given(args: argparse.Namespace) -> dict[str, Any]:
     # Options are named after Settings fields; only those given on the command line are passed.
-    given = {name: getattr(args, name) for name in Settings.model_fields if hasattr(args, name)}
-    return Settings(**given)
+    return {name: getattr(args, name) for name in Settings.model_fields if hasattr(args, name)}
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The settings for `args`, or `ConfigError` naming the offending setting."""
+    given = _given(args)
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        raise ConfigError(_describe_invalid(exc, given)) from None
+    except SettingsError as exc:
+        # Raised before validation, when an environment value cannot even be parsed (JSON for
+        # mappings and lists). Its message names the field; its cause says why, without the value.
+        found = re.search(r'field "(\w+)"', str(exc))
+        name = _setting_name(found.group(1), given) if found else "configuration"
+        cause = exc.__cause__
+        why = f"not valid JSON ({cause})" if isinstance(cause, json.JSONDecodeError) else "invalid"
+        raise ConfigError(f"{name}: {why}") from None
+
+
+def _setting_name(field: str, given: Mapping[str, object]) -> str:
+    """How the operator set `field`: the option if it was on the command line, else the
+    environment variable (which is also the name to look up in docs/configuration.md)."""
+    if field in given:
+        return "--" + field.replace("_", "-")
+    return f"WANSERVE_{field.upper()}"
+
+
+def _describe_invalid(exc: ValidationError, given: Mapping[str, object]) -> str:
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False):
+        message = error["msg"].removeprefix("Value error, ")
+        loc = [str(p) for p in error["loc"]]
+        if not loc:  # a rule across settings (model validator): its message names them
+            parts.append(f"invalid configuration: {message}")
+            continue
+        inner = ".".join(loc[1:])
+        parts.append(
+            f"{_setting_name(loc[0], given)}: " + (f"{inner}: " if inner else "") + message
+        )
+    return "; ".join(parts)
+
+
+@contextmanager
+def _database(settings: Settings) -> Iterator[None]:
+    """Turn a database that cannot be opened into a `ConfigError` naming WANSERVE_DATABASE_URL,
+    with the password masked (SQLAlchemy's messages may hold the whole URL)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
+    url = settings.effective_database_url
+    # The default database is a SQLite file in the data directory: that is the setting to fix.
+    name = "WANSERVE_DATA_DIR" if settings.database_url is None else "WANSERVE_DATABASE_URL"
+    try:
+        yield
+    except (ArgumentError, NoSuchModuleError, ModuleNotFoundError) as exc:
+        # Unparseable URL or missing driver: the URL is wrong (or the extra is not installed).
+        raise ConfigError(f"{name}: unusable database URL ({_scrub(exc, url)})") from None
+    except DBAPIError as exc:
+        # Parsed fine but no connection: the setting may be right and the server down.
+        shown = make_url(url).render_as_string(hide_password=True)
+        detail = _scrub(exc.orig if exc.orig is not None else exc, url)
+        raise ConfigError(f"{name}: cannot open {shown} ({detail})", status=1) from None
+    except OSError as exc:  # a directory under data_dir (or the SQLite file's) cannot be made
+        filename = exc.filename if isinstance(exc.filename, str) else None
+        if filename and Path(filename).is_relative_to(settings.data_dir):
+            name = "WANSERVE_DATA_DIR"
+        raise ConfigError(f"{name}: {exc.strerror or exc} ({filename})", status=1) from None
+
+
+def _scrub(exc: BaseException, url: str) -> str:
+    """The first line of `exc`'s message, with no part of `url` that could be secret."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = text.replace(url, "<url>")
+    try:
+        password = make_url(url).password
+    except ArgumentError:
+        password = None
+    if password:
+        text = text.replace(str(password), "***")
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from(args)
-    except ValidationError as exc:
-        print(f"wanserve: invalid configuration:\n{exc}", file=sys.stderr)  # noqa: T201
-        return 2
-    handler = _COMMANDS[args.command]
-    return handler(args, settings)
+        return _COMMANDS[args.command](args, settings)
+    except ConfigError as exc:
+        sys.stderr.write(f"wanserve: error: {exc}\n")
+        return exc.status
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -239,15 +356,16 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     try:
         check_process_model(settings, kind=kind)
     except StartupError as exc:
-        return _config_error(exc)
+        raise ConfigError(str(exc)) from None
     if kind is ProcessKind.API:
         from wanserve.compose.api import create_api_only
         from wanserve.compose.shared import build_shared
 
         try:
-            app = create_api_only(build_shared(settings))
+            with _database(settings):
+                app = create_api_only(build_shared(settings))
         except ImportError as exc:  # broker_url without the [celery] extra
-            return _config_error(exc)
+            raise ConfigError(str(exc)) from None
         log.warning(
             "API only: this process runs no generation; tasks wait for `wanserve worker` "
             "processes, which take them %s",
@@ -261,9 +379,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     _warn_dummy(settings)
     try:
-        components = build_components(settings)
+        with _database(settings):
+            components = build_components(settings)
     except ValueError as exc:  # settings the machine cannot honour, e.g. cpu_offload on a CPU
-        return _config_error(exc)
+        raise ConfigError(f"invalid configuration: {exc}") from None
     app = create_app(settings, components=components)
     shutdown = Shutdown(stopping=components.stopping, hand_back=components.job.hand_back)
     SignalledServer(uvicorn_config(settings, app), shutdown=shutdown).run()
@@ -277,11 +396,12 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     _logging(settings)
     _warn_dummy(settings)
     try:
-        return run_worker(settings)
+        with _database(settings):
+            return run_worker(settings)
     except (StartupError, ImportError) as exc:
-        return _config_error(exc)
+        raise ConfigError(str(exc)) from None
     except ValueError as exc:  # unknown model names, settings the machine cannot honour
-        return _config_error(exc)
+        raise ConfigError(f"invalid configuration: {exc}") from None
 
 
 def _logging(settings: Settings) -> None:
@@ -298,11 +418,6 @@ def _warn_dummy(settings: Settings) -> None:
             "sampling with %d steps",
             settings.effective_steps,
         )
-
-
-def _config_error(exc: Exception) -> int:
-    print(f"wanserve: invalid configuration: {exc}", file=sys.stderr)  # noqa: T201
-    return 2
 
 
 def _key_name(value: str) -> str:
@@ -326,8 +441,9 @@ def _keys(args: argparse.Namespace, settings: Settings) -> int:
     from wanserve.db.engine import make_engine, upgrade
     from wanserve.keys import KeyStore
 
-    engine = make_engine(settings.effective_database_url)
-    upgrade(engine)
+    with _database(settings):
+        engine = make_engine(settings.effective_database_url)
+        upgrade(engine)
     store = KeyStore(engine)
     out = sys.stdout
     if args.keys_command == "create":
@@ -357,6 +473,7 @@ def _models(args: argparse.Namespace, settings: Settings) -> int:
     from wanserve.catalog import Catalog
 
     catalog = Catalog.build(settings.models, steps=settings.effective_steps)
+    dummy = settings.weights is WeightsMode.DUMMY
     rows = [("MODEL", "KIND", "SIZES/TIERS", "SECONDS", "FPS", "STEPS", "CHECKPOINT")]
     for card in sorted(catalog, key=lambda c: c.name):
         seconds = card.durations.allowed
@@ -369,7 +486,8 @@ def _models(args: argparse.Namespace, settings: Settings) -> int:
                 span,
                 str(card.fps),
                 str(card.sampling.steps),
-                f"{card.checkpoint.source} [{card.checkpoint.family.value}]",
+                # Dummy mode loads a tiny random build of the family, not the named checkpoint.
+                f"{'dummy' if dummy else card.checkpoint.source} [{card.checkpoint.family.value}]",
             )
         )
     sys.stdout.write(_table(rows))
@@ -384,8 +502,9 @@ def _usage(args: argparse.Namespace, settings: Settings) -> int:
     from wanserve.keys import KeyStore
     from wanserve.tasks.usage import UsageQuery, UsageReader
 
-    engine = make_engine(settings.effective_database_url)
-    upgrade(engine)
+    with _database(settings):
+        engine = make_engine(settings.effective_database_url)
+        upgrade(engine)
     days: dict[str, date | None] = {}
     for name in ("since", "until"):
         value = getattr(args, name, None)
@@ -434,7 +553,8 @@ def _usage(args: argparse.Namespace, settings: Settings) -> int:
 def _db(args: argparse.Namespace, settings: Settings) -> int:
     from wanserve.db.engine import make_engine, upgrade
 
-    upgrade(make_engine(settings.effective_database_url))
+    with _database(settings):
+        upgrade(make_engine(settings.effective_database_url))
     sys.stdout.write("Database schema is up to date.\n")
     return 0
 

@@ -13,11 +13,12 @@ import secrets
 import time
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from wanserve.catalog import ModelOverride
+from wanserve.catalog import Catalog, ModelOverride
 
 
 class WeightsMode(StrEnum):
@@ -49,7 +50,7 @@ class Settings(BaseSettings):
         description="absolute base URL clients reach this server at (for video_url); "
         "default: the URL of the request",
     )
-    log_level: str = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     # Engine.
     weights: WeightsMode = WeightsMode.AUTO
@@ -241,6 +242,19 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_case(cls, value: object) -> object:
+        # Operators write WANSERVE_LOG_LEVEL=DEBUG as often as debug; logging takes either.
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, value: dict[str, ModelOverride]) -> dict[str, ModelOverride]:
+        # An override for a misspelt model would otherwise surface only when the app is built.
+        Catalog.build(value)
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -410,6 +410,6 @@ def test_unexpected_errors_keep_the_shape_and_the_request_id(
 def test_timeouts_end_a_stuck_task_failed(harness_factory: Callable[..., Harness]) -> None:
     h = harness_factory(runner=FakeRunner(gate=threading.Event()), task_timeout_seconds=0.5)
     task_id = h.create(T2V).json()["output"]["task_id"]
-    out = h.wait(task_id, timeout=20)["output"]
+    out = h.wait(task_id)["output"]
     assert (out["task_status"], out["code"]) == ("FAILED", "RequestTimeOut")
     assert "took longer than the server's limit" in out["message"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import io
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -138,7 +137,7 @@ def test_every_family_through_http(
 ) -> None:
     res = engine.create(body)
     assert res.status_code == 200, res.text
-    done = engine.wait(res.json()["output"]["task_id"], timeout=120)
+    done = engine.wait(res.json()["output"]["task_id"])
     assert video_of(engine, done) == expected
 
 
@@ -153,13 +152,12 @@ def test_cancel_a_running_task_stops_it_at_the_next_step(
         "parameters": {"size": "832*480"},
     }
     task_id = h.create(body).json()["output"]["task_id"]
-    h.wait(task_id, until=lambda b: b["output"].get("step", 0) >= 3, timeout=60)
+    h.wait(task_id, until=lambda b: b["output"].get("step", 0) >= 3)
     res = h.client.post(f"/api/v1/tasks/{task_id}/cancel", headers=h.headers())
     assert res.status_code == 200, res.text
-    asked = time.monotonic()
-    out = h.wait(task_id, timeout=30)["output"]
+    out = h.wait(task_id)["output"]
     assert out["task_status"] == "CANCELED" and "end_time" in out and "video_url" not in out
-    assert time.monotonic() - asked < 5
+    # Stopped at a step boundary, long before the end (no wall-clock bound: see tests/waiting).
     task = h.components.store.get(task_id)
     assert task is not None and task.progress is not None and task.progress.step < 400
     assert not h.components.services.storage.path(f"videos/{task_id}.mp4").exists()  # type: ignore[attr-defined]
@@ -168,7 +166,7 @@ def test_cancel_a_running_task_stops_it_at_the_next_step(
     quick = {**body, "model": "wanx2.1-t2v-turbo"}
     h2 = harness_factory(runner=runner, models=SMALL, steps=2)
     assert (
-        h2.wait(h2.create(quick).json()["output"]["task_id"], timeout=60)["output"]["task_status"]
+        h2.wait(h2.create(quick).json()["output"]["task_id"])["output"]["task_status"]
         == "SUCCEEDED"
     )
     assert runner.manager.loads == loads
@@ -217,11 +215,11 @@ def test_engine_failures_end_failed_and_the_worker_recovers(
         "parameters": {"size": "832*480"},
     }
     with failing_transformer(runner, error):
-        failed = engine.wait(engine.create(body).json()["output"]["task_id"], timeout=60)["output"]
+        failed = engine.wait(engine.create(body).json()["output"]["task_id"])["output"]
     assert (failed["task_status"], failed["code"]) == ("FAILED", code)
     assert message in failed["message"]
     assert "cuDNN" not in failed["message"]  # internals stay in the log
-    ok = engine.wait(engine.create(body).json()["output"]["task_id"], timeout=60)
+    ok = engine.wait(engine.create(body).json()["output"]["task_id"])
     assert ok["output"]["task_status"] == "SUCCEEDED"
 
 
@@ -244,7 +242,7 @@ def test_malformed_inline_images_are_refused_at_once(
 def test_inline_bytes_that_are_not_an_image_fail_the_task(engine: Harness) -> None:
     junk = "data:image/png;base64," + base64.b64encode(b"not an image at all").decode()
     body = {"model": "wan2.2-i2v-plus", "input": {"img_url": junk}}
-    out = engine.wait(engine.create(body).json()["output"]["task_id"], timeout=30)["output"]
+    out = engine.wait(engine.create(body).json()["output"]["task_id"])["output"]
     assert (out["task_status"], out["code"]) == ("FAILED", "InvalidParameter")
     assert "img_url is not a readable image" in out["message"]
     # The task row holds a reference, not the client's bytes.

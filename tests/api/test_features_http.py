@@ -16,6 +16,7 @@ from tests.api.test_engine_http import SMALL
 from tests.audio_files import wav
 from tests.conftest import Harness
 from tests.llm_server import Script, llm_server
+from tests.waiting import scaled
 from wanserve.engine.request import CancelFn, Clip, GenerationRequest, ProgressFn
 from wanserve.engine.runner import PipelineRunner
 from wanserve.media.audio import AudioClip
@@ -48,7 +49,7 @@ def full(harness_factory: Callable[..., Harness], runner: PipelineRunner, llm: s
 def run(h: Harness, body: dict[str, Any]) -> dict[str, Any]:
     res = h.create(body)
     assert res.status_code == 200, res.text
-    done = h.wait(res.json()["output"]["task_id"], timeout=180)
+    done = h.wait(res.json()["output"]["task_id"])
     assert done["output"]["task_status"] == "SUCCEEDED", done
     return done
 
@@ -196,7 +197,7 @@ def test_a_retried_task_reuses_its_recorded_extension(
     h = harness_factory(start_workers=False)
     task_id = h.create(t2v()).json()["output"]["task_id"]
     extender = ChatPromptExtender(
-        OpenAIChat(base_url=llm, model="m", api_key=None, timeout=5, vision=False)
+        OpenAIChat(base_url=llm, model="m", api_key=None, timeout=scaled(30), vision=False)
     )
     ex = Execution(
         store=h.components.store, runner=FakeRunner(), storage=h.components.services.storage,

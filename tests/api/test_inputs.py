@@ -48,7 +48,7 @@ def onprem(harness_factory: Callable[..., Harness], runner: PipelineRunner) -> H
 def finished(h: Harness, body: dict[str, Any], key: str | None = None) -> dict[str, Any]:
     res = h.create(body, key=key)
     assert res.status_code == 200, res.text
-    return h.wait(res.json()["output"]["task_id"], timeout=120)
+    return h.wait(res.json()["output"]["task_id"])
 
 
 def tracks(h: Harness, task_id: str) -> tuple[tuple[int, int], float | None]:
@@ -219,7 +219,7 @@ def test_upload_then_use_as_oss_reference(onprem: Harness) -> None:
         json=body,
         headers=onprem.headers(**{"X-DashScope-OssResourceResolve": "enable"}),
     )
-    done = onprem.wait(res.json()["output"]["task_id"], timeout=120)
+    done = onprem.wait(res.json()["output"]["task_id"])
     assert done["output"]["task_status"] == "SUCCEEDED", done
     # Bound to the key that asked for the policy: another key cannot use it.
     _, other = onprem.components.services.keys.create("other")

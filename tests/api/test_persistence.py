@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
-from tests.conftest import T2V, FakeRunner, Harness
+from tests.conftest import T2V, FakeRunner, Harness, ShiftedClock
+from tests.waiting import wait_until
 
 
 def statuses(h: Harness, ids: list[str], key: str) -> list[str]:
@@ -19,10 +20,17 @@ def statuses(h: Harness, ids: list[str], key: str) -> list[str]:
 
 
 def wait_all(h: Harness, ids: list[str], key: str, want: str = "SUCCEEDED") -> None:
-    deadline = time.monotonic() + 30
-    while (seen := statuses(h, ids, key)) != [want] * len(ids):
-        assert time.monotonic() < deadline, seen
-        time.sleep(0.05)
+    wait_until(
+        lambda: statuses(h, ids, key),
+        lambda seen: seen == [want] * len(ids),
+        progress=tuple,
+        what=f"all tasks {want}",
+    )
+
+
+def lose_heartbeat(h: Harness, clock: ShiftedClock) -> None:
+    """Move `h`'s clock past its heartbeat timeout: every worker silent since is dead to it."""
+    clock.offset += 2 * timedelta(seconds=h.settings.heartbeat_timeout_seconds)
 
 
 def test_pending_tasks_run_after_restart(
@@ -47,7 +55,10 @@ def test_orphaned_running_task_is_requeued_and_finishes(
     assert first.get(task_id)["output"]["task_status"] == "RUNNING"
     first.client.__exit__(None, None, None)
 
-    second = harness_factory(data_dir=tmp_path / "d")  # heartbeat timeout is 1 s in tests
+    # Later, by more than the heartbeat timeout: the dead worker's claim is stale.
+    clock = ShiftedClock()
+    second = harness_factory(data_dir=tmp_path / "d", clock=clock)
+    lose_heartbeat(second, clock)
     wait_all(second, [task_id], first.key)
     task = second.components.store.get(task_id)
     assert task is not None and task.attempts == 2
@@ -56,10 +67,12 @@ def test_orphaned_running_task_is_requeued_and_finishes(
 def test_repeatedly_lost_task_fails_with_a_clear_code(
     harness_factory: Callable[..., Harness],
 ) -> None:
-    h = harness_factory(start_workers=False, max_attempts=1)
+    clock = ShiftedClock()
+    h = harness_factory(start_workers=False, max_attempts=1, clock=clock)
     task_id = h.create(T2V).json()["output"]["task_id"]
     assert h.components.store.claim(task_id, worker_id="dead-worker") is not None
-    out = h.wait(task_id, timeout=15)["output"]
+    lose_heartbeat(h, clock)
+    out = h.wait(task_id)["output"]
     assert out["task_status"] == "FAILED" and out["code"] == "InternalError"
     assert "stopped responding" in out["message"]
 
@@ -80,23 +93,26 @@ def test_graceful_shutdown_hands_running_task_back(
 
 
 def test_tasks_and_videos_expire(harness_factory: Callable[..., Harness]) -> None:
-    h = harness_factory(task_ttl_seconds=2)
+    clock = ShiftedClock()
+    h = harness_factory(clock=clock)  # the default TTL: 24 h
     task_id = h.create(T2V).json()["output"]["task_id"]
     body = h.wait(task_id)
     assert body["output"]["task_status"] == "SUCCEEDED"
     video = h.components.services.storage.path(f"videos/{task_id}.mp4")  # type: ignore[attr-defined]
     assert video.exists()
     url = urlparse(body["output"]["video_url"])
-    deadline = time.monotonic() + 15
-    while h.get(task_id)["output"]["task_status"] != "UNKNOWN":
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    clock.offset = timedelta(hours=23)  # the video is kept for the TTL after it was made
+    assert h.get(task_id)["output"]["task_status"] == "SUCCEEDED"
+    assert h.client.get(f"{url.path}?{url.query}").status_code == 200
+    clock.offset = timedelta(hours=25)
+    assert h.get(task_id)["output"]["task_status"] == "UNKNOWN"
     res = h.client.get(f"{url.path}?{url.query}")
     assert res.status_code == 403 and res.json()["message"] == "The URL has expired."
-    deadline = time.monotonic() + 15
-    while video.exists() or h.components.store.get(task_id) is not None:
-        assert time.monotonic() < deadline, "the janitor did not purge the expired task"
-        time.sleep(0.1)
+    wait_until(
+        lambda: video.exists() or h.components.store.get(task_id) is not None,
+        lambda present: not present,
+        what="the janitor purging the expired task",
+    )
     listed = h.client.get("/api/v1/tasks", headers=h.headers()).json()
     assert listed["total"] == 0
 

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from tests.llm_server import Script, llm_server
+from tests.waiting import scaled
 from wanserve.catalog import Kind
 from wanserve.engine.dummy import build_tokenizer
 from wanserve.engine.prompt import ChatPromptExtender, LocalChat, OpenAIChat, PromptJob
@@ -27,7 +28,9 @@ def url(script: Script) -> Iterator[str]:
         yield base
 
 
-def extender(url: str, *, vision: bool = False, timeout: float = 5.0) -> ChatPromptExtender:
+def extender(url: str, *, vision: bool = False, timeout: float = scaled(30)) -> ChatPromptExtender:
+    # A generous default: an answer that should arrive must not be cut off on a busy machine.
+    # The fallback tests pass a short one, against a server that answers far later or never.
     chat = OpenAIChat(
         base_url=url, model="qwen-plus", api_key="sk-llm", timeout=timeout, vision=vision
     )

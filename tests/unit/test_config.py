@@ -46,4 +46,24 @@ def test_cli_reports_bad_configuration_without_secrets(
     monkeypatch.setenv("WANSERVE_WEIGHTS", "bogus")
     assert main(["models"]) == 2
     err = capsys.readouterr().err
-    assert "invalid configuration" in err and "super-secret-value-123" not in err
+    assert err == "wanserve: error: WANSERVE_WEIGHTS: Input should be 'auto' or 'dummy'\n"
+
+
+def models_table(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, list[str]]:
+    assert main(["models", *args]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    return {row[0]: row for row in rows[1:]}
+
+
+def test_models_shows_the_catalogue_as_serve_would_run_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("WANSERVE_MODELS", '{"wan2.1-t2v-plus": {"steps": 9}}')
+    real = models_table(capsys)
+    assert real["wan2.1-t2v-turbo"][5] == "50"  # the family's official count
+    assert real["wan2.1-t2v-turbo"][6] == "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
+    dummy = models_table(capsys, "--weights", "dummy")
+    assert dummy["wan2.1-t2v-turbo"][5:7] == ["4", "dummy"]
+    assert dummy["wan2.1-t2v-plus"][5] == "9"  # a per-model override beats the global count
+    monkeypatch.setenv("WANSERVE_WEIGHTS", "dummy")
+    assert models_table(capsys, "--steps", "7")["wan2.1-t2v-turbo"][5:7] == ["7", "dummy"]

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from tests.media_server import media_server
+from tests.waiting import scaled
 from wanserve.errors import InvalidParameter, InvalidURL
 from wanserve.media.fetch import FetchPolicy, SafeFetcher, address_allowed, system_resolver
 
@@ -66,7 +67,13 @@ test_resolver.__test__ = False  # type: ignore[attr-defined]
 
 
 def fetcher(**policy: object) -> SafeFetcher:
-    base = {"allowed_hosts": frozenset({"public.test"}), "read_timeout": 1.0, "total_timeout": 3.0}
+    # Generous limits: a fetch that should succeed must not fail because the machine is busy.
+    # The tests of the limits themselves pass short ones (`BOUNDED`).
+    base = {
+        "allowed_hosts": frozenset({"public.test"}),
+        "read_timeout": scaled(30),
+        "total_timeout": scaled(60),
+    }
     return SafeFetcher(FetchPolicy(**(base | policy)), resolve=test_resolver)  # type: ignore[arg-type]
 
 
@@ -154,8 +161,12 @@ def test_address_rules(address: str, private_ok: bool, allowed: bool) -> None:
 def test_failures_are_clear_and_bounded(
     port: int, path: str, error: type[Exception], message: str
 ) -> None:
+    # The time limits under test: far below what /slow (60 s of trickle) and /hang (5 s of
+    # silence) take, so they trip whatever the machine's speed. Other paths keep generous ones,
+    # so a busy machine cannot turn their error into a timeout.
+    limits = {"read_timeout": 1.0, "total_timeout": 3.0} if path in ("/slow", "/hang") else {}
     with pytest.raises(error, match=message):
-        get(f"http://public.test:{port}{path}")
+        get(f"http://public.test:{port}{path}", **limits)
 
 
 def test_unreachable_and_unresolvable(port: int) -> None:

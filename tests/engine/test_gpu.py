@@ -1,0 +1,86 @@
+"""The engine on a CUDA device: every family in bfloat16 (the GPU default), CPU offload, and
+the memory budget read from the device. Tiny dummy checkpoints, so a small GPU suffices.
+
+Opt-in: skipped unless `WANSERVE_TEST_GPU=1`, so the default suite runs on CPU-only machines.
+Asked for on a host where torch sees no CUDA device, they fail rather than skip: a CPU-only
+torch build on a GPU host is exactly what they are there to catch.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.engine.test_families import go, picture, small
+from wanserve.catalog import Kind
+from wanserve.engine import wan
+from wanserve.engine.runner import Conditioning, EngineConfig, PipelineRunner, build_runner
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(
+        os.environ.get("WANSERVE_TEST_GPU") != "1",
+        reason="GPU tests are opt-in: WANSERVE_TEST_GPU=1 on a host with CUDA",
+    ),
+]
+
+
+@pytest.fixture(scope="module", autouse=True)  # module scope: before `cuda_runner`
+def _cuda() -> None:
+    assert torch.cuda.is_available(), "WANSERVE_TEST_GPU=1 but torch sees no CUDA device"
+
+
+@pytest.fixture(scope="module")
+def cuda_runner(dummy_root: Path) -> PipelineRunner:
+    return build_runner(EngineConfig(weights="dummy", device="cuda", dummy_root=dummy_root))
+
+
+def conditioning(kind: Kind) -> Conditioning:
+    if kind is Kind.TEXT_TO_VIDEO:
+        return Conditioning()
+    if kind is Kind.KEYFRAMES_TO_VIDEO:
+        return Conditioning(image=picture(1), last_image=picture(2))
+    return Conditioning(image=picture(1))
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "wan2.1-t2v-turbo",  # Wan2.1 T2V
+        "wan2.2-t2v-plus",  # Wan2.2 T2V A14B, two experts
+        "wanx2.1-i2v-turbo",  # Wan2.1 I2V with CLIP
+        "wan2.2-i2v-plus",  # Wan2.2 I2V A14B
+        "wan2.2-i2v-flash",  # Wan2.2 TI2V-5B
+        "wanx2.1-kf2v-plus",  # Wan2.1 FLF2V
+    ],
+)
+def test_every_family_on_cuda_is_reproducible(cuda_runner: PipelineRunner, model: str) -> None:
+    spec = small(model)
+    cond = conditioning(spec.kind)
+    frames = go(cuda_runner, spec, cond)
+    assert frames.shape == (5, spec.gen_height, spec.gen_width, 3) and frames.dtype == np.uint8
+    assert frames.std() > 0
+    assert np.array_equal(frames, go(cuda_runner, spec, cond))  # same seed, same frames
+
+
+def test_cpu_offload_gives_the_same_video(cuda_runner: PipelineRunner, dummy_root: Path) -> None:
+    offloaded = build_runner(
+        EngineConfig(weights="dummy", device="cuda", dummy_root=dummy_root, cpu_offload=True)
+    )
+    spec = small("wan2.1-t2v-turbo")
+    resident = go(cuda_runner, spec)
+    moved = go(offloaded, spec)
+    # The same kernels on the same device; moving weights in and out changes no arithmetic,
+    # but allow one 8-bit level for a differently ordered reduction.
+    assert np.abs(resident.astype(int) - moved.astype(int)).max() <= 1
+
+
+def test_budget_defaults_to_most_of_the_device(dummy_root: Path) -> None:
+    loader = wan.WanLoader(EngineConfig(weights="dummy", device="cuda", dummy_root=dummy_root))
+    _free, total = torch.cuda.mem_get_info(loader.device)
+    assert loader.dtype is torch.bfloat16
+    assert loader.budget_bytes() == int(total * 0.9)
