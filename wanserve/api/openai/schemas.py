@@ -54,7 +54,6 @@ _PARAMS = {
 _ERROR_TYPES = {
     401: "authentication_error",
     403: "permission_error",
-    404: "not_found_error",
     429: "rate_limit_error",
 }
 # ASCII digits only, as the DashScope door's `width*height`; `x` (OpenAI's) or `*` between.
@@ -431,7 +430,8 @@ _ERROR_WHEN = {
     400: "invalid_request_error: a field the model cannot honour, a bad cursor or variant, "
     "a video that is not completed",
     401: "authentication_error: no key, or an unknown or revoked one",
-    404: "not_found_error: no such video for this key (never existed, expired or deleted)",
+    404: "invalid_request_error: no such video for this key (never existed, expired or "
+    "deleted)",
     413: "invalid_request_error: the body is over the server's limit",
     415: "invalid_request_error: the body is neither JSON nor a multipart form",
     429: "rate_limit_error: request rate, unfinished-task quota or queue full (Retry-After)",
