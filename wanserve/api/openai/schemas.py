@@ -18,6 +18,7 @@ import base64
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -227,7 +228,7 @@ def list_query(*, limit: int | None, order: str | None) -> tuple[int, bool]:
 def video(task: Task) -> dict[str, Any]:
     status = STATUS[task.status]
     spec = task.spec
-    ended = task.status.is_terminal and task.end_time is not None
+    ended = task.end_time if task.status.is_terminal else None
     return {
         "id": task.id,
         "object": "video",
@@ -235,7 +236,7 @@ def video(task: Task) -> dict[str, Any]:
         "status": status,
         "progress": _progress(task),
         "created_at": _unix(task.submit_time),
-        "completed_at": _unix(task.end_time) if ended and task.end_time else None,
+        "completed_at": _unix(ended) if ended is not None else None,
         # When the downloadable video goes: only a finished video has one.
         "expires_at": _unix(task.expires_at) if task.result is not None else None,
         "prompt": spec.orig_prompt,
@@ -272,7 +273,7 @@ def _error(task: Task) -> dict[str, str] | None:
     return None
 
 
-def _unix(moment: Any) -> int:
+def _unix(moment: datetime) -> int:
     return int(moment.timestamp())
 
 
@@ -426,18 +427,14 @@ CREATE_FORM: dict[str, Any] = {
 }
 
 _ERROR_WHEN = {
-    302: "The video's signed download URL (Location)",
     400: "invalid_request_error: a field the model cannot honour, a bad cursor or variant, "
     "a video that is not completed",
     401: "authentication_error: no key, or an unknown or revoked one",
-    404: "invalid_request_error: no such video for this key (never existed, expired or "
-    "deleted)",
+    404: "invalid_request_error: no such video for this key (never existed, expired or deleted)",
     413: "invalid_request_error: the body is over the server's limit",
     415: "invalid_request_error: the body is neither JSON nor a multipart form",
     429: "rate_limit_error: request rate, unfinished-task quota or queue full (Retry-After)",
     500: "server_error",
-    503: "server_error: the store cannot be reached",
-    507: "server_error: the store is full",
 }
 
 
