@@ -364,7 +364,8 @@ class Catalog:
             return self._cards[name]
         except KeyError:
             raise InvalidParameter(
-                f"Model not exist: {name!r}. Available models: {', '.join(self.names())}."
+                f"Model not exist: {name!r}. Available models: {', '.join(self.names())}.",
+                field="model",
             ) from None
 
     def names(self) -> list[str]:

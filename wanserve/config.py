@@ -18,7 +18,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from wanserve.catalog import Catalog, ModelOverride
+from wanserve.catalog import Catalog, Kind, ModelOverride
 
 
 class WeightsMode(StrEnum):
@@ -238,6 +238,24 @@ class Settings(BaseSettings):
         "below it (0: no check)",
     )
 
+    # OpenAI door (/v1/videos, docs/openai.md).
+    openai_default_model: str = Field(
+        default="wan2.1-t2v-turbo",
+        description="text-to-video model a /v1/videos request without `model` is run on",
+    )
+    openai_default_image_model: str = Field(
+        default="wan2.2-i2v-flash",
+        description="image-to-video model a /v1/videos request without `model` but with an "
+        "input_reference is run on",
+    )
+    openai_poll_after_ms: int = Field(
+        default=2000,
+        ge=100,
+        le=60_000,
+        description="openai-poll-after-ms sent with unfinished videos: how long the SDK's "
+        "poll() waits between retrieves",
+    )
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
@@ -268,6 +286,24 @@ class Settings(BaseSettings):
             ("redis://", "rediss://", "amqp://", "amqps://", "pyamqp://")
         ):
             raise ValueError("broker_url must be a redis://, rediss:// or amqp:// URL")
+        return self
+
+    @model_validator(mode="after")
+    def _openai_defaults(self) -> Settings:
+        # Refused at start-up rather than on the first request that relies on the default.
+        catalog = Catalog.build()
+        for name, value, kinds in (
+            ("openai_default_model", self.openai_default_model, (Kind.TEXT_TO_VIDEO,)),
+            (
+                "openai_default_image_model",
+                self.openai_default_image_model,
+                (Kind.IMAGE_TO_VIDEO,),
+            ),
+        ):
+            if value not in catalog.names():
+                raise ValueError(f"{name} {value!r} is not a model of the catalogue")
+            if catalog.get(value).kind not in kinds:
+                raise ValueError(f"{name} {value!r} is not a {kinds[0].value} model")
         return self
 
     @property

@@ -31,11 +31,13 @@ class WanserveError(Exception):
 
     code: str = "InternalError"
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, field: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
+        # The request field at fault, when the raiser knows it (OpenAI's error `param`).
+        self.field = field
 
 
 class InvalidParameter(WanserveError):

@@ -41,6 +41,10 @@ SEED_MAX = 2_147_483_647
 # Prompts past a model's limit are truncated, as the seeds say; past this they are refused, so a
 # client cannot make the server store and echo megabytes of text per task.
 PROMPT_HARD_LIMIT = 10_000
+# Per-request sampling overrides (an extension): bounded so one request cannot hold a worker
+# for thousands of steps, nor ask for a guidance scale no checkpoint was trained near.
+STEPS_MAX = 100
+GUIDANCE_MAX = 20.0
 
 
 class MediaScheme(StrEnum):
@@ -111,6 +115,12 @@ class SynthesisRequest:
     watermark: object = None
     shot_type: object = None
     audio: object = None
+    steps: object = None  # denoising steps (extension; default: the model's)
+    guidance_scale: object = None  # classifier-free guidance (extension; default: the model's)
+    # Image-driven models take a resolution tier, not a size. A front door without a
+    # resolution field (OpenAI's /v1/videos) sets this: its `size` then names the tier of one
+    # of the model's sizes, and the video still follows the image's aspect.
+    size_names_tier: bool = False
 
 
 @dataclass(frozen=True)
@@ -236,9 +246,9 @@ def image_driven_size(image_width: int, image_height: int, tier: str) -> Size:
 def resolve_card(req: SynthesisRequest, catalog: Catalog) -> ModelCard:
     """The catalogue entry `req.model` names."""
     if req.model is None or req.model == "":
-        raise EmptyModel("Model not specified: set `model` to a model name.")
+        raise EmptyModel("Model not specified: set `model` to a model name.", field="model")
     if not isinstance(req.model, str):
-        raise InvalidParameter("model must be a string.")
+        raise InvalidParameter("model must be a string.", field="model")
     return catalog.get(req.model)
 
 
@@ -252,7 +262,7 @@ def build_spec(
     t2v = card.kind is Kind.TEXT_TO_VIDEO
     orig_prompt = _optional_str(req.prompt, "prompt")
     if t2v and (orig_prompt is None or not orig_prompt.strip()):
-        raise InvalidParameter("input.prompt is required and must not be empty.")
+        raise InvalidParameter("input.prompt is required and must not be empty.", field="prompt")
     negative = _optional_str(req.negative_prompt, "negative_prompt")
 
     size, tier = _size_and_tier(req, card)
@@ -269,6 +279,8 @@ def build_spec(
             "audio track; wan2.2 and earlier produce silent video."
         )
     audio = _audio(req.audio, card, has_audio_url=audio_ref is not None, features=features)
+    steps = _steps(req.steps, default=card.sampling.steps)
+    guidance, guidance_2 = _guidance(req.guidance_scale, card)
 
     profile = FAMILIES[card.checkpoint.family]
     continuation = card.continued_by
@@ -292,9 +304,9 @@ def build_spec(
         fps=card.fps,
         native_fps=profile.native_fps,
         num_frames=frames_for(duration, profile.native_fps),
-        steps=card.sampling.steps,
-        guidance_scale=card.sampling.guidance_scale,
-        guidance_scale_2=card.sampling.guidance_scale_2,
+        steps=steps,
+        guidance_scale=guidance,
+        guidance_scale_2=guidance_2,
         flow_shift=card.sampling.flow_shift,
         low_res_flow_shift=card.sampling.low_res_flow_shift,
         seed=seed,
@@ -341,9 +353,22 @@ def _size_and_tier(req: SynthesisRequest, card: ModelCard) -> tuple[Size | None,
         if size not in card.sizes:
             raise InvalidParameter(
                 f"size {req.size!r} is not supported by {card.name}; allowed sizes: "
-                f"{_join(card.sizes)}."
+                f"{_join(card.sizes)}.",
+                field="size",
             )
         return size, tier_of(size)
+    if req.size is not None and req.size_names_tier:
+        if req.resolution is not None:
+            raise InvalidParameter("send size or resolution, not both.")
+        size = _parse_size(req.size)
+        if size not in card.sizes:
+            raise InvalidParameter(
+                f"size {req.size!r} is not supported by {card.name}; allowed sizes: "
+                f"{_join(card.sizes)} (the video keeps the input image's aspect ratio at the "
+                "size's resolution tier).",
+                field="size",
+            )
+        return None, tier_of(size)
     if req.size is not None:
         raise InvalidParameter(
             f"size is not a parameter of image-to-video model {card.name}: the video keeps the "
@@ -372,7 +397,8 @@ def _parse_size(value: object) -> Size:
             return Size(int(match.group(1)), int(match.group(2)))
     raise InvalidParameter(
         f"size {value!r} is malformed: write width*height, for example 1280*720 (not a ratio "
-        "or a tier such as 720P)."
+        "or a tier such as 720P).",
+        field="size",
     )
 
 
@@ -383,9 +409,39 @@ def _duration(value: object, card: ModelCard) -> int:
     if number is None or number not in card.durations.allowed:
         raise InvalidParameter(
             f"duration {value!r} is not supported by {card.name}: it is "
-            f"{card.durations.describe()} (seconds)."
+            f"{card.durations.describe()} (seconds).",
+            field="duration",
         )
     return number
+
+
+def _steps(value: object, *, default: int) -> int:
+    if value is None:
+        return default
+    number = _integer(value)
+    if number is None or not 1 <= number <= STEPS_MAX:
+        raise InvalidParameter(
+            f"steps {value!r} must be an integer between 1 and {STEPS_MAX}.", field="steps"
+        )
+    return number
+
+
+def _guidance(value: object, card: ModelCard) -> tuple[float, float | None]:
+    """(guidance_scale, guidance_scale_2): a requested scale applies to both experts of a
+    two-expert (Wan2.2 A14B) checkpoint, so that 1.0 turns guidance off for the whole run."""
+    if value is None:
+        return card.sampling.guidance_scale, card.sampling.guidance_scale_2
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidParameter(
+            f"guidance_scale {value!r} must be a number.", field="guidance_scale"
+        )
+    scale = float(value)
+    if not 0.0 <= scale <= GUIDANCE_MAX:  # also refuses NaN
+        raise InvalidParameter(
+            f"guidance_scale {value!r} must be between 0 and {GUIDANCE_MAX:g}.",
+            field="guidance_scale",
+        )
+    return scale, (scale if card.sampling.guidance_scale_2 is not None else None)
 
 
 def _seed(value: object) -> int:
@@ -394,7 +450,9 @@ def _seed(value: object) -> int:
         return secrets.randbelow(SEED_MAX + 1)
     number = _integer(value)
     if number is None or not 0 <= number <= SEED_MAX:
-        raise InvalidParameter(f"seed {value!r} must be an integer between 0 and {SEED_MAX}.")
+        raise InvalidParameter(
+            f"seed {value!r} must be an integer between 0 and {SEED_MAX}.", field="seed"
+        )
     return number
 
 

@@ -32,6 +32,9 @@ def test_secrets_are_not_printed_or_repr(tmp_path: object) -> None:
         ({"prompt_extender": "openai"}, "needs prompt_extender_url"),
         ({"prompt_extender": "local"}, "needs prompt_extender_path"),
         ({"heartbeat_seconds": 10, "heartbeat_timeout_seconds": 5}, "must exceed"),
+        ({"openai_default_model": "sora-2"}, "not a model of the catalogue"),
+        ({"openai_default_model": "wan2.2-i2v-flash"}, "is not a t2v model"),
+        ({"openai_default_image_model": "wan2.1-t2v-turbo"}, "is not a i2v model"),
     ],
 )
 def test_inconsistent_settings(kwargs: dict[str, object], message: str) -> None:

@@ -379,3 +379,57 @@ def test_spec_json_round_trip() -> None:
     assert GenerationSpec.from_json(s.to_json()) == s
     i = spec("wan2.2-i2v-plus").with_image_size(640, 480)
     assert GenerationSpec.from_json(i.to_json()) == i
+
+
+# -- per-request sampling (extension) --
+
+
+def test_steps_and_guidance_default_to_the_models() -> None:
+    card = CATALOG.get("wan2.2-t2v-plus")
+    made = spec("wan2.2-t2v-plus")
+    assert made.steps == card.sampling.steps
+    assert (made.guidance_scale, made.guidance_scale_2) == (
+        card.sampling.guidance_scale,
+        card.sampling.guidance_scale_2,
+    )
+
+
+def test_steps_and_guidance_overrides() -> None:
+    made = spec(steps=7, guidance_scale=3.5)
+    assert (made.steps, made.guidance_scale, made.guidance_scale_2) == (7, 3.5, None)
+    # A two-expert checkpoint: the scale applies to both, so 1.0 turns guidance off entirely.
+    both = spec("wan2.2-t2v-plus", guidance_scale=1)
+    assert (both.guidance_scale, both.guidance_scale_2) == (1.0, 1.0)
+    assert spec(steps=100).steps == 100 and spec(steps=1.0).steps == 1
+
+
+@pytest.mark.parametrize("steps", [0, 101, -1, 2.5, "4", True])
+def test_steps_bounds(steps: object) -> None:
+    with pytest.raises(InvalidParameter, match=r"steps .* between 1 and 100") as info:
+        spec(steps=steps)
+    assert info.value.field == "steps"
+
+
+@pytest.mark.parametrize("scale", [-0.1, 20.01, float("nan"), float("inf"), "7", True])
+def test_guidance_bounds(scale: object) -> None:
+    with pytest.raises(InvalidParameter, match="guidance_scale") as info:
+        spec(guidance_scale=scale)
+    assert info.value.field == "guidance_scale"
+
+
+# -- size naming a tier (the OpenAI door) --
+
+
+def test_size_names_the_tier_of_an_image_driven_model() -> None:
+    made = spec("wan2.2-i2v-flash", size="832*480", size_names_tier=True)
+    assert made.tier == "480P" and made.width is None  # the image still decides the aspect
+    assert spec("wan2.2-i2v-flash", size="1080*1920", size_names_tier=True).tier == "1080P"
+    with pytest.raises(InvalidParameter, match=r"not supported by wanx2\.1-i2v-plus") as info:
+        spec("wanx2.1-i2v-plus", size="832*480", size_names_tier=True)  # 720P only
+    assert info.value.field == "size"
+    with pytest.raises(InvalidParameter, match="not both"):
+        spec("wan2.2-i2v-flash", size="832*480", resolution="480P", size_names_tier=True)
+    # Without the flag (the DashScope door) size stays refused for image-driven models.
+    rejects("size is not a parameter", model="wan2.2-i2v-flash", size="832*480")
+    # Text-to-video sizes are unchanged by it.
+    assert spec(size="832*480", size_names_tier=True).size.width == 832

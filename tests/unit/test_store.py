@@ -22,6 +22,7 @@ from wanserve.spec import SynthesisRequest, build_spec
 from wanserve.tasks.lifecycle import IllegalTransition, can_transition, check_transition, sources_of
 from wanserve.tasks.models import (
     Claim,
+    CursorQuery,
     Progress,
     PromptExtension,
     TaskError,
@@ -393,6 +394,66 @@ def test_query_filters_and_pages(
     assert [t.id for t in window.tasks] == ["t4", "t3", "t2"]
     assert s.query(TaskQuery(api_key_id=key, model="wan2.6-t2v")).total == 0
     assert s.count_unfinished(key) == 6 and s.count_unfinished() == 7
+
+
+def test_cursor_pages_are_keyset_ordered_and_stable(
+    store: tuple[SqlTaskStore, str], clock: Clock
+) -> None:
+    s, key = store
+    other, _ = KeyStore(_ENGINES[-1]).create("other")
+    # Three tasks share a submission time: the id breaks the tie, so none is skipped or
+    # repeated across pages.
+    for task_id, step in [("a", 60), ("c", 0), ("b", 0), ("d", 60), ("e", 60)]:
+        clock.advance(step)
+        new_task(s, key, task_id)
+    new_task(s, other.id, "theirs")
+
+    def walk(newest_first: bool, limit: int) -> list[list[str]]:
+        pages, after = [], None
+        while True:
+            page = s.page(CursorQuery(key, limit, after=after, newest_first=newest_first))
+            pages.append([t.id for t in page.tasks])
+            if not page.has_more:
+                return pages
+            after = page.tasks[-1].id
+
+    assert walk(False, 2) == [["a", "b"], ["c", "d"], ["e"]]
+    assert walk(True, 2) == [["e", "d"], ["c", "b"], ["a"]]
+    assert walk(True, 5) == [["e", "d", "c", "b", "a"]]  # exactly full: no empty page after
+    # Tasks added after the cursor do not shift the pages behind it.
+    first = s.page(CursorQuery(key, 2, newest_first=True))
+    clock.advance(60)
+    new_task(s, key, "f")
+    rest = s.page(CursorQuery(key, 10, after=first.tasks[-1].id, newest_first=True))
+    assert [t.id for t in rest.tasks] == ["c", "b", "a"] and not rest.has_more
+    for cursor in ("theirs", "missing"):
+        with pytest.raises(LookupError):
+            s.page(CursorQuery(key, 2, after=cursor))
+
+
+def test_deleted_tasks_are_hidden_and_purged_once_ended(
+    store: tuple[SqlTaskStore, str], clock: Clock
+) -> None:
+    s, key = store
+    for task_id in ("done", "running", "kept"):
+        new_task(s, key, task_id)
+    claim = s.claim("done", worker_id="w")
+    assert claim is not None and s.succeed(claim, RESULT)
+    running = s.claim("running", worker_id="w")
+    assert running is not None
+    assert s.mark_deleted("done") and s.mark_deleted("running")
+    assert not s.mark_deleted("done") and not s.mark_deleted("missing")
+    loaded = s.get("running")
+    assert loaded is not None and loaded.deleted  # the worker still sees its task
+    assert [t.id for t in s.query(TaskQuery(api_key_id=key)).tasks] == ["kept"]
+    assert [t.id for t in s.page(CursorQuery(key, 10)).tasks] == ["kept"]
+    with pytest.raises(LookupError):
+        s.page(CursorQuery(key, 10, after="done"))
+    # Only an ended task is purged (long before its expiry); a running one first ends.
+    assert s.expired() == [("done", RESULT.video_key)]
+    assert s.request_cancel("running") and s.heartbeat(running).cancel_requested
+    assert s.cancel_running(running)
+    assert sorted(task_id for task_id, _ in s.expired()) == ["done", "running"]
 
 
 # -- state-machine property test --

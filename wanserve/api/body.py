@@ -10,9 +10,12 @@ decompression runs and the size cap holds for what is parsed.
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncGenerator
+
 from fastapi import Request
 
-from wanserve.errors import RequestTooLarge, UnsupportedMediaType
+from wanserve.errors import InvalidParameter, RequestTooLarge, UnsupportedMediaType
 
 JSON = "application/json"
 
@@ -22,25 +25,45 @@ async def read_json(request: Request, *, limit: int) -> bytes:
     check_json_media_type(
         request.headers.get("content-type"), request.headers.get("content-encoding")
     )
+    return b"".join([chunk async for chunk in capped_stream(request, limit=limit)])
+
+
+async def capped_stream(request: Request, *, limit: int) -> AsyncGenerator[bytes, None]:
+    """The body's chunks; `RequestTooLarge` as soon as it is known to exceed `limit` bytes
+    (from Content-Length, or while streaming when it lies or is absent)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise RequestTooLarge(f"The request body exceeds {limit} bytes.")
-    chunks, size = [], 0
+    size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
             raise RequestTooLarge(f"The request body exceeds {limit} bytes.")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        yield chunk
 
 
-def check_json_media_type(content_type: str | None, content_encoding: str | None) -> None:
-    """Refuse (415) a body that is not uncompressed UTF-8 JSON by its headers."""
+def load_json(raw: bytes) -> object:
+    """A JSON document from a body already read (None for an empty body)."""
+    try:
+        return json.loads(raw) if raw else None
+    except json.JSONDecodeError as exc:
+        raise InvalidParameter(f"The request body is not valid JSON: {exc}.") from None
+    except (ValueError, RecursionError):  # bad UTF-8, absurd numbers, absurd nesting
+        raise InvalidParameter("The request body is not valid JSON.") from None
+
+
+def check_identity_encoding(content_encoding: str | None) -> None:
+    """Refuse (415) a compressed body: nothing is decompressed, so size caps hold."""
     codings = [c.strip().lower() for c in (content_encoding or "").split(",") if c.strip()]
     if any(c != "identity" for c in codings):
         raise UnsupportedMediaType(
             "Content-Encoding is not supported: send the body uncompressed (identity)."
         )
+
+
+def check_json_media_type(content_type: str | None, content_encoding: str | None) -> None:
+    """Refuse (415) a body that is not uncompressed UTF-8 JSON by its headers."""
+    check_identity_encoding(content_encoding)
     if content_type is None or not content_type.strip():
         raise UnsupportedMediaType(f"The request needs Content-Type: {JSON}.")
     media_type, *params = (part.strip() for part in content_type.split(";"))

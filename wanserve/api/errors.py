@@ -1,15 +1,20 @@
-"""Every error leaves the API as DashScope's `{request_id, code, message}` with its HTTP status.
+"""Every error leaves the API with its HTTP status and its door's body: DashScope's
+`{request_id, code, message}`, or, under a prefix another door claims (`/v1/`: OpenAI's
+`{"error": {message, type, param, code}}`), that door's.
 
-Domain errors (`wanserve.errors`) map to statuses here and nowhere else; framework errors
-(unknown route, wrong method, malformed query) and anything unexpected are reshaped too, so a
-client never sees FastAPI's `{"detail": ...}` or a bare 500.
+Domain errors (`wanserve.errors`) map to statuses here and nowhere else, for every door;
+framework errors (unknown route, wrong method, malformed query) and anything unexpected are
+reshaped too, so a client never sees FastAPI's `{"detail": ...}` or a bare 500. A door only
+decides how a `Problem` is written (`ErrorBody`), never which status it gets.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -49,11 +54,35 @@ def request_id_of(request: Request) -> str:
     return str(getattr(request.state, "request_id", ""))
 
 
+@dataclass(frozen=True)
+class Problem:
+    """An error as every door sees it, before its door writes it."""
+
+    status: int
+    code: str  # the domain code (DashScope's vocabulary), e.g. InvalidParameter
+    message: str
+    field: str | None = None  # the request field at fault, when known
+
+
+# Writes a problem as a door's JSON body (the request id is the second argument).
+ErrorBody = Callable[[Problem, str], dict[str, Any]]
+
+
+def _dashscope_body(problem: Problem, request_id: str) -> dict[str, Any]:
+    return error_body(problem.code, problem.message, request_id=request_id)
+
+
+def _body_for(request: Request) -> ErrorBody:
+    doors: Mapping[str, ErrorBody] = getattr(request.app.state, "error_bodies", {})
+    for prefix, body in doors.items():
+        if request.url.path.startswith(prefix):
+            return body
+    return _dashscope_body
+
+
 def error_response(
     request: Request,
-    status: int,
-    code: str,
-    message: str,
+    problem: Problem,
     *,
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
@@ -62,9 +91,8 @@ def error_response(
     if request_id:
         # Set here too: a 500 is answered outside the middleware that adds it to the others.
         headers["X-Request-Id"] = request_id
-    return JSONResponse(
-        error_body(code, message, request_id=request_id), status_code=status, headers=headers
-    )
+    body = _body_for(request)(problem, request_id)
+    return JSONResponse(body, status_code=problem.status, headers=headers)
 
 
 async def _domain(request: Request, exc: Exception) -> JSONResponse:
@@ -75,7 +103,8 @@ async def _domain(request: Request, exc: Exception) -> JSONResponse:
         headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
     if isinstance(exc, StorageError):  # the client sees the message; the operator the cause
         log.error("%s on %s %s: %s", exc.code, request.method, request.url.path, exc.detail)
-    return error_response(request, http_status(exc), exc.code, exc.message, headers=headers)
+    problem = Problem(http_status(exc), exc.code, exc.message, field=exc.field)
+    return error_response(request, problem, headers=headers)
 
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:
@@ -95,7 +124,7 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
             "InvalidParameter" if exc.status_code < 500 else "InternalError",
             str(exc.detail),
         )
-    return error_response(request, exc.status_code, code, message, headers=headers)
+    return error_response(request, Problem(exc.status_code, code, message), headers=headers)
 
 
 def allowed_methods(request: Request, exc: StarletteHTTPException) -> list[str]:
@@ -117,24 +146,33 @@ _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 async def _validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    found = exc.errors()
     problems = "; ".join(
         f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}"
-        for e in exc.errors()
+        for e in found
     )
-    return error_response(request, 400, "InvalidParameter", f"Invalid request: {problems}.")
+    loc = found[0].get("loc", ()) if found else ()
+    field = ".".join(str(p) for p in loc[1:]) or None
+    problem = Problem(400, "InvalidParameter", f"Invalid request: {problems}.", field=field)
+    return error_response(request, problem)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(
         request,
-        500,
-        "InternalError",
-        "An internal error has occurred, please try again later or contact service support.",
+        Problem(
+            500,
+            "InternalError",
+            "An internal error has occurred, please try again later or contact service support.",
+        ),
     )
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, *, doors: Mapping[str, ErrorBody] | None = None) -> None:
+    """Install the handlers; `doors` maps a path prefix to the body its errors are written
+    in (every other path gets DashScope's)."""
+    app.state.error_bodies = dict(doors or {})
     app.add_exception_handler(errors.WanserveError, _domain)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(RequestValidationError, _validation)

@@ -16,11 +16,17 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from wanserve.api import schemas
+from wanserve.api.openai import schemas as openai_schemas
 
 SECURITY_SCHEME = "DashScopeApiKey"
 REF = "#/components/schemas/{model}"
 # Bodies read by hand and documented through `openapi_extra` references to these components.
-REQUEST_MODELS: tuple[type[BaseModel], ...] = (schemas.CreateTaskRequest,)
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (
+    schemas.CreateTaskRequest,
+    openai_schemas.VideoCreateRequest,
+)
+# Error bodies by path prefix: the OpenAI door writes its own (every other path, DashScope's).
+ERROR_MODELS: tuple[tuple[str, type[BaseModel]], ...] = (("/v1/", openai_schemas.OpenAIError),)
 
 
 def json_body(model: type[BaseModel]) -> dict[str, Any]:
@@ -55,8 +61,8 @@ def build(app: FastAPI) -> dict[str, Any]:
     )
     components = document.setdefault("components", {})
     models = components.setdefault("schemas", {})
-    models_to_add: tuple[type[BaseModel], ...] = (*REQUEST_MODELS, schemas.ErrorBody)
-    for model in models_to_add:
+    error_models: list[type[BaseModel]] = [schemas.ErrorBody, *(m for _, m in ERROR_MODELS)]
+    for model in (*REQUEST_MODELS, *error_models):
         schema = model.model_json_schema(ref_template=REF)
         models.update(schema.pop("$defs", {}))
         models[model.__name__] = schema
@@ -67,7 +73,8 @@ def build(app: FastAPI) -> dict[str, Any]:
         "scheme": "bearer",
         "description": "`Authorization: Bearer <key>`; keys come from `wanserve keys create`.",
     }
-    for path in document["paths"].values():
+    for route, path in document["paths"].items():
+        error_model = next((m for p, m in ERROR_MODELS if route.startswith(p)), schemas.ErrorBody)
         for operation in path.values():
             answers = operation["responses"]
             answers.pop("422", None)
@@ -76,12 +83,12 @@ def build(app: FastAPI) -> dict[str, Any]:
                 # throttle sits in the one dependency they all share, so it is documented
                 # here for all of them rather than route by route.
                 for status in (401, 429):
-                    answers.setdefault(str(status), _error(status))
+                    answers.setdefault(str(status), _error(status, error_model))
     return document
 
 
-def _error(status: int) -> dict[str, Any]:
+def _error(status: int, model: type[BaseModel]) -> dict[str, Any]:
     return {
         "description": schemas.error_description(status),
-        "content": {"application/json": {"schema": {"$ref": REF.format(model="ErrorBody")}}},
+        "content": {"application/json": {"schema": {"$ref": REF.format(model=model.__name__)}}},
     }

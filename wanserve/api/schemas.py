@@ -9,7 +9,6 @@ generation (wan2.6 differs from wan2.5 and earlier).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Literal
@@ -17,9 +16,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from wanserve import text
+from wanserve.api.body import load_json
 from wanserve.catalog import TIER_SR, Generation
 from wanserve.errors import EmptyInput, InvalidParameter
-from wanserve.spec import SynthesisRequest
+from wanserve.spec import GUIDANCE_MAX, STEPS_MAX, SynthesisRequest
 from wanserve.tasks.models import Task, TaskPage, TaskQuery, TaskStatus
 from wanserve.uploads import UploadPolicy
 
@@ -41,6 +41,8 @@ _PARAMETER_FIELDS = (
     "watermark",
     "shot_type",
     "audio",
+    "steps",  # extension: per-request denoising steps
+    "guidance_scale",  # extension: per-request classifier-free guidance
 )
 
 UrlFor = Callable[[Task], str | None]
@@ -48,12 +50,7 @@ UrlFor = Callable[[Task], str | None]
 
 def parse_create_body(raw: bytes) -> SynthesisRequest:
     """The create-task JSON body as a `SynthesisRequest` (values unchecked)."""
-    try:
-        body = json.loads(raw) if raw else None
-    except json.JSONDecodeError as exc:
-        raise InvalidParameter(f"The request body is not valid JSON: {exc}.") from None
-    except (ValueError, RecursionError):  # bad UTF-8, absurd numbers, absurd nesting
-        raise InvalidParameter("The request body is not valid JSON.") from None
+    body = load_json(raw)
     if not isinstance(body, dict):
         raise InvalidParameter("The request body must be a JSON object with model and input.")
     text.check_document(body)  # every string, ignored fields too: nothing unstorable goes on
@@ -269,6 +266,12 @@ class CreateTaskParameters(BaseModel):
     watermark: bool | None = None
     shot_type: str | None = None
     audio: bool | None = None
+    steps: int | None = Field(
+        default=None, ge=1, le=STEPS_MAX, description="extension: denoising steps"
+    )
+    guidance_scale: float | None = Field(
+        default=None, ge=0, le=GUIDANCE_MAX, description="extension: classifier-free guidance"
+    )
 
 
 class CreateTaskRequest(BaseModel):

@@ -21,6 +21,8 @@ from wanserve.api import docs as api_docs
 from wanserve.api import errors as api_errors
 from wanserve.api import openapi as api_openapi
 from wanserve.api.deps import Services
+from wanserve.api.openai import routes as openai_routes
+from wanserve.api.openai import schemas as openai_schemas
 from wanserve.api.routes import api, probes
 from wanserve.api.uploads import uploads as uploads_router
 from wanserve.api.usage import usage as usage_router
@@ -62,6 +64,7 @@ def build_services(
         ),
         cancel_running=settings.cancel_running,
         uploads=shared.uploads,
+        storage=shared.storage,
         clock=shared.clock,
     )
     return Services(
@@ -124,8 +127,9 @@ def create_api_app(
         redoc_url=None,
     )
     app.state.services = services
-    api_errors.install(app)
+    api_errors.install(app, doors={openai_routes.PREFIX: openai_schemas.error_body})
     app.include_router(api)
+    app.include_router(openai_routes.v1)
     app.include_router(uploads_router)
     app.include_router(usage_router)
     app.include_router(probes)

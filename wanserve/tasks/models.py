@@ -78,6 +78,7 @@ class Task:
     result: TaskResult | None = None
     error: TaskError | None = None
     extension: PromptExtension | None = None  # recorded by the worker at its first attempt
+    deleted: bool = False  # deleted by its owner: hidden from every caller, purged when ended
 
 
 @dataclass(frozen=True)
@@ -104,3 +105,20 @@ class TaskQuery:
 class TaskPage:
     total: int
     tasks: list[Task]
+
+
+@dataclass(frozen=True)
+class CursorQuery:
+    """One page of a key's tasks in submission order, after a cursor (the last task of the
+    previous page): keyset pagination, stable while tasks are added."""
+
+    api_key_id: str
+    limit: int
+    after: str | None = None  # a task id of this key
+    newest_first: bool = True
+
+
+@dataclass(frozen=True)
+class CursorPage:
+    tasks: list[Task]
+    has_more: bool

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from wanserve.catalog import Catalog
 from wanserve.clock import Clock, utcnow
-from wanserve.errors import InvalidURL, Throttled, UnsupportedOperation
+from wanserve.errors import InvalidParameter, InvalidURL, NotFound, Throttled, UnsupportedOperation
 from wanserve.media.datauri import parse_data_uri
 from wanserve.spec import (
     Features,
@@ -19,8 +19,9 @@ from wanserve.spec import (
     build_spec,
     resolve_card,
 )
+from wanserve.storage.base import Storage
 from wanserve.tasks.dispatch import Dispatcher
-from wanserve.tasks.models import Task, TaskPage, TaskQuery, TaskStatus
+from wanserve.tasks.models import CursorPage, CursorQuery, Task, TaskPage, TaskQuery, TaskStatus
 from wanserve.tasks.store import Quota, QuotaExceeded, TaskStore
 from wanserve.uploads import UploadService
 
@@ -54,9 +55,11 @@ class TaskService:
         limits: Limits,
         cancel_running: bool,
         uploads: UploadService | None = None,
+        storage: Storage | None = None,
         clock: Clock = utcnow,
     ) -> None:
         self._uploads = uploads
+        self._storage = storage
         self._store = store
         self._dispatcher = dispatcher
         self.catalog = catalog
@@ -118,7 +121,7 @@ class TaskService:
     def get(self, task_id: str, *, api_key_id: str) -> Task | None:
         """The caller's task, or None when it never existed, expired, or is another key's."""
         task = self._store.get(task_id)
-        if task is None or task.api_key_id != api_key_id or self._expired(task):
+        if task is None or task.api_key_id != api_key_id or task.deleted or self._expired(task):
             return None
         return task
 
@@ -144,6 +147,42 @@ class TaskService:
 
     def list(self, query: TaskQuery) -> TaskPage:
         return self._store.query(query)
+
+    def page(self, query: CursorQuery) -> CursorPage:
+        """A page of the caller's tasks after a cursor task (keyset pagination)."""
+        try:
+            return self._store.page(query)
+        except LookupError:
+            raise InvalidParameter(
+                f"after {query.after!r} is not a task of this API key (it may have been "
+                "deleted or have expired).",
+                field="after",
+            ) from None
+
+    def delete(self, task_id: str, *, api_key_id: str) -> Task:
+        """Delete the caller's task: hidden at once from every door, stopped if unfinished
+        (a RUNNING one at its next step, unless `cancel_running` is off: then it runs to its
+        end), and purged with its video as soon as it has ended."""
+        task = self.get(task_id, api_key_id=api_key_id)
+        if task is None or not self._store.mark_deleted(task_id):
+            raise NotFound(f"Task {task_id} does not exist, has expired or was deleted.")
+        # A PENDING task may be claimed between the two calls; the flag then stops the run.
+        if not self._store.cancel_pending(task_id) and self._cancel_running:
+            self._store.request_cancel(task_id)
+        ended = self._reload(task)
+        if ended.status.is_terminal:
+            self._purge(ended)
+        return ended
+
+    def _purge(self, task: Task) -> None:
+        # Now rather than at the janitor's next sweep: a signed URL handed out earlier stops
+        # working the moment the owner deletes the video. The janitor purges the rest
+        # (tasks that were still running, or a storage failure here).
+        if self._storage is None:
+            return
+        if task.result is not None:
+            self._storage.delete(task.result.video_key)
+        self._store.delete([task.id])
 
     def _reload(self, task: Task) -> Task:
         fresh = self._store.get(task.id)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, timedelta
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import Engine, delete, func, select, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from wanserve.clock import Clock, utcnow
@@ -33,6 +33,8 @@ from wanserve.spec import GenerationSpec
 from wanserve.tasks.lifecycle import check_transition, sources_of
 from wanserve.tasks.models import (
     Claim,
+    CursorPage,
+    CursorQuery,
     Progress,
     PromptExtension,
     Task,
@@ -97,6 +99,8 @@ class TaskStore(Protocol):
     ) -> Task: ...
     def get(self, task_id: str) -> Task | None: ...
     def query(self, q: TaskQuery) -> TaskPage: ...
+    def page(self, q: CursorQuery) -> CursorPage: ...
+    def mark_deleted(self, task_id: str) -> bool: ...
     def count_unfinished(self, api_key_id: str | None = None) -> int: ...
     def cancel_pending(self, task_id: str) -> bool: ...
     def request_cancel(self, task_id: str) -> bool: ...
@@ -175,15 +179,20 @@ class SqlTaskStore:
             row = s.get(TaskRow, task_id)
             return _to_task(row) if row is not None else None
 
-    def query(self, q: TaskQuery) -> TaskPage:
-        conditions: list[Any] = [
-            TaskRow.api_key_id == q.api_key_id,
-            # Expired tasks are gone as far as callers can tell.
+    def _visible(self, api_key_id: str) -> list[Any]:
+        """The conditions of a key's tasks that callers can see: expired and deleted tasks
+        are gone as far as they can tell."""
+        return [
+            TaskRow.api_key_id == api_key_id,
+            TaskRow.deleted.is_(False),
             ~(
                 (TaskRow.expires_at < self._now())
                 & TaskRow.status.in_([s.value for s in TaskStatus if s.is_terminal])
             ),
         ]
+
+    def query(self, q: TaskQuery) -> TaskPage:
+        conditions = self._visible(q.api_key_id)
         if q.start is not None:
             conditions.append(TaskRow.submit_time >= q.start)
         if q.end is not None:
@@ -202,6 +211,46 @@ class SqlTaskStore:
                 .limit(q.page_size)
             ).all()
             return TaskPage(total=total, tasks=[_to_task(r) for r in rows])
+
+    def page(self, q: CursorQuery) -> CursorPage:
+        """Up to `q.limit` visible tasks of the key after the cursor task, ordered by
+        (submit time, id); `LookupError` when the cursor is not a visible task of the key."""
+        conditions = self._visible(q.api_key_id)
+        with self._sessions() as s:
+            if q.after is not None:
+                cursor = s.execute(
+                    select(TaskRow.submit_time, TaskRow.id).where(
+                        TaskRow.id == q.after, *conditions
+                    )
+                ).first()
+                if cursor is None:
+                    raise LookupError(q.after)
+                key = tuple_(TaskRow.submit_time, TaskRow.id)
+                conditions.append(
+                    key < tuple_(*cursor) if q.newest_first else key > tuple_(*cursor)
+                )
+            order = (
+                (TaskRow.submit_time.desc(), TaskRow.id.desc())
+                if q.newest_first
+                else (TaskRow.submit_time, TaskRow.id)
+            )
+            # One row more than asked says whether another page follows, without a count.
+            rows = s.scalars(
+                select(TaskRow).where(*conditions).order_by(*order).limit(q.limit + 1)
+            ).all()
+            tasks = [_to_task(r) for r in rows[: q.limit]]
+            return CursorPage(tasks=tasks, has_more=len(rows) > q.limit)
+
+    def mark_deleted(self, task_id: str) -> bool:
+        """Hide a task from every caller; the janitor purges it and its video once it has
+        ended. False when there was no such task or it was already deleted."""
+        with self._sessions.begin() as s:
+            res = s.execute(
+                update(TaskRow)
+                .where(TaskRow.id == task_id, TaskRow.deleted.is_(False))
+                .values(deleted=True)
+            )
+            return _rowcount(res) == 1
 
     def count_unfinished(self, api_key_id: str | None = None) -> int:
         with self._sessions() as s:
@@ -396,12 +445,13 @@ class SqlTaskStore:
         return ReapReport(requeued=requeued, failed=failed, canceled=canceled)
 
     def expired(self, *, limit: int = 500) -> list[tuple[str, str | None]]:
-        """Finished tasks past their expiry: (task id, video key) pairs to purge."""
+        """Finished tasks past their expiry or deleted by their owner: (task id, video key)
+        pairs to purge."""
         with self._sessions() as s:
             rows = s.execute(
                 select(TaskRow.id, TaskRow.video_key)
                 .where(
-                    TaskRow.expires_at < self._now(),
+                    (TaskRow.expires_at < self._now()) | TaskRow.deleted.is_(True),
                     TaskRow.status.in_([s.value for s in TaskStatus if s.is_terminal]),
                 )
                 .limit(limit)
@@ -557,6 +607,7 @@ def _to_task(row: TaskRow) -> Task:
         result=result,
         error=error,
         extension=_extension_from(row.extension),
+        deleted=row.deleted,
     )
 
 
