@@ -18,7 +18,9 @@ import torch
 from tests.engine.test_families import go, picture, small
 from wanserve.catalog import Kind
 from wanserve.engine import wan
-from wanserve.engine.runner import Conditioning, EngineConfig, PipelineRunner, build_runner
+from wanserve.engine.request import EngineConfig
+from wanserve.engine.runner import PipelineRunner, build_runner
+from wanserve.workers.inputs import Conditioning
 
 pytestmark = [
     pytest.mark.gpu,
