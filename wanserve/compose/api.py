@@ -20,6 +20,7 @@ from wanserve import __version__
 from wanserve.api import docs as api_docs
 from wanserve.api import errors as api_errors
 from wanserve.api import openapi as api_openapi
+from wanserve.api.catalog import catalog as catalog_router
 from wanserve.api.deps import Services
 from wanserve.api.routes import api, probes
 from wanserve.api.uploads import uploads as uploads_router
@@ -49,11 +50,12 @@ def build_services(
     shared: Shared, *, dispatcher: Dispatcher, features: Features | None = None
 ) -> Services:
     settings = shared.settings
+    features = features or features_of(settings)
     tasks = TaskService(
         store=shared.store,
         dispatcher=dispatcher,
         catalog=shared.catalog,
-        features=features or features_of(settings),
+        features=features,
         limits=Limits(
             max_unfinished_per_key=settings.max_unfinished_per_key,
             max_queue=settings.max_queue,
@@ -75,6 +77,7 @@ def build_services(
         clock=shared.clock,
         throttle=build_throttle(settings),
         usage=UsageReader(shared.db),
+        features=features,
     )
 
 
@@ -128,6 +131,7 @@ def create_api_app(
     app.include_router(api)
     app.include_router(uploads_router)
     app.include_router(usage_router)
+    app.include_router(catalog_router)
     app.include_router(probes)
     serve_files(app, services.storage)
     api_docs.install(app)
