@@ -20,6 +20,7 @@ from wanserve import __version__
 from wanserve.api import docs as api_docs
 from wanserve.api import errors as api_errors
 from wanserve.api import openapi as api_openapi
+from wanserve.api import playground as api_playground
 from wanserve.api.catalog import catalog as catalog_router
 from wanserve.api.deps import Services
 from wanserve.api.routes import api, probes
@@ -135,6 +136,7 @@ def create_api_app(
     app.include_router(probes)
     serve_files(app, services.storage)
     api_docs.install(app)
+    api_playground.install(app)  # the web page at `/`
     api_openapi.install(app)
     app.middleware("http")(_request_context)
     return app
