@@ -27,7 +27,7 @@ from tests.server import ServerProcess
 from wanserve.catalog import Catalog
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page, Request
+    from playwright.sync_api import Browser, ConsoleMessage, Page, Request
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -90,12 +90,11 @@ class Watched:
         self.problems: list[str] = []
         page.on("request", lambda request: self.requests.append(request))
         page.on("pageerror", lambda exc: self.problems.append(f"page error: {exc}"))
-        page.on(
-            "console",
-            lambda msg: self.problems.append(f"console: {msg.text}")
-            if msg.type == "error" and "404" not in msg.text
-            else None,
-        )
+        page.on("console", self._console)
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.problems.append(f"console: {message.text}")
 
     def enter_key(self, base: str, key: str) -> None:
         self.page.goto(base + "/")
@@ -229,7 +228,9 @@ def test_an_image_model_uploads_its_frame(
     assert not page.get_by_label("Size", exact=True).is_visible()
     page.get_by_label("Resolution", exact=True).select_option("480P")
     page.get_by_role("button", name="Generate video").click()
-    assert page.locator("#error").text_content() == "InvalidParameter: First frame: choose an image."
+    assert (
+        page.locator("#error").text_content() == "InvalidParameter: First frame: choose an image."
+    )
 
     page.locator("#image").set_input_files(
         files=[{"name": "frame.png", "mimeType": "image/png", "buffer": png(1, (120, 160))}]
