@@ -153,6 +153,7 @@ def png(seed: int, size: tuple[int, int]) -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.slow
 def test_generate_watch_play_and_list(
     server: ServerProcess, key: str, watched: Callable[..., Watched], tmp_path: Path
 ) -> None:
@@ -215,6 +216,7 @@ def test_generate_watch_play_and_list(
     assert w.csp_violations() == [] and w.problems == []
 
 
+@pytest.mark.slow
 def test_an_image_model_uploads_its_frame(
     server: ServerProcess, key: str, watched: Callable[..., Watched], tmp_path: Path
 ) -> None:

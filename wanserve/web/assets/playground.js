@@ -502,7 +502,8 @@ async function streamEvents(taskId, signal) {
       continue;
     }
     const type = response.headers.get("content-type") || "";
-    if (response.status === 404 || response.status === 405) return false;
+    // No such route (an older server), or this key has too many streams open: poll instead.
+    if ([404, 405, 429].includes(response.status)) return false;
     if (!response.ok) await readBody(response); // throws the server's code: message
     if (!type.startsWith("text/event-stream")) return false;
     try {
