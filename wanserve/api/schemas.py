@@ -9,7 +9,7 @@ generation (wan2.6 differs from wan2.5 and earlier).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Literal
 
@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from wanserve import text
 from wanserve.api.body import load_json
-from wanserve.catalog import TIER_SR, Generation
+from wanserve.catalog import TIER_AREA, TIER_SR, Generation, Kind, ModelCard, tier_of
 from wanserve.errors import EmptyInput, InvalidParameter
-from wanserve.spec import GUIDANCE_MAX, STEPS_MAX, SynthesisRequest
+from wanserve.spec import GUIDANCE_MAX, SEED_MAX, STEPS_MAX, Features, SynthesisRequest
 from wanserve.tasks.models import Task, TaskPage, TaskQuery, TaskStatus
 from wanserve.uploads import UploadPolicy
 
@@ -216,6 +216,78 @@ def upload_policy_body(policy: UploadPolicy, *, request_id: str) -> dict[str, An
     }
 
 
+def models_body(
+    cards: Iterable[ModelCard], *, features: Features, request_id: str
+) -> dict[str, Any]:
+    """The catalogue as this deployment serves it: what each model name takes, in the request
+    fields a client sends, and which optional features this server can run for it."""
+    return {
+        "request_id": request_id,
+        "features": {
+            "dubbing": features.audio_generation,
+            # Multi-shot planning and prompt extension need the same thing: an extender.
+            "prompt_extension": features.multi_shot,
+            "multi_shot": features.multi_shot,
+        },
+        "models": [model_entry(card, features=features) for card in sorted(cards, key=_by_name)],
+    }
+
+
+def _by_name(card: ModelCard) -> str:
+    return card.name
+
+
+_IMAGES: dict[Kind, tuple[str, ...]] = {
+    Kind.TEXT_TO_VIDEO: (),
+    Kind.IMAGE_TO_VIDEO: ("img_url",),
+    Kind.KEYFRAMES_TO_VIDEO: ("first_frame_url", "last_frame_url"),
+}
+
+
+def model_entry(card: ModelCard, *, features: Features) -> dict[str, Any]:
+    """One model of `GET /api/v1/models`; every value is the card's, so a request built from
+    it passes `build_spec`."""
+    t2v = card.kind is Kind.TEXT_TO_VIDEO
+    sized_by = "size" if t2v else "resolution"
+    audio = ("audio_url",) if card.audio else ()
+    parameters = [sized_by, "duration", "seed", "prompt_extend", "watermark", "shot_type"]
+    if card.audio:
+        parameters.append("audio")
+    multi_shot = card.multi_shot and features.multi_shot
+    default_tier = tier_of(card.default_size) if card.default_size else card.default_tier
+    return {
+        "model": card.name,
+        "kind": card.kind.value,
+        "generation": card.generation.value,
+        "inputs": ["prompt", "negative_prompt", *_IMAGES[card.kind], *audio],
+        "prompt_required": t2v,
+        "prompt_limit": card.prompt_limit,
+        "negative_prompt_limit": card.negative_prompt_limit,
+        "sized_by": sized_by,
+        "resolutions": [
+            {
+                "resolution": tier,
+                "pixels": TIER_AREA[tier],
+                # Image-driven models follow the image's aspect: no size list to pick from.
+                "sizes": [str(s) for s in card.sizes if tier_of(s) == tier] if t2v else [],
+            }
+            for tier in card.tiers
+        ],
+        "default_size": str(card.default_size) if card.default_size else None,
+        "default_resolution": default_tier,
+        "durations": list(card.durations.allowed),
+        "default_duration": card.durations.default,
+        "fps": card.fps,
+        "steps": card.sampling.steps,
+        "seed_max": SEED_MAX,
+        "parameters": parameters,
+        "shot_types": ["single", "multi"] if multi_shot else ["single"],
+        "audio": card.audio,
+        "dubbing": card.audio and features.audio_generation,
+        "multi_shot": multi_shot,
+    }
+
+
 def error_body(code: str, message: str, *, request_id: str) -> dict[str, Any]:
     return {"request_id": request_id, "code": code, "message": message}
 
@@ -384,6 +456,62 @@ class UploadPolicyResponse(BaseModel):
     model_config = _CLOSED
     request_id: str
     data: UploadPolicyData
+
+
+class ModelResolution(BaseModel):
+    model_config = _CLOSED
+    resolution: Literal["480P", "720P", "1080P"]
+    pixels: int = Field(description="the tier's pixel budget (width x height)")
+    sizes: list[str] = Field(
+        description="the `size` values of this tier (text-to-video); empty for image-driven "
+        "models, whose video keeps the input image's aspect ratio at the tier's pixel budget"
+    )
+
+
+class ModelEntry(BaseModel):
+    """What one model name takes, as this deployment serves it."""
+
+    model_config = _CLOSED
+    model: str
+    kind: Literal["t2v", "i2v", "kf2v"] = Field(
+        description="t2v: text; i2v: a first frame (img_url); kf2v: first and last frames"
+    )
+    generation: Literal["wan2.1", "wan2.2", "wan2.5", "wan2.6"]
+    inputs: list[str] = Field(description="the `input` fields it reads")
+    prompt_required: bool
+    prompt_limit: int = Field(description="characters of prompt used; the rest is dropped")
+    negative_prompt_limit: int
+    sized_by: Literal["size", "resolution"] = Field(
+        description="the parameter that chooses the frame: `size` (width*height) or "
+        "`resolution` (a tier)"
+    )
+    resolutions: list[ModelResolution]
+    default_size: str | None = Field(description="text-to-video only")
+    default_resolution: str
+    durations: list[int] = Field(description="allowed `duration` values, in seconds")
+    default_duration: int
+    fps: int = Field(description="frame rate of the delivered video")
+    steps: int = Field(description="denoising steps per pass on this server")
+    seed_max: int
+    parameters: list[str] = Field(description="the `parameters` it takes")
+    shot_types: list[Literal["single", "multi"]]
+    audio: bool = Field(description="takes `audio_url`; its video can carry a sound track")
+    dubbing: bool = Field(description="this server can generate its sound track (`audio: true`)")
+    multi_shot: bool = Field(description="this server can plan multi-shot videos for it")
+
+
+class DeploymentFeatures(BaseModel):
+    model_config = _CLOSED
+    dubbing: bool
+    prompt_extension: bool
+    multi_shot: bool
+
+
+class ModelsResponse(BaseModel):
+    model_config = _CLOSED
+    request_id: str
+    features: DeploymentFeatures
+    models: list[ModelEntry]
 
 
 _ERROR_WHEN = {

@@ -20,6 +20,8 @@ from wanserve import __version__
 from wanserve.api import docs as api_docs
 from wanserve.api import errors as api_errors
 from wanserve.api import openapi as api_openapi
+from wanserve.api import playground as api_playground
+from wanserve.api.catalog import catalog as catalog_router
 from wanserve.api.deps import Services
 from wanserve.api.openai import routes as openai_routes
 from wanserve.api.openai import schemas as openai_schemas
@@ -51,11 +53,12 @@ def build_services(
     shared: Shared, *, dispatcher: Dispatcher, features: Features | None = None
 ) -> Services:
     settings = shared.settings
+    features = features or features_of(settings)
     tasks = TaskService(
         store=shared.store,
         dispatcher=dispatcher,
         catalog=shared.catalog,
-        features=features or features_of(settings),
+        features=features,
         limits=Limits(
             max_unfinished_per_key=settings.max_unfinished_per_key,
             max_queue=settings.max_queue,
@@ -78,6 +81,7 @@ def build_services(
         clock=shared.clock,
         throttle=build_throttle(settings),
         usage=UsageReader(shared.db),
+        features=features,
     )
 
 
@@ -132,9 +136,11 @@ def create_api_app(
     app.include_router(openai_routes.v1)
     app.include_router(uploads_router)
     app.include_router(usage_router)
+    app.include_router(catalog_router)
     app.include_router(probes)
     serve_files(app, services.storage)
     api_docs.install(app)
+    api_playground.install(app)  # the web page at `/`
     api_openapi.install(app)
     app.middleware("http")(_request_context)
     return app
