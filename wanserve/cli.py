@@ -228,9 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
-
-    from wanserve.compose.api import uvicorn_config
+    from wanserve.compose.api import ApiServer, uvicorn_config
     from wanserve.compose.shared import ProcessKind, StartupError, check_process_model
 
     _logging(settings)
@@ -253,7 +251,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             "processes, which take them %s",
             "from the broker" if settings.broker else "from the task table",
         )
-        uvicorn.Server(uvicorn_config(settings, app)).run()
+        ApiServer(uvicorn_config(settings, app), services=app.state.services).run()
         return 0
 
     from wanserve.compose.embedded import SignalledServer, build_components, create_app
@@ -266,7 +264,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         return _config_error(exc)
     app = create_app(settings, components=components)
     shutdown = Shutdown(stopping=components.stopping, hand_back=components.job.hand_back)
-    SignalledServer(uvicorn_config(settings, app), shutdown=shutdown).run()
+    SignalledServer(uvicorn_config(settings, app), components=components, shutdown=shutdown).run()
     return 0
 
 
