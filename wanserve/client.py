@@ -93,7 +93,7 @@ class RemoteServer:
         headers = {"Accept": "text/event-stream"}
         if last_id is not None:
             headers["Last-Event-ID"] = last_id
-        timeout = httpx.Timeout(TIMEOUT, read=STREAM_READ_TIMEOUT)
+        timeout = httpx.Timeout(60.0, connect=10.0, read=STREAM_READ_TIMEOUT)
         with self._http.stream(
             "GET", f"/api/v1/tasks/{task_id}/events", headers=headers, timeout=timeout
         ) as res:

@@ -247,6 +247,8 @@ def _cancel_embedded(components: Components, task_id: str, key: str) -> None:
 
 
 def _remote(options: GenerateOptions, settings: Settings, *, display: Display, err: TextIO) -> int:
+    import httpx
+
     from wanserve.client import Refused, RemoteServer
 
     if settings.api_key is None:
@@ -286,6 +288,9 @@ def _remote(options: GenerateOptions, settings: Settings, *, display: Display, e
     except _Unreachable as exc:
         display.close()
         return _say(err, f"wanserve: {exc}", EXIT_FAILED)
+    except httpx.HTTPError as exc:
+        display.close()
+        return _say(err, f"wanserve: cannot reach {options.server}: {exc}", EXIT_FAILED)
     finally:
         server.close()
 
