@@ -598,6 +598,35 @@ def test_migration_0004_keeps_existing_keys_as_plain_keys(db_url: str) -> None:
     migrate(command.upgrade, "head")
 
 
+def test_migration_0006_old_rows_read_their_stage_from_their_status(
+    db_url: str, clock: Clock
+) -> None:
+    from alembic import command
+    from sqlalchemy import text
+
+    from wanserve.db.engine import alembic_config
+
+    s, key = make_store(db_url, clock)
+    engine = make_engine(db_url)
+    _ENGINES.append(engine)
+
+    def migrate(step: Callable[..., None], revision: str) -> None:
+        with engine.begin() as conn:
+            cfg = alembic_config(db_url)
+            cfg.attributes["connection"] = conn
+            step(cfg, revision)
+
+    new_task(s, key, "waiting")
+    new_task(s, key, "running")
+    assert s.claim("running", worker_id="w") is not None
+    migrate(command.downgrade, "0004")
+    migrate(command.upgrade, "head")
+    with engine.begin() as conn:  # what the upgrade leaves in rows written before it
+        assert conn.execute(text("SELECT count(*) FROM tasks WHERE stage IS NULL")).scalar() == 2
+    assert s.watch("waiting").progress.stage is TaskStage.QUEUED  # type: ignore[union-attr]
+    assert s.watch("running").progress.stage is TaskStage.DENOISING  # type: ignore[union-attr]
+
+
 # -- prompt extension record --
 
 
