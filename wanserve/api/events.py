@@ -138,6 +138,19 @@ _STREAM_DOC = (
 )
 
 
+# One event (OpenAPI 3.1: an event stream's `schema` describes each event); `data` is JSON:
+# the status and progress objects of docs/api.md, or the task body for done.
+_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["event", "id", "data"],
+    "properties": {
+        "event": {"enum": ["status", "progress", "done"]},
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    },
+}
+
+
 @events.get(
     "/tasks/{task_id}/events",
     response_class=StreamingResponse,
@@ -145,7 +158,7 @@ _STREAM_DOC = (
         **responses(_STREAM_DOC, 400, 401, 429, 500),
         200: {
             "description": _STREAM_DOC,
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {"text/event-stream": {"schema": _EVENT_SCHEMA}},
         },
         204: {"description": "Last-Event-ID is the ended task's done event: nothing follows."},
     },
