@@ -147,6 +147,8 @@ def run(options: GenerateOptions, settings: Settings, *, err: TextIO = sys.stder
         return _embedded(options, settings, display=display, err=err)
     except UsageError as exc:
         return _say(err, f"wanserve: {exc}", EXIT_USAGE)
+    except KeyboardInterrupt:  # before any task existed (after, each path cancels its own)
+        return _say(err, "wanserve: interrupted", EXIT_INTERRUPTED)
     finally:
         display.close()
 
