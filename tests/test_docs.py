@@ -45,7 +45,7 @@ def test_readme_commands_exist() -> None:
     assert "make serve" in README and "make test" in README
     assert (ROOT / ".ci" / "run").read_text().strip().endswith("make test")
     commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-    for command in ("serve", "keys", "models", "db"):
+    for command in ("serve", "generate", "keys", "models", "db"):
         assert command in commands and f"wanserve {command}" in README
 
 

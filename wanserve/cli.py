@@ -1,4 +1,5 @@
-"""The `wanserve` command: serve, manage API keys, inspect models, migrate the database.
+"""The `wanserve` command: serve, run a worker, generate one video, manage API keys, inspect
+models, migrate.
 
 Every option named after a setting can also come from the environment as WANSERVE_<NAME> (for
 example WANSERVE_DATA_DIR, WANSERVE_WEIGHTS); an option given on the command line wins. The
@@ -187,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     _shutdown_option(worker)
 
+    _generate_parser(sub)
+
     keys = sub.add_parser("keys", help="create, list and revoke API keys")
     key_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     create = key_sub.add_parser(
@@ -244,6 +247,81 @@ def build_parser() -> argparse.ArgumentParser:
         )
     )
     return parser
+
+
+def _generate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    gen = sub.add_parser(
+        "generate",
+        help="make one video: embedded (no server needed) or through --server",
+        description="Make one video and write it as MP4. Without --server, the model runs in "
+        "this process (a temporary data directory unless --data-dir or WANSERVE_DATA_DIR is "
+        "set); with --server, a wanserve server makes it. Options are checked by the same "
+        "rules as the API. Exit status: 0 written, 1 the task failed, 2 usage or validation "
+        "error, 130 interrupted (Ctrl-C cancels the task first).",
+        argument_default=argparse.SUPPRESS,
+    )
+    gen.add_argument("prompt", help="what the video shows")
+    gen.add_argument("-o", "--output", type=Path, required=True, help="the MP4 file to write")
+    gen.add_argument(
+        "--model",
+        help="model name, as `wanserve models` lists [default wan2.1-t2v-turbo; "
+        "wanx2.1-i2v-turbo with --image; wanx2.1-kf2v-plus with --last-frame]",
+    )
+    gen.add_argument("--negative-prompt", help="what the video should not show")
+    gen.add_argument("--image", metavar="PATH|URL", help="first frame (image-to-video, key frames)")
+    gen.add_argument("--last-frame", metavar="PATH|URL", help="last frame (key frames)")
+    gen.add_argument(
+        "--audio", metavar="PATH|URL", help="sound track to mux (wan2.5/wan2.6 models)"
+    )
+    gen.add_argument("--size", help="WIDTH*HEIGHT (or WIDTHxHEIGHT), e.g. 832*480")
+    gen.add_argument("--resolution", help="tier: 480P, 720P or 1080P (image-driven models)")
+    gen.add_argument("--duration", type=int, help="seconds")
+    gen.add_argument("--seed", type=int, help="0 to 2147483647 [default random]")
+    gen.add_argument(
+        "--prompt-extend",
+        action=argparse.BooleanOptionalAction,
+        help="let the server rewrite the prompt in more detail [default on]",
+    )
+    gen.add_argument(
+        "--watermark", action=argparse.BooleanOptionalAction, help="add the AI watermark"
+    )
+    gen.add_argument("--shot-type", choices=["single", "multi"], help="multi: several shots")
+    gen.add_argument(
+        "--generate-audio",
+        action=argparse.BooleanOptionalAction,
+        help="make a sound track when no --audio is given (wan2.5/wan2.6 models)",
+    )
+    gen.add_argument(
+        "--server",
+        metavar="URL",
+        help="a wanserve server to make the video, e.g. "
+        "http://127.0.0.1:8000 [default: run embedded]",
+    )
+    gen.add_argument(
+        "--api-key", help="the server's API key [env WANSERVE_API_KEY or DASHSCOPE_API_KEY]"
+    )
+    _store_options(gen)
+    _engine_options(gen)
+
+
+_GENERATE_FIELDS = (
+    "prompt",
+    "output",
+    "model",
+    "negative_prompt",
+    "image",
+    "last_frame",
+    "audio",
+    "size",
+    "resolution",
+    "duration",
+    "seed",
+    "prompt_extend",
+    "watermark",
+    "shot_type",
+    "generate_audio",
+    "server",
+)
 
 
 def _given(args: argparse.Namespace) -> dict[str, Any]:
@@ -345,9 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
-
-    from wanserve.compose.api import uvicorn_config
+    from wanserve.compose.api import ApiServer, uvicorn_config
     from wanserve.compose.shared import ProcessKind, StartupError, check_process_model
 
     _logging(settings)
@@ -371,7 +447,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             "processes, which take them %s",
             "from the broker" if settings.broker else "from the task table",
         )
-        uvicorn.Server(uvicorn_config(settings, app)).run()
+        ApiServer(uvicorn_config(settings, app), services=app.state.services).run()
         return 0
 
     from wanserve.compose.embedded import SignalledServer, build_components, create_app
@@ -385,7 +461,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError(f"invalid configuration: {exc}") from None
     app = create_app(settings, components=components)
     shutdown = Shutdown(stopping=components.stopping, hand_back=components.job.hand_back)
-    SignalledServer(uvicorn_config(settings, app), shutdown=shutdown).run()
+    SignalledServer(uvicorn_config(settings, app), components=components, shutdown=shutdown).run()
     return 0
 
 
@@ -402,6 +478,17 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError(str(exc)) from None
     except ValueError as exc:  # unknown model names, settings the machine cannot honour
         raise ConfigError(f"invalid configuration: {exc}") from None
+
+
+def _generate(args: argparse.Namespace, settings: Settings) -> int:
+    from wanserve.generate import GenerateOptions, run
+
+    options = GenerateOptions(
+        **{name: getattr(args, name) for name in _GENERATE_FIELDS if hasattr(args, name)}
+    )
+    # Library logs would break the progress display; warnings and errors still show.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return run(options, settings)
 
 
 def _logging(settings: Settings) -> None:
@@ -570,6 +657,7 @@ def _table(rows: Sequence[Sequence[str]]) -> str:
 _COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "serve": _serve,
     "worker": _worker,
+    "generate": _generate,
     "keys": _keys,
     "models": _models,
     "usage": _usage,

@@ -15,7 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from wanserve.catalog import Catalog, Kind, ModelOverride
@@ -254,6 +254,39 @@ class Settings(BaseSettings):
         le=60_000,
         description="openai-poll-after-ms sent with unfinished videos: how long the SDK's "
         "poll() waits between retrieves",
+    )
+
+    # Live events and `wanserve generate`.
+    events_poll_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        le=10,
+        description="how often an open event stream reads its task's row (one small SELECT)",
+    )
+    events_keepalive_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        le=15,
+        description="longest an event stream stays silent before a `: keep-alive` comment",
+    )
+    events_max_streams_per_key: int = Field(
+        default=8,
+        ge=1,
+        le=1000,
+        description="event streams one API key may hold open at once, per API process (429 beyond)",
+    )
+    events_max_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="an event stream is closed after this long; clients reconnect with "
+        "Last-Event-ID and resume",
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        # The SDK's own variable works too, so a shell set up for DashScope needs nothing new.
+        validation_alias=AliasChoices("api_key", "WANSERVE_API_KEY", "DASHSCOPE_API_KEY"),
+        description="API key `wanserve generate --server` sends (env WANSERVE_API_KEY or "
+        "DASHSCOPE_API_KEY)",
     )
 
     @field_validator("data_dir")

@@ -200,6 +200,7 @@ def test_pending_shape_and_url_variants(idle: Harness) -> None:
         assert res.status_code == 200
         out = res.json()["output"]
         assert out["task_status"] == "PENDING" and TIME.match(out["submit_time"])
+        assert out["queue_position"] == 0  # extension: nothing of its model is ahead
         assert (
             out["orig_prompt"] == "a cat" and "video_url" not in out and "usage" not in res.json()
         )

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 from wanserve.catalog import Catalog
 from wanserve.engine.request import EngineProgress, Stage
 from wanserve.spec import SynthesisRequest, build_spec
-from wanserve.tasks.models import Claim, Progress, Task, TaskStatus
+from wanserve.tasks.models import Claim, Progress, Task, TaskStage, TaskStatus
 from wanserve.tasks.store import Control
-from wanserve.workers.progress import BANDS, ProgressReporter
+from wanserve.workers.progress import BANDS, ENCODING_PERCENT, ProgressReporter
 
 SPEC = build_spec(
     SynthesisRequest(model="wan2.1-t2v-turbo", prompt="a cat", seed=1),
@@ -97,3 +97,21 @@ def test_the_store_answer_is_passed_on() -> None:
     controls: list[Control] = []
     ProgressReporter(CLAIM, store, on_control=controls.append)(DENOISE[0])  # type: ignore[arg-type]
     assert controls == [Control(owned=True, cancel_requested=True)]
+
+
+def test_each_write_names_its_stage_and_encoding_follows_decoding() -> None:
+    store = RecordingStore()
+    report = ProgressReporter(CLAIM, store, on_control=lambda _: None, clock=Ticks(0.01))  # type: ignore[arg-type]
+    for event in DENOISE + DECODE:
+        report(event)
+    report.encoding()
+    stages = [p.stage for p in store.written]
+    assert stages == [
+        TaskStage.DENOISING,
+        TaskStage.DENOISING,
+        TaskStage.DECODING,
+        TaskStage.DECODING,
+        TaskStage.ENCODING,
+    ]
+    assert store.written[-1].percent == ENCODING_PERCENT
+    assert (store.written[-1].step, store.written[-1].total_steps) == (4, 4)

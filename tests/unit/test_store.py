@@ -28,6 +28,7 @@ from wanserve.tasks.models import (
     TaskError,
     TaskQuery,
     TaskResult,
+    TaskStage,
     TaskStatus,
 )
 from wanserve.tasks.store import Quota, QuotaExceeded, SqlTaskStore
@@ -326,9 +327,11 @@ def test_progress_and_cancel_request(store: tuple[SqlTaskStore, str]) -> None:
     new_task(s, key)
     claim = s.claim("t1", worker_id="w")
     assert claim is not None
-    control = s.report_progress(claim, Progress(step=3, total_steps=50, percent=7))
+    control = s.report_progress(
+        claim, Progress(TaskStage.DENOISING, step=3, total_steps=50, percent=7)
+    )
     assert control.owned and not control.cancel_requested
-    assert s.get("t1").progress == Progress(3, 50, 7)  # type: ignore[union-attr]
+    assert s.get("t1").progress == Progress(TaskStage.DENOISING, 3, 50, 7)  # type: ignore[union-attr]
     assert s.request_cancel("t1")
     assert s.heartbeat(claim).cancel_requested
     assert s.cancel_running(claim)
@@ -656,6 +659,35 @@ def test_migration_0004_keeps_existing_keys_as_plain_keys(db_url: str) -> None:
     migrate(command.upgrade, "head")
 
 
+def test_migration_0006_old_rows_read_their_stage_from_their_status(
+    db_url: str, clock: Clock
+) -> None:
+    from alembic import command
+    from sqlalchemy import text
+
+    from wanserve.db.engine import alembic_config
+
+    s, key = make_store(db_url, clock)
+    engine = make_engine(db_url)
+    _ENGINES.append(engine)
+
+    def migrate(step: Callable[..., None], revision: str) -> None:
+        with engine.begin() as conn:
+            cfg = alembic_config(db_url)
+            cfg.attributes["connection"] = conn
+            step(cfg, revision)
+
+    new_task(s, key, "waiting")
+    new_task(s, key, "running")
+    assert s.claim("running", worker_id="w") is not None
+    migrate(command.downgrade, "0005")
+    migrate(command.upgrade, "head")
+    with engine.begin() as conn:  # what the upgrade leaves in rows written before it
+        assert conn.execute(text("SELECT count(*) FROM tasks WHERE stage IS NULL")).scalar() == 2
+    assert s.watch("waiting").progress.stage is TaskStage.QUEUED  # type: ignore[union-attr]
+    assert s.watch("running").progress.stage is TaskStage.DENOISING  # type: ignore[union-attr]
+
+
 # -- prompt extension record --
 
 
@@ -683,3 +715,44 @@ def test_an_extension_is_a_prompt_or_a_plan() -> None:
         PromptExtension()
     with pytest.raises(ValueError):
         PromptExtension(prompt="p", subject="s", shots=("a",))
+
+
+def test_queue_position_counts_pending_tasks_of_the_model_ahead(
+    store: tuple[SqlTaskStore, str], clock: Clock
+) -> None:
+    s, key = store
+    other = build_spec(
+        SynthesisRequest(model="wan2.2-t2v-plus", prompt="a dog", seed=1),
+        Catalog.build().get("wan2.2-t2v-plus"),
+    )
+    for name in ("a", "b", "c"):
+        new_task(s, key, name)
+        s.create(task_id=f"other-{name}", api_key_id=key, request_id="r", spec=other)
+        clock.advance(1)
+    assert [s.get(t).queue_position for t in ("a", "b", "c")] == [0, 1, 2]  # type: ignore[union-attr]
+    watched = s.watch("c")
+    assert watched is not None and watched.queue_position == 2
+    assert watched.progress.stage is TaskStage.QUEUED
+    claim = s.claim("a", worker_id="w")
+    assert claim is not None
+    assert s.get("a").queue_position is None  # type: ignore[union-attr]
+    assert [s.watch(t).queue_position for t in ("b", "c")] == [0, 1]  # type: ignore[union-attr]
+    assert s.cancel_pending("b")
+    assert s.watch("c").queue_position == 0  # type: ignore[union-attr]
+    assert s.watch("missing") is None
+
+
+def test_stage_follows_claim_progress_and_hand_back(store: tuple[SqlTaskStore, str]) -> None:
+    s, key = store
+    new_task(s, key)
+    claim = s.claim("t1", worker_id="w")
+    assert claim is not None
+    state = s.watch("t1")
+    assert state is not None and state.status is R and state.attempts == 1
+    assert state.progress.stage is TaskStage.LOADING
+    s.report_progress(claim, Progress(TaskStage.ENCODING, step=4, total_steps=4, percent=95))
+    assert s.watch("t1").progress == Progress(TaskStage.ENCODING, 4, 4, 95)  # type: ignore[union-attr]
+    assert s.release(claim) is P
+    state = s.watch("t1")
+    assert state is not None and state.progress == Progress(TaskStage.QUEUED, 0, 4, 0)
+    assert state.queue_position == 0

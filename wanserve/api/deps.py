@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 
 from wanserve import text
 from wanserve.api.errors import request_id_of
+from wanserve.api.streams import EventStreams
 from wanserve.catalog import Catalog
 from wanserve.clock import Clock
 from wanserve.config import Settings
@@ -40,6 +41,7 @@ class Services:
     throttle: Throttle
     usage: UsageReader
     features: Features  # what submissions are checked against (GET /api/v1/models shows it)
+    streams: EventStreams
 
     def video_url(self, task: Task, *, base_url: str) -> str | None:
         if task.result is None:

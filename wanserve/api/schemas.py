@@ -10,6 +10,7 @@ generation (wan2.6 differs from wan2.5 and earlier).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Literal
 
@@ -20,7 +21,17 @@ from wanserve.api.body import load_json
 from wanserve.catalog import TIER_AREA, TIER_SR, Generation, Kind, ModelCard, tier_of
 from wanserve.errors import EmptyInput, InvalidParameter
 from wanserve.spec import GUIDANCE_MAX, SEED_MAX, STEPS_MAX, Features, SynthesisRequest
-from wanserve.tasks.models import Task, TaskPage, TaskQuery, TaskStatus
+from wanserve.tasks.models import (
+    Progress,
+    Task,
+    TaskError,
+    TaskOutcome,
+    TaskPage,
+    TaskQuery,
+    TaskStage,
+    TaskState,
+    TaskStatus,
+)
 from wanserve.uploads import UploadPolicy
 
 BEIJING = timezone(timedelta(hours=8), "UTC+8")
@@ -141,11 +152,15 @@ def task_output(task: Task, video_url: str | None) -> dict[str, Any]:
         out["end_time"] = format_time(task.end_time)
     if task.spec.orig_prompt is not None:
         out["orig_prompt"] = task.spec.orig_prompt
+    if task.status is TaskStatus.PENDING and task.queue_position is not None:
+        # Our extension: how many PENDING tasks of the model a worker takes before this one.
+        out["queue_position"] = task.queue_position
     if task.status is TaskStatus.RUNNING and task.progress is not None:
         # Our extension: DashScope reports nothing while a task runs.
         out["progress"] = task.progress.percent
         out["step"] = task.progress.step
         out["total_steps"] = task.progress.total_steps
+        out["stage"] = task.progress.stage.value
     if task.status is TaskStatus.SUCCEEDED and task.result is not None:
         if task.result.actual_prompt is not None and task.spec.generation.returns_actual_prompt:
             out["actual_prompt"] = task.result.actual_prompt
@@ -292,6 +307,115 @@ def error_body(code: str, message: str, *, request_id: str) -> dict[str, Any]:
     return {"request_id": request_id, "code": code, "message": message}
 
 
+# -- Live events (`GET /tasks/{id}/events`): the `data` of each event kind. --
+
+
+def status_data(state: TaskState) -> dict[str, Any]:
+    return {
+        "task_id": state.task_id,
+        "task_status": state.status.value,
+        "queue_position": state.queue_position,
+    }
+
+
+def progress_data(state: TaskState) -> dict[str, Any]:
+    progress = state.progress
+    # Steps mean something from the first denoising step on.
+    counted = progress.stage not in (TaskStage.QUEUED, TaskStage.LOADING)
+    return {
+        "task_id": state.task_id,
+        "stage": progress.stage.value,
+        "step": progress.step if counted else None,
+        "total_steps": progress.total_steps if counted else None,
+        "progress": progress.percent,
+    }
+
+
+# -- The client side (`wanserve generate --server`): requests built, answers read. --
+
+
+def create_body(request: SynthesisRequest) -> dict[str, Any]:
+    """The create-task body for `request` (the inverse of `parse_create_body`)."""
+    inp = {name: getattr(request, name) for name in _INPUT_FIELDS}
+    params = {name: getattr(request, name) for name in _PARAMETER_FIELDS}
+    return {
+        "model": request.model,
+        "input": {k: v for k, v in inp.items() if v is not None},
+        "parameters": {k: v for k, v in params.items() if v is not None},
+    }
+
+
+def read_error(body: object, *, status: int) -> TaskError:
+    """A refusal's code and message (a body that is not ours still says something)."""
+    if isinstance(body, dict) and isinstance(body.get("code"), str):
+        return TaskError(code=body["code"], message=str(body.get("message", "")))
+    return TaskError(code=f"HTTP{status}", message=str(body)[:500])
+
+
+def read_created(body: dict[str, Any]) -> str:
+    return str(body["output"]["task_id"])
+
+
+def read_outcome(body: dict[str, Any]) -> TaskOutcome:
+    """A task body (`GET /tasks/{id}`, or a `done` event) as the client needs it."""
+    out = body["output"]
+    status_text = str(out["task_status"])
+    status = None if status_text == "UNKNOWN" else TaskStatus(status_text)
+    error = None
+    if status is TaskStatus.FAILED:
+        error = TaskError(code=str(out.get("code", "")), message=str(out.get("message", "")))
+    return TaskOutcome(
+        task_id=str(out["task_id"]), status=status, video_url=out.get("video_url"), error=error
+    )
+
+
+def read_status_data(data: dict[str, Any]) -> tuple[TaskStatus | None, int | None]:
+    """A `status` event: the status (None for UNKNOWN) and the queue position."""
+    text_ = str(data["task_status"])
+    position = data.get("queue_position")
+    return (
+        None if text_ == "UNKNOWN" else TaskStatus(text_),
+        position if isinstance(position, int) else None,
+    )
+
+
+def read_progress_data(data: dict[str, Any]) -> Progress:
+    return Progress(
+        stage=TaskStage(data["stage"]),
+        step=int(data.get("step") or 0),
+        total_steps=int(data.get("total_steps") or 0),
+        percent=int(data["progress"]),
+    )
+
+
+@dataclass(frozen=True)
+class UploadForm:
+    """Where and what to POST to upload one file, from a getPolicy answer."""
+
+    url: str
+    oss_url: str  # how a create request names the file once uploaded
+    fields: dict[str, str]
+
+
+def upload_form(body: dict[str, Any], *, file_name: str, content_type: str) -> UploadForm:
+    data = body["data"]
+    key = f"{data['upload_dir']}/{file_name}"
+    return UploadForm(
+        url=str(data["upload_host"]),
+        oss_url=f"oss://{key}",
+        fields={
+            "OSSAccessKeyId": str(data["oss_access_key_id"]),
+            "Signature": str(data["signature"]),
+            "policy": str(data["policy"]),
+            "key": key,
+            "x-oss-object-acl": str(data["x_oss_object_acl"]),
+            "x-oss-forbid-overwrite": str(data["x_oss_forbid_overwrite"]),
+            "success_action_status": "200",
+            "x-oss-content-type": content_type,
+        },
+    )
+
+
 # -- The OpenAPI description of the wire format (wanserve.api.openapi publishes it). --
 #
 # Bodies are rendered by the functions above and read by `parse_create_body`; these models say
@@ -393,6 +517,8 @@ class TaskOutput(BaseModel):
     progress: int | None = None
     step: int | None = None
     total_steps: int | None = None
+    stage: Literal["loading", "denoising", "decoding", "encoding"] | None = None
+    queue_position: int | None = None
     code: str | None = None
     message: str | None = None
 

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from functools import partial
+from types import FrameType
 from typing import Protocol
 
 import uvicorn
@@ -23,9 +24,11 @@ from wanserve.api import openapi as api_openapi
 from wanserve.api import playground as api_playground
 from wanserve.api.catalog import catalog as catalog_router
 from wanserve.api.deps import Services
+from wanserve.api.events import events as events_router
 from wanserve.api.openai import routes as openai_routes
 from wanserve.api.openai import schemas as openai_schemas
 from wanserve.api.routes import api, probes
+from wanserve.api.streams import EventStreams
 from wanserve.api.uploads import uploads as uploads_router
 from wanserve.api.usage import usage as usage_router
 from wanserve.compose.shared import Shared, features_of
@@ -82,6 +85,7 @@ def build_services(
         throttle=build_throttle(settings),
         usage=UsageReader(shared.db),
         features=features,
+        streams=EventStreams(max_per_key=settings.events_max_streams_per_key),
     )
 
 
@@ -119,6 +123,7 @@ def create_api_app(
         try:
             yield
         finally:
+            services.streams.close()  # already done by ApiServer's signal handler under uvicorn
             for part in reversed(background):
                 part.stop()
 
@@ -134,6 +139,7 @@ def create_api_app(
     api_errors.install(app, doors={openai_routes.PREFIX: openai_schemas.error_body})
     app.include_router(api)
     app.include_router(openai_routes.v1)
+    app.include_router(events_router)
     app.include_router(uploads_router)
     app.include_router(usage_router)
     app.include_router(catalog_router)
@@ -164,6 +170,30 @@ def create_api_only(shared: Shared) -> FastAPI:
     services = build_services(shared, dispatcher=dispatcher)
     janitor = build_janitor(shared, dispatcher=dispatcher)
     return create_api_app(settings, services=services, background=[janitor])
+
+
+class ApiServer(uvicorn.Server):
+    """uvicorn's server, ending the app's event streams the moment SIGTERM or SIGINT arrives:
+    uvicorn waits for open responses before shutting down (up to its graceful timeout), and
+    an event stream would otherwise stay open until its task ends. `on_signal` actions run
+    first (the embedded server's generation threads are told to stop)."""
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        *,
+        services: Services,
+        on_signal: Sequence[Callable[[int], None]] = (),
+    ) -> None:
+        super().__init__(config)
+        self._services = services
+        self._on_signal = on_signal
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        for action in self._on_signal:
+            action(sig)
+        self._services.streams.close()
+        super().handle_exit(sig, frame)
 
 
 def uvicorn_config(settings: Settings, app: FastAPI) -> uvicorn.Config:

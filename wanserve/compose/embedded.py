@@ -11,14 +11,13 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
 
 from wanserve.api.deps import Services
 from wanserve.clock import Clock, utcnow
-from wanserve.compose.api import build_janitor, build_services, create_api_app
+from wanserve.compose.api import ApiServer, build_janitor, build_services, create_api_app
 from wanserve.compose.shared import ProcessKind, build_shared, check_process_model
 from wanserve.compose.worker import build_execution, worker_name
 from wanserve.config import Settings
@@ -117,16 +116,13 @@ def create_app(
     return app
 
 
-class SignalledServer(uvicorn.Server):
+class SignalledServer(ApiServer):
     """uvicorn's server, with signals that reach the generation threads at once: the first
     SIGTERM/SIGINT stops the running task at its next step (it goes back to PENDING) while
     HTTP drains, instead of after it; a second one exits immediately, handing running tasks
     back first (uvicorn alone would keep waiting for the lifespan's shutdown)."""
 
-    def __init__(self, config: uvicorn.Config, *, shutdown: Shutdown) -> None:
-        super().__init__(config)
-        self._shutdown = shutdown
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self._shutdown.request(sig)
-        super().handle_exit(sig, frame)
+    def __init__(
+        self, config: uvicorn.Config, *, components: Components, shutdown: Shutdown
+    ) -> None:
+        super().__init__(config, services=components.services, on_signal=[shutdown.request])

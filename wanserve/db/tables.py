@@ -112,6 +112,8 @@ class TaskRow(Base):
     step: Mapped[int] = mapped_column(Integer, default=0)
     total_steps: Mapped[int] = mapped_column(Integer, default=0)
     progress: Mapped[int] = mapped_column(Integer, default=0)
+    # A `TaskStage` value; NULL in rows older than the column (read as queued / denoising).
+    stage: Mapped[str | None] = mapped_column(String(16), nullable=True)
     # Outcome.
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)

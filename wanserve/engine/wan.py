@@ -93,6 +93,9 @@ class WanLoader:
         return None
 
     def prepare(self, source: str, family: Family) -> Prepared:
+        # Building dummy weights saves models, which draws tqdm bars on stderr otherwise.
+        diffusers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.disable_progress_bar()
         try:
             directory = local_checkpoint(
                 self.config, source, dummy=lambda root: dummy.ensure_checkpoint(family, root)

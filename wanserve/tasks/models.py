@@ -21,10 +21,28 @@ class TaskStatus(StrEnum):
         return self in (TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELED)
 
 
+class TaskStage(StrEnum):
+    """What a task is doing, in the order a run goes through them."""
+
+    QUEUED = "queued"  # PENDING: waiting for a worker
+    LOADING = "loading"  # claimed: inputs, prompt extension, model load, up to the first step
+    DENOISING = "denoising"
+    DECODING = "decoding"  # the VAE turning latents into frames
+    ENCODING = "encoding"  # scaling, watermarking, H.264, storing
+
+    @property
+    def rank(self) -> int:
+        return _STAGE_ORDER.index(self)
+
+
+_STAGE_ORDER = tuple(TaskStage)
+
+
 @dataclass(frozen=True)
 class Progress:
-    """Where a running task is: denoising step k of n, and an overall percentage."""
+    """Where a task is: its stage, denoising step k of n, and an overall percentage."""
 
+    stage: TaskStage
     step: int
     total_steps: int
     percent: int
@@ -61,6 +79,16 @@ class TaskError:
 
 
 @dataclass(frozen=True)
+class TaskOutcome:
+    """How a task ended, as a client of the HTTP API learns it (`status` None: UNKNOWN)."""
+
+    task_id: str
+    status: TaskStatus | None
+    video_url: str | None
+    error: TaskError | None
+
+
+@dataclass(frozen=True)
 class Task:
     id: str
     api_key_id: str
@@ -79,6 +107,22 @@ class Task:
     error: TaskError | None = None
     extension: PromptExtension | None = None  # recorded by the worker at its first attempt
     deleted: bool = False  # deleted by its owner: hidden from every caller, purged when ended
+    # PENDING tasks of the same model ahead of this one (claim order); None unless PENDING.
+    queue_position: int | None = None
+
+
+@dataclass(frozen=True)
+class TaskState:
+    """What a watcher of a task sees, read cheaply (no spec, no result): the live events
+    stream polls this."""
+
+    task_id: str
+    api_key_id: str
+    status: TaskStatus
+    attempts: int
+    progress: Progress
+    queue_position: int | None  # None unless PENDING
+    expires_at: datetime
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,15 @@ from wanserve.spec import (
 )
 from wanserve.storage.base import Storage
 from wanserve.tasks.dispatch import Dispatcher
-from wanserve.tasks.models import CursorPage, CursorQuery, Task, TaskPage, TaskQuery, TaskStatus
+from wanserve.tasks.models import (
+    CursorPage,
+    CursorQuery,
+    Task,
+    TaskPage,
+    TaskQuery,
+    TaskState,
+    TaskStatus,
+)
 from wanserve.tasks.store import Quota, QuotaExceeded, TaskStore
 from wanserve.uploads import UploadService
 
@@ -124,6 +132,15 @@ class TaskService:
         if task is None or task.api_key_id != api_key_id or task.deleted or self._expired(task):
             return None
         return task
+
+    def watch(self, task_id: str, api_key_id: str) -> TaskState | None:
+        """The caller's task's live state (cheap: for event streams), or None like `get`."""
+        state = self._store.watch(task_id)
+        if state is None or state.api_key_id != api_key_id:
+            return None
+        if state.status.is_terminal and state.expires_at < self._now():
+            return None
+        return state
 
     def cancel(self, task_id: str, *, api_key_id: str) -> Task:
         """Cancel a PENDING task now, or (unless strict) ask a RUNNING one to stop."""

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from datetime import UTC, timedelta
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import Engine, delete, func, select, tuple_, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine, case, delete, func, select, tuple_, update
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from wanserve.clock import Clock, utcnow
 from wanserve.db.tables import TaskRow
@@ -42,6 +42,8 @@ from wanserve.tasks.models import (
     TaskPage,
     TaskQuery,
     TaskResult,
+    TaskStage,
+    TaskState,
     TaskStatus,
 )
 from wanserve.tasks.usage import meter
@@ -98,6 +100,7 @@ class TaskStore(Protocol):
         quota: Quota | None = None,
     ) -> Task: ...
     def get(self, task_id: str) -> Task | None: ...
+    def watch(self, task_id: str) -> TaskState | None: ...
     def query(self, q: TaskQuery) -> TaskPage: ...
     def page(self, q: CursorQuery) -> CursorPage: ...
     def mark_deleted(self, task_id: str) -> bool: ...
@@ -162,6 +165,7 @@ class SqlTaskStore:
             step=0,
             total_steps=spec.steps,
             progress=0,
+            stage=TaskStage.QUEUED.value,
             has_audio=False,
         )
         with self._sessions.begin() as s:
@@ -175,9 +179,47 @@ class SqlTaskStore:
         return _to_task(row)
 
     def get(self, task_id: str) -> Task | None:
+        """The task, with its queue position while PENDING."""
         with self._sessions() as s:
-            row = s.get(TaskRow, task_id)
-            return _to_task(row) if row is not None else None
+            found = s.execute(
+                select(TaskRow, _ahead().label("ahead")).where(TaskRow.id == task_id)
+            ).first()
+            if found is None:
+                return None
+            return _to_task(found[0], ahead=found[1])
+
+    def watch(self, task_id: str) -> TaskState | None:
+        """The task's status, progress and queue position in one small SELECT (no spec or
+        result columns): what a live event stream polls."""
+        with self._sessions() as s:
+            found = s.execute(
+                select(
+                    TaskRow.api_key_id,
+                    TaskRow.status,
+                    TaskRow.attempts,
+                    TaskRow.stage,
+                    TaskRow.step,
+                    TaskRow.total_steps,
+                    TaskRow.progress,
+                    TaskRow.expires_at,
+                    _ahead(),
+                ).where(TaskRow.id == task_id)
+            ).first()
+        if found is None:
+            return None
+        key, status_text, attempts, stage, step, total, percent, expires_at, ahead = found
+        status = TaskStatus(status_text)
+        return TaskState(
+            task_id=task_id,
+            api_key_id=key,
+            status=status,
+            attempts=attempts,
+            progress=Progress(
+                stage=_stage(stage, status), step=step, total_steps=total, percent=percent
+            ),
+            queue_position=ahead if status is TaskStatus.PENDING else None,
+            expires_at=expires_at,
+        )
 
     def _visible(self, api_key_id: str) -> list[Any]:
         """The conditions of a key's tasks that callers can see: expired and deleted tasks
@@ -293,6 +335,9 @@ class SqlTaskStore:
                     cancel_requested=False,
                     step=0,
                     progress=0,
+                    # Claimed: from here to the first denoising step the worker fetches
+                    # inputs, extends the prompt and loads the model.
+                    stage=TaskStage.LOADING.value,
                 )
             )
             if _rowcount(res) != 1:
@@ -392,6 +437,7 @@ class SqlTaskStore:
                 scheduled_time=None,
                 step=0,
                 progress=0,
+                stage=TaskStage.QUEUED.value,
                 **values,
             )
         )
@@ -479,6 +525,7 @@ class SqlTaskStore:
         values: dict[str, Any] = {}
         if progress is not None:
             values = {
+                "stage": progress.stage.value,
                 "step": progress.step,
                 "total_steps": progress.total_steps,
                 "progress": progress.percent,
@@ -536,6 +583,33 @@ class SqlTaskStore:
         return True
 
 
+def _ahead() -> Any:
+    """Scalar subquery: PENDING tasks of the row's model that a worker claims before it
+    (`claim_next` order: submit time, then id). Uses the (status, submit_time) index."""
+    other = aliased(TaskRow)
+    ahead = (
+        select(func.count())
+        .select_from(other)
+        .where(
+            other.status == TaskStatus.PENDING.value,
+            other.model == TaskRow.model,
+            (other.submit_time < TaskRow.submit_time)
+            | ((other.submit_time == TaskRow.submit_time) & (other.id < TaskRow.id)),
+        )
+        .correlate(TaskRow)
+        .scalar_subquery()
+    )
+    # Counted only for a PENDING row: polls of running and finished tasks pay nothing.
+    return case((TaskRow.status == TaskStatus.PENDING.value, ahead), else_=None)
+
+
+def _stage(value: str | None, status: TaskStatus) -> TaskStage:
+    if value is not None:
+        return TaskStage(value)
+    # Rows written before stages were recorded.
+    return TaskStage.QUEUED if status is TaskStatus.PENDING else TaskStage.DENOISING
+
+
 def _unfinished(api_key_id: str | None) -> Any:
     stmt = (
         select(func.count())
@@ -573,11 +647,16 @@ def _rowcount(result: Any) -> int:
     return int(result.rowcount)
 
 
-def _to_task(row: TaskRow) -> Task:
+def _to_task(row: TaskRow, *, ahead: int | None = None) -> Task:
     status = TaskStatus(row.status)
     progress = None
     if status is TaskStatus.RUNNING or row.step:
-        progress = Progress(step=row.step, total_steps=row.total_steps, percent=row.progress)
+        progress = Progress(
+            stage=_stage(row.stage, status),
+            step=row.step,
+            total_steps=row.total_steps,
+            percent=row.progress,
+        )
     result = None
     if status is TaskStatus.SUCCEEDED and row.video_key is not None:
         result = TaskResult(
@@ -608,6 +687,7 @@ def _to_task(row: TaskRow) -> Task:
         error=error,
         extension=_extension_from(row.extension),
         deleted=row.deleted,
+        queue_position=ahead if status is TaskStatus.PENDING else None,
     )
 
 

@@ -143,6 +143,7 @@ def _run(claim: Claim, ex: Execution, signals: _Signals) -> TaskStatus | None:
             )
         if signals.should_stop():
             raise Canceled()
+        reporter.encoding()
         audio = _soundtrack(spec, inputs, ex, signals)
         key = f"videos/{task.id}.mp4"
         # A full or read-only scratch directory is a storage failure like a full store.

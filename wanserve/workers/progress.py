@@ -1,10 +1,10 @@
-"""Engine progress events -> the task's `Progress` row: one overall percentage that never goes
-backwards, throttled so a fast GPU does not write a row per step.
+"""Engine progress events -> the task's `Progress` row: a stage and one overall percentage
+that never goes backwards, throttled so a fast GPU does not write a row per step.
 
-    0 .. 2     claimed, inputs resolved
+    0 .. 2     loading: claimed (the claim writes the stage), inputs, prompt, model load
     2 .. 85    denoising, every pass of a chained or multi-shot video (step k of n)
     85 .. 95   decoding the final pass, one event per decoded VAE chunk
-    95 .. 100  scaling, encoding and storing (100 is written when the task succeeds)
+    95 .. 100  encoding: scaling, encoding and storing (100 is written when the task succeeds)
 """
 
 from __future__ import annotations
@@ -14,12 +14,17 @@ import time
 from collections.abc import Callable
 
 from wanserve.engine.request import EngineProgress, Stage
-from wanserve.tasks.models import Claim, Progress
+from wanserve.tasks.models import Claim, Progress, TaskStage
 from wanserve.tasks.store import Control, TaskStore
 
 log = logging.getLogger(__name__)
 
 BANDS: dict[Stage, tuple[int, int]] = {Stage.DENOISE: (2, 85), Stage.DECODE: (85, 95)}
+STAGES: dict[Stage, TaskStage] = {
+    Stage.DENOISE: TaskStage.DENOISING,
+    Stage.DECODE: TaskStage.DECODING,
+}
+ENCODING_PERCENT = 95
 MIN_INTERVAL = 0.5  # seconds between progress writes within a stage
 
 
@@ -59,8 +64,19 @@ class ProgressReporter:
         if event.stage == self._last_stage and not final and now - self._last_write < MIN_INTERVAL:
             return
         self._last_stage, self._last_write = event.stage, now
+        self._write(STAGES[event.stage], percent)
+
+    def encoding(self) -> None:
+        """The frames are made: scaling, encoding and storing start (always written)."""
+        self._percent = max(self._percent, ENCODING_PERCENT)
+        self._write(TaskStage.ENCODING, self._percent)
+
+    def _write(self, stage: TaskStage, percent: int) -> None:
         progress = Progress(
-            step=self._denoise_step, total_steps=self._denoise_total, percent=percent
+            stage=stage,
+            step=self._denoise_step,
+            total_steps=self._denoise_total,
+            percent=percent,
         )
         try:
             self._on_control(self._store.report_progress(self._claim, progress))

@@ -1,6 +1,6 @@
 """tasks deleted by their owner (DELETE /v1/videos/{id})
 
-Revision ID: 0005_openai
+Revision ID: 0005
 Revises: 0004
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_openai"
+revision = "0005"
 down_revision = "0004"
 branch_labels = None
 depends_on = None

@@ -1,0 +1,480 @@
+"""`wanserve generate`: one video from the command line, embedded or through a server.
+
+Embedded (the default) builds the same components as `wanserve serve` in this process (a
+temporary data directory unless one is configured), submits through the same `TaskService`
+(so `build_spec` checks the options exactly as it checks an API request), runs the task on a
+generation thread and copies the MP4 out. With `--server` it drives a remote wanserve through
+its HTTP API instead: local files go through the upload flow, progress comes from the task's
+event stream, and the video is downloaded from its URL.
+
+Exit status: 0 written; 1 the task failed (its code and message are printed) or the server
+refused for another reason; 2 usage or validation error; 130 interrupted (the task is
+canceled first).
+"""
+
+from __future__ import annotations
+
+import base64
+import mimetypes
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, TextIO
+
+from wanserve.config import Settings
+from wanserve.errors import InvalidApiKey, InvalidParameter, WanserveError
+from wanserve.spec import SynthesisRequest, media_scheme
+from wanserve.tasks.models import Progress, TaskError, TaskOutcome, TaskStage, TaskStatus
+
+if TYPE_CHECKING:
+    from wanserve.client import RemoteServer
+    from wanserve.compose.embedded import Components
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+POLL_SECONDS = 0.25  # embedded: how often the store is read for progress
+CANCEL_WAIT_SECONDS = 60.0  # after Ctrl-C: how long to wait for the task to end CANCELED
+CLI_KEY_NAME = "wanserve generate"
+_RECONNECTS = 5  # consecutive failed event-stream reconnects before giving up
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerateOptions:
+    prompt: str
+    output: Path
+    model: str | None = None
+    negative_prompt: str | None = None
+    image: str | None = None  # a local path or an http(s)/oss/data URL
+    last_frame: str | None = None
+    audio: str | None = None
+    size: str | None = None
+    resolution: str | None = None
+    duration: int | None = None
+    seed: int | None = None
+    prompt_extend: bool | None = None
+    watermark: bool | None = None
+    shot_type: str | None = None
+    generate_audio: bool | None = None
+    server: str | None = None
+
+
+class UsageError(Exception):
+    """A mistake in the command line itself (a missing file, a missing key)."""
+
+
+@dataclass(frozen=True)
+class Update:
+    """What the progress display shows."""
+
+    status: TaskStatus
+    queue_position: int | None
+    progress: Progress | None
+
+
+class Display(Protocol):
+    def show(self, update: Update) -> None: ...
+    def close(self) -> None: ...
+
+
+def default_model(options: GenerateOptions) -> str:
+    if options.last_frame is not None:
+        return "wanx2.1-kf2v-plus"
+    if options.image is not None:
+        return "wanx2.1-i2v-turbo"
+    return "wan2.1-t2v-turbo"
+
+
+def build_request(
+    options: GenerateOptions, *, model: str, reference: Callable[[str, str], str]
+) -> SynthesisRequest:
+    """The request the options describe; `reference(value, field)` turns a local path into
+    something the server reads (a data URI embedded, an uploaded file remotely)."""
+
+    def ref(value: str | None, field: str) -> str | None:
+        return None if value is None else reference(value, field)
+
+    first_field = "first_frame_url" if options.last_frame is not None else "img_url"
+    image = ref(options.image, first_field)
+    size = options.size.replace("x", "*").replace("X", "*") if options.size else None
+    return SynthesisRequest(
+        model=model,
+        prompt=options.prompt,
+        negative_prompt=options.negative_prompt,
+        img_url=image if first_field == "img_url" else None,
+        first_frame_url=image if first_field == "first_frame_url" else None,
+        last_frame_url=ref(options.last_frame, "last_frame_url"),
+        audio_url=ref(options.audio, "audio_url"),
+        size=size,
+        resolution=options.resolution,
+        duration=options.duration,
+        seed=options.seed,
+        prompt_extend=options.prompt_extend,
+        watermark=options.watermark,
+        shot_type=options.shot_type,
+        audio=options.generate_audio,
+    )
+
+
+def local_file(value: str, field: str, *, max_bytes: int) -> Path | None:
+    """The local file `value` names, or None when it is a URL the server reads itself."""
+    if media_scheme(value) is not None or ("://" in value and not value.startswith("file://")):
+        return None  # a URL: the server reads it (or refuses its scheme) itself
+    path = Path(value.removeprefix("file://")).expanduser()
+    if not path.is_file():
+        raise UsageError(f"{field}: no such file: {path}")
+    if path.stat().st_size > max_bytes:
+        raise UsageError(f"{field}: {path} is larger than {max_bytes // (1024 * 1024)} MB")
+    return path
+
+
+def data_uri(path: Path) -> str:
+    kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return f"data:{kind};base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def run(options: GenerateOptions, settings: Settings, *, err: TextIO = sys.stderr) -> int:
+    if not options.output.parent.is_dir():
+        return _say(err, f"wanserve: no such directory for -o: {options.output.parent}", 2)
+    display = make_display(err)
+    try:
+        if options.server is not None:
+            return _remote(options, settings, display=display, err=err)
+        return _embedded(options, settings, display=display, err=err)
+    except UsageError as exc:
+        return _say(err, f"wanserve: {exc}", EXIT_USAGE)
+    except KeyboardInterrupt:  # before any task existed (after, each path cancels its own)
+        return _say(err, "wanserve: interrupted", EXIT_INTERRUPTED)
+    finally:
+        display.close()
+
+
+# -- embedded ------------------------------------------------------------------------------
+
+
+def _embedded(
+    options: GenerateOptions, settings: Settings, *, display: Display, err: TextIO
+) -> int:
+    from wanserve.compose.embedded import build_components
+
+    with ExitStack() as stack:
+        if "data_dir" not in settings.model_fields_set:
+            # Nothing configured: state of this one run only (videos, SQLite, dummy weights).
+            scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="wanserve-"))
+            settings = settings.model_copy(update={"data_dir": Path(scratch)})
+        settings = settings.model_copy(update={"workers": 1})
+        model = options.model or default_model(options)
+
+        def reference(value: str, field: str) -> str:
+            limit = settings.max_audio_bytes if field == "audio_url" else settings.max_image_bytes
+            path = local_file(value, field, max_bytes=limit)
+            return value if path is None else data_uri(path)
+
+        request = build_request(options, model=model, reference=reference)
+        try:
+            components = build_components(settings)
+        except ValueError as exc:
+            return _say(err, f"wanserve: invalid configuration: {exc}", EXIT_USAGE)
+        services = components.services
+        key = _cli_key(components)
+        try:
+            task = services.tasks.submit(request, api_key_id=key, request_id=str(uuid.uuid4()))
+        except WanserveError as exc:
+            return _refused(err, TaskError(exc.code, exc.message), usage=_is_usage(exc))
+        components.loop.start()
+        try:
+            outcome = _watch_embedded(components, task.id, key, display=display)
+        except KeyboardInterrupt:
+            display.close()
+            err.write("wanserve: interrupted; canceling the task\n")
+            _cancel_embedded(components, task.id, key)
+            return EXIT_INTERRUPTED
+        finally:
+            components.loop.stop(timeout=settings.shutdown_grace_seconds)
+        display.close()
+        if outcome.status is not TaskStatus.SUCCEEDED:
+            return _task_failed(err, outcome)
+        done = services.tasks.get(task.id, api_key_id=key)
+        assert done is not None and done.result is not None
+        _write(options.output, services.storage.read(done.result.video_key))
+        return _written(options.output, task.id, err=err)
+
+
+def _cli_key(components: Components) -> str:
+    """The id of the key tasks made here belong to (its secret is never used, so never
+    kept): one per data directory, reused across runs."""
+    keys = components.services.keys
+    found = [k for k in keys.find(CLI_KEY_NAME) if k.active]
+    if found:
+        return found[0].id
+    return keys.create(CLI_KEY_NAME)[0].id
+
+
+def _watch_embedded(
+    components: Components, task_id: str, key: str, *, display: Display
+) -> TaskOutcome:
+    tasks = components.services.tasks
+    while True:
+        state = tasks.watch(task_id, key)
+        assert state is not None  # our own task, not expired while we wait
+        if state.status.is_terminal:
+            task = tasks.get(task_id, api_key_id=key)
+            assert task is not None
+            return TaskOutcome(
+                task_id=task_id, status=task.status, video_url=None, error=task.error
+            )
+        display.show(Update(state.status, state.queue_position, state.progress))
+        time.sleep(POLL_SECONDS)
+
+
+def _cancel_embedded(components: Components, task_id: str, key: str) -> None:
+    tasks = components.services.tasks
+    try:
+        tasks.cancel(task_id, api_key_id=key)
+    except WanserveError:
+        return  # it ended meanwhile
+    deadline = time.monotonic() + CANCEL_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        state = tasks.watch(task_id, key)
+        if state is None or state.status.is_terminal:
+            return
+        time.sleep(POLL_SECONDS)
+
+
+# -- remote --------------------------------------------------------------------------------
+
+
+def _remote(options: GenerateOptions, settings: Settings, *, display: Display, err: TextIO) -> int:
+    import httpx
+
+    from wanserve.client import Refused, RemoteServer
+
+    if settings.api_key is None:
+        raise UsageError(
+            "--server needs an API key: --api-key, WANSERVE_API_KEY or DASHSCOPE_API_KEY"
+        )
+    assert options.server is not None
+    server = RemoteServer(options.server, api_key=settings.api_key.get_secret_value())
+    model = options.model or default_model(options)
+    task_id: str | None = None
+    try:
+
+        def reference(value: str, field: str) -> str:
+            limit = settings.max_audio_bytes if field == "audio_url" else settings.max_upload_bytes
+            path = local_file(value, field, max_bytes=limit)
+            return value if path is None else server.upload(path, model=model)
+
+        request = build_request(options, model=model, reference=reference)
+        task_id = server.create(request)
+        outcome = _watch_remote(server, task_id, display=display)
+        display.close()
+        if outcome.status is not TaskStatus.SUCCEEDED:
+            return _task_failed(err, outcome)
+        if outcome.video_url is None:
+            return _say(err, f"wanserve: task {task_id} succeeded without a video URL", 1)
+        server.download(outcome.video_url, options.output)
+        return _written(options.output, task_id, err=err)
+    except Refused as exc:
+        display.close()
+        return _refused(err, exc.error, usage=exc.status in (400, 401, 403, 413, 415))
+    except KeyboardInterrupt:
+        display.close()
+        if task_id is not None:
+            err.write("wanserve: interrupted; canceling the task\n")
+            _cancel_remote(server, task_id)
+        return EXIT_INTERRUPTED
+    except _Unreachable as exc:
+        display.close()
+        return _say(err, f"wanserve: {exc}", EXIT_FAILED)
+    except httpx.HTTPError as exc:
+        display.close()
+        return _say(err, f"wanserve: cannot reach {options.server}: {exc}", EXIT_FAILED)
+    finally:
+        server.close()
+
+
+class _Unreachable(Exception):
+    pass
+
+
+def _watch_remote(server: RemoteServer, task_id: str, *, display: Display) -> TaskOutcome:
+    """Follow the event stream to the done event, resuming after dropped connections."""
+    import httpx
+
+    from wanserve.api import schemas
+
+    last_id: str | None = None
+    status, position, progress = TaskStatus.PENDING, None, None
+    failures = 0
+    while True:
+        try:
+            for event in server.events(task_id, last_id=last_id):
+                failures = 0
+                last_id = event.id or last_id
+                if event.kind == "done":
+                    return schemas.read_outcome(event.data)
+                if event.kind == "status":
+                    known, position = schemas.read_status_data(event.data)
+                    status = known or status
+                elif event.kind == "progress":
+                    progress = schemas.read_progress_data(event.data)
+                display.show(Update(status, position, progress))
+        except httpx.TransportError as exc:
+            failures += 1
+            if failures > _RECONNECTS:
+                raise _Unreachable(f"lost the server's event stream: {exc}") from None
+            time.sleep(min(2.0 * failures, 10.0))
+            continue
+        # Closed without done (the server shut down, or a stream's time limit): the task may
+        # have ended meanwhile; ask, then resume the stream.
+        outcome = server.get(task_id)
+        if outcome.status is None or outcome.status.is_terminal:
+            return outcome
+
+
+def _cancel_remote(server: RemoteServer, task_id: str) -> None:
+    from wanserve.client import Refused
+
+    try:
+        server.cancel(task_id)
+        deadline = time.monotonic() + CANCEL_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            outcome = server.get(task_id)
+            if outcome.status is None or outcome.status.is_terminal:
+                return
+            time.sleep(POLL_SECONDS)
+    except (Refused, OSError):
+        return  # best effort: the process is exiting anyway
+
+
+# -- output --------------------------------------------------------------------------------
+
+
+def _write(target: Path, data: bytes) -> None:
+    partial = target.with_name(target.name + ".part")
+    partial.write_bytes(data)
+    partial.replace(target)
+
+
+def _written(output: Path, task_id: str, *, err: TextIO) -> int:
+    err.write(f"wanserve: task {task_id} succeeded\n")
+    sys.stdout.write(f"{output}\n")  # alone on stdout, for scripts
+    sys.stdout.flush()
+    return EXIT_OK
+
+
+def _say(err: TextIO, line: str, code: int) -> int:
+    err.write(line + "\n")
+    err.flush()
+    return code
+
+
+def _refused(err: TextIO, error: TaskError, *, usage: bool) -> int:
+    return _say(err, f"wanserve: {error.code}: {error.message}", EXIT_USAGE if usage else 1)
+
+
+def _task_failed(err: TextIO, outcome: TaskOutcome) -> int:
+    if outcome.status is None:
+        return _say(err, f"wanserve: task {outcome.task_id} is unknown to the server", 1)
+    if outcome.error is not None:
+        return _say(
+            err,
+            f"wanserve: task {outcome.task_id} {outcome.status.value}: "
+            f"{outcome.error.code}: {outcome.error.message}",
+            EXIT_FAILED,
+        )
+    return _say(err, f"wanserve: task {outcome.task_id} {outcome.status.value}", EXIT_FAILED)
+
+
+def _is_usage(exc: WanserveError) -> bool:
+    return isinstance(exc, InvalidParameter | InvalidApiKey)
+
+
+# -- progress display ----------------------------------------------------------------------
+
+
+def describe(update: Update) -> str:
+    p = update.progress
+    if update.status is TaskStatus.PENDING or p is None or p.stage is TaskStage.QUEUED:
+        ahead = update.queue_position
+        return "queued" if not ahead else f"queued ({ahead} ahead)"
+    if p.stage is TaskStage.LOADING:
+        return "loading model"
+    if p.stage is TaskStage.DENOISING:
+        return f"denoising step {p.step} of {p.total_steps}"
+    return p.stage.value
+
+
+def make_display(err: TextIO) -> Display:
+    if err.isatty():
+        return RichDisplay(err)
+    return PlainDisplay(err)
+
+
+class PlainDisplay:
+    """One line per change, no control characters: for logs, pipes and CI."""
+
+    def __init__(self, err: TextIO) -> None:
+        self._err = err
+        self._last = ""
+
+    def show(self, update: Update) -> None:
+        percent = update.progress.percent if update.progress is not None else 0
+        line = f"wanserve: {describe(update)} ({percent}%)"
+        if line != self._last:
+            self._err.write(line + "\n")
+            self._err.flush()
+            self._last = line
+
+    def close(self) -> None:
+        return None
+
+
+class RichDisplay:
+    """A rich progress bar with the stage and an ETA, on a terminal."""
+
+    def __init__(self, err: TextIO) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self._bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=Console(file=err),
+            transient=False,
+        )
+        self._task = self._bar.add_task("queued", total=100)
+        self._lock = threading.Lock()
+        self._started = False
+        self._closed = False
+
+    def show(self, update: Update) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            if not self._started:
+                self._bar.start()
+                self._started = True
+            percent = update.progress.percent if update.progress is not None else 0
+            self._bar.update(self._task, description=describe(update), completed=percent)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._started and not self._closed:
+                self._bar.stop()
+            self._closed = True
