@@ -33,7 +33,10 @@ EPILOG = (
     "Every option named after a setting (--data-dir, --database-url, and the options of serve, "
     "worker and models) can also be set as WANSERVE_<OPTION> in the environment, e.g. "
     "WANSERVE_DATA_DIR; the command line wins. The arguments of `keys` (--name, --admin, "
-    "KEY_ID) and of `usage` (--key, --since, --until, --json) are command-line only. "
+    "KEY_ID), of `usage` (--key, --since, --until, --json) and the request of `generate` "
+    "(PROMPT, -o, --model, --size, --resolution, --duration, --seed, --image, --last-frame, "
+    "--audio, --negative-prompt, --prompt-extend, --watermark, --shot-type, --generate-audio, "
+    "--server) are command-line only. "
     "See docs/configuration.md."
 )
 
