@@ -111,6 +111,8 @@ class SynthesisRequest:
     watermark: object = None
     shot_type: object = None
     audio: object = None
+    # Not part of the generation: where the task's end is POSTed (see tasks/webhooks.py).
+    callback_url: object = None
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from wanserve.clock import Clock
 from wanserve.config import Settings
 from wanserve.errors import InvalidApiKey
 from wanserve.keys import ApiKey, KeyStore
+from wanserve.observability import Metrics, Readiness
 from wanserve.storage.base import Storage
 from wanserve.storage.signing import UrlSigner
 from wanserve.tasks.models import Task
@@ -38,6 +39,8 @@ class Services:
     clock: Clock
     throttle: Throttle
     usage: UsageReader
+    metrics: Metrics
+    readiness: Readiness
 
     def video_url(self, task: Task, *, base_url: str) -> str | None:
         if task.result is None:

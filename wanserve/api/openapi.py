@@ -55,7 +55,8 @@ def build(app: FastAPI) -> dict[str, Any]:
     )
     components = document.setdefault("components", {})
     models = components.setdefault("schemas", {})
-    for model in (*REQUEST_MODELS, schemas.ErrorBody):
+    published: tuple[type[BaseModel], ...] = (*REQUEST_MODELS, schemas.ErrorBody)
+    for model in published:
         schema = model.model_json_schema(ref_template=REF)
         models.update(schema.pop("$defs", {}))
         models[model.__name__] = schema

@@ -41,6 +41,7 @@ _PARAMETER_FIELDS = (
     "watermark",
     "shot_type",
     "audio",
+    "callback_url",  # wanserve's extension: a webhook for the task's end
 )
 
 UrlFor = Callable[[Task], str | None]
@@ -269,6 +270,11 @@ class CreateTaskParameters(BaseModel):
     watermark: bool | None = None
     shot_type: str | None = None
     audio: bool | None = None
+    callback_url: str | None = Field(
+        default=None,
+        description="wanserve extension: an http(s) URL POSTed the task's GET body, signed "
+        "the Standard Webhooks way, when it ends",
+    )
 
 
 class CreateTaskRequest(BaseModel):

@@ -34,6 +34,7 @@ class ProgressReporter:
         store: TaskStore,
         *,
         on_control: Callable[[Control], None],
+        on_step: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._claim = claim
@@ -45,12 +46,15 @@ class ProgressReporter:
         self._percent = 0
         self._last_write = 0.0
         self._last_stage: Stage | None = None
+        self._on_step = on_step
+        self._step_at: tuple[int, float] | None = None  # the last denoising step seen, when
 
     def __call__(self, event: EngineProgress) -> None:
         lo, hi = BANDS[event.stage]
         if event.stage is Stage.DENOISE:
             # Steps count across every pass of a chained or multi-shot video.
             self._denoise_step, self._denoise_total = event.step, event.total
+            self._time_step(event.step)
         # Never backwards, whatever order the stages report in.
         percent = max(self._percent, lo + (hi - lo) * event.step // max(1, event.total))
         self._percent = percent
@@ -66,3 +70,13 @@ class ProgressReporter:
             self._on_control(self._store.report_progress(self._claim, progress))
         except Exception:
             log.warning("progress write for task %s failed", self._claim.task.id, exc_info=True)
+
+    def _time_step(self, step: int) -> None:
+        """Report the time since the previous denoising step. The first step of a run has no
+        start to measure from (it includes loading and encoding the prompt), so it is only
+        remembered."""
+        now = self._clock()
+        previous = self._step_at
+        self._step_at = (step, now)
+        if self._on_step is not None and previous is not None and step == previous[0] + 1:
+            self._on_step(now - previous[1])
