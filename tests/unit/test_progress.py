@@ -97,3 +97,20 @@ def test_the_store_answer_is_passed_on() -> None:
     controls: list[Control] = []
     ProgressReporter(CLAIM, store, on_control=controls.append)(DENOISE[0])  # type: ignore[arg-type]
     assert controls == [Control(owned=True, cancel_requested=True)]
+
+
+def test_step_durations_are_the_gaps_between_consecutive_denoising_steps() -> None:
+    steps: list[float] = []
+    clock = Ticks(0.5)
+    report = ProgressReporter(
+        CLAIM,
+        RecordingStore(),  # type: ignore[arg-type]
+        on_control=lambda _: None,
+        on_step=steps.append,
+        clock=clock,
+    )
+    for event in [*DENOISE, *DECODE]:
+        report(event)
+    # Four steps, three gaps: the first step's start (load, prompt encoding) is not known,
+    # and decoding is not a step.
+    assert steps == [0.5, 0.5, 0.5]
