@@ -156,3 +156,21 @@ def test_purging_a_task_deletes_its_undelivered_webhooks(db: Engine) -> None:
     clock.now = datetime(2027, 1, 1, tzinfo=UTC)
     assert store.delete(task_id for task_id, _ in store.expired()) == 1
     assert rows(db) == []
+
+
+def test_the_cli_shows_the_secret_the_server_signs_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from wanserve.cli import main
+
+    monkeypatch.setenv("WANSERVE_SECRET_KEY", SERVER_KEY.decode())
+    assert main(["keys", "create", "--name", "hooks", "--data-dir", str(tmp_path)]) == 0
+    created = capsys.readouterr().out.splitlines()
+    key_id = created[0].split()[3]  # "Created API key key_... (hooks)."
+    expected = webhook_secret(SERVER_KEY, key_id)
+    assert any(expected in line for line in created[:-1])
+    assert created[-1].startswith("sk-")  # the key itself stays alone on the last line
+    assert main(["keys", "webhook-secret", key_id, "--data-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == expected + "\n"
+    assert main(["keys", "webhook-secret", "key_nope", "--data-dir", str(tmp_path)]) == 1
+    assert "no key with id" in capsys.readouterr().err
