@@ -21,6 +21,7 @@ from wanserve.catalog import TIER_SR, Generation
 from wanserve.errors import EmptyInput, InvalidParameter
 from wanserve.spec import SynthesisRequest
 from wanserve.tasks.models import Task, TaskPage, TaskQuery, TaskStatus
+from wanserve.tasks.webhooks import MAX_CALLBACK_URL
 from wanserve.uploads import UploadPolicy
 
 BEIJING = timezone(timedelta(hours=8), "UTC+8")
@@ -272,6 +273,7 @@ class CreateTaskParameters(BaseModel):
     audio: bool | None = None
     callback_url: str | None = Field(
         default=None,
+        max_length=MAX_CALLBACK_URL,
         description="wanserve extension: an http(s) URL POSTed the task's GET body, signed "
         "the Standard Webhooks way, when it ends",
     )
