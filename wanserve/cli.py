@@ -190,14 +190,23 @@ def build_parser() -> argparse.ArgumentParser:
     _broker_option(worker)
     worker.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     _shutdown_option(worker)
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve /metrics (Prometheus), /health and /ready on this port, on --host's "
+        "interface [env WANSERVE_METRICS_PORT; default off]",
+    )
+    worker.add_argument("--host", help="interface for --metrics-port [default 127.0.0.1]")
 
     _generate_parser(sub)
 
-    keys = sub.add_parser("keys", help="create, list and revoke API keys")
+    keys = sub.add_parser(
+        "keys", help="create, list and revoke API keys; show a key's webhook signing secret"
+    )
     key_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     create = key_sub.add_parser(
         "create",
-        help="create a key; prints it alone on the last line",
+        help="create a key; prints its webhook signing secret, then the key alone on the last line",
         argument_default=argparse.SUPPRESS,
     )
     create.add_argument(
@@ -221,6 +230,16 @@ def build_parser() -> argparse.ArgumentParser:
         "key_id", type=_key_id, help="the key's id, as `keys list` shows it (key_...)"
     )
     _store_options(revoke)
+    webhook = key_sub.add_parser(
+        "webhook-secret",
+        help="print the secret that signs a key's webhooks (whsec_...; derived from the "
+        "server's secret_key, so run it with the server's WANSERVE_SECRET_KEY or data dir)",
+        argument_default=argparse.SUPPRESS,
+    )
+    webhook.add_argument(
+        "key_id", type=_key_id, help="the key's id, as `keys list` shows it (key_...)"
+    )
+    _store_options(webhook)
 
     models = sub.add_parser(
         "models",
@@ -530,6 +549,7 @@ def _storable(value: str, field: str) -> str:
 def _keys(args: argparse.Namespace, settings: Settings) -> int:
     from wanserve.db.engine import make_engine, upgrade
     from wanserve.keys import KeyStore
+    from wanserve.tasks.webhooks import webhook_secret
 
     with _database(settings):
         engine = make_engine(settings.effective_database_url)
@@ -540,8 +560,19 @@ def _keys(args: argparse.Namespace, settings: Settings) -> int:
         key, secret = store.create(getattr(args, "name", ""), admin=getattr(args, "admin", False))
         label = f" ({key.name})" if key.name else ""
         out.write(f"Created {'admin ' if key.admin else ''}API key {key.id}{label}.\n")
-        out.write("Keep it now: it is stored hashed and cannot be shown again.\n")
+        out.write(
+            "Webhooks (parameters.callback_url) are signed with "
+            f"{webhook_secret(settings.load_secret_key(), key.id)}\n"
+            f"(`wanserve keys webhook-secret {key.id}` shows it again).\n"
+        )
+        out.write("Keep the key now: it is stored hashed and cannot be shown again.\n")
         out.write(secret + "\n")
+        return 0
+    if args.keys_command == "webhook-secret":
+        if not any(k.id == args.key_id for k in store.find(args.key_id)):
+            sys.stderr.write(f"wanserve: no key with id {args.key_id!r}.\n")
+            return 1
+        out.write(webhook_secret(settings.load_secret_key(), args.key_id) + "\n")
         return 0
     if args.keys_command == "list":
         rows = [("ID", "NAME", "PREFIX", "CREATED (UTC)", "STATUS", "ROLE")]

@@ -289,6 +289,33 @@ class Settings(BaseSettings):
         "DASHSCOPE_API_KEY)",
     )
 
+    # Webhooks and operations.
+    webhook_backoff_seconds: list[float] = Field(
+        default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 3600.0],
+        min_length=1,
+        description="wait after the 1st, 2nd, ... failed callback attempt; the last value "
+        "repeats for later attempts",
+    )
+    webhook_max_attempts: int = Field(
+        default=8, ge=1, le=50, description="callback attempts before a delivery is abandoned"
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="longest one callback attempt may take"
+    )
+    webhook_poll_seconds: float = Field(
+        default=1.0, gt=0, description="how often the deliverer looks for callbacks due"
+    )
+    webhook_concurrency: int = Field(
+        default=4, ge=1, le=64, description="callbacks one API process sends at once"
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="`wanserve worker`: serve /metrics, /health and /ready on this port "
+        "(default: off; API servers serve them on their own port)",
+    )
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
@@ -315,6 +342,8 @@ class Settings(BaseSettings):
             raise ValueError("prompt_extender=openai needs prompt_extender_url")
         if self.prompt_extender == "local" and self.prompt_extender_path is None:
             raise ValueError("prompt_extender=local needs prompt_extender_path")
+        if any(delay < 0 for delay in self.webhook_backoff_seconds):
+            raise ValueError("webhook_backoff_seconds must not be negative")
         if self.broker_url is not None and not self.broker_url.get_secret_value().startswith(
             ("redis://", "rediss://", "amqp://", "amqps://", "pyamqp://")
         ):

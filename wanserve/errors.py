@@ -17,6 +17,7 @@ of a task that ends FAILED.
     ├── NotFound                       NotFound
     ├── Throttled                      Throttling / Throttling.RateQuota /
     │                                  Throttling.AuthFailures (may carry retry_after)
+    ├── NotReady                       ServiceUnavailable  (GET /ready: what is not ready)
     └── InternalError                  InternalError
         ├── ModelUnavailable           InternalError.Algo  (weights cannot be loaded)
         └── storage.base.StorageError  InternalError.Storage  (full, unreachable, read-only;
@@ -91,6 +92,12 @@ class Throttled(WanserveError):
         super().__init__(message, code=code)
         # Seconds after which a retry can succeed, when known (sent as `Retry-After`).
         self.retry_after = retry_after
+
+
+class NotReady(WanserveError):
+    """The process cannot serve yet (its store, storage or models); the message lists why."""
+
+    code = "ServiceUnavailable"
 
 
 class InternalError(WanserveError):

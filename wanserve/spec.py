@@ -121,6 +121,8 @@ class SynthesisRequest:
     # resolution field (OpenAI's /v1/videos) sets this: its `size` then names the tier of one
     # of the model's sizes, and the video still follows the image's aspect.
     size_names_tier: bool = False
+    # Not part of the generation: where the task's end is POSTed (see tasks/webhooks.py).
+    callback_url: object = None
 
 
 @dataclass(frozen=True)

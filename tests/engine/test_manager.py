@@ -88,3 +88,26 @@ def test_no_budget_keeps_everything() -> None:
     use(manager, "a")
     use(manager, "b")
     assert manager.resident_bytes() == 120 * GB and "release" not in loader.events
+
+
+@dataclass
+class Observed:
+    events: list[tuple[str, str]] = field(default_factory=list)
+
+    def model_loaded(self, checkpoint: str, *, nbytes: int, seconds: float) -> None:
+        assert seconds >= 0
+        self.events.append(("loaded", f"{checkpoint}:{nbytes // GB}"))
+
+    def model_evicted(self, checkpoint: str) -> None:
+        self.events.append(("evicted", checkpoint))
+
+
+def test_loads_and_evictions_are_told_to_the_observer() -> None:
+    observed = Observed()
+    manager = ModelManager(
+        FakeLoader({"t2v": 60 * GB, "i2v": 60 * GB}), budget_bytes=100 * GB, observer=observed
+    )
+    use(manager, "t2v")
+    use(manager, "t2v")  # warm: not a load
+    use(manager, "i2v")
+    assert observed.events == [("loaded", "t2v:60"), ("evicted", "t2v"), ("loaded", "i2v:60")]

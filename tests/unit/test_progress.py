@@ -115,3 +115,20 @@ def test_each_write_names_its_stage_and_encoding_follows_decoding() -> None:
     ]
     assert store.written[-1].percent == ENCODING_PERCENT
     assert (store.written[-1].step, store.written[-1].total_steps) == (4, 4)
+
+
+def test_step_durations_are_the_gaps_between_consecutive_denoising_steps() -> None:
+    steps: list[float] = []
+    clock = Ticks(0.5)
+    report = ProgressReporter(
+        CLAIM,
+        RecordingStore(),  # type: ignore[arg-type]
+        on_control=lambda _: None,
+        on_step=steps.append,
+        clock=clock,
+    )
+    for event in [*DENOISE, *DECODE]:
+        report(event)
+    # Four steps, three gaps: the first step's start (load, prompt encoding) is not known,
+    # and decoding is not a step.
+    assert steps == [0.5, 0.5, 0.5]

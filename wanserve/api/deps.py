@@ -16,6 +16,7 @@ from wanserve.clock import Clock
 from wanserve.config import Settings
 from wanserve.errors import InvalidApiKey
 from wanserve.keys import ApiKey, KeyStore
+from wanserve.observability import Metrics, Readiness
 from wanserve.spec import Features
 from wanserve.storage.base import Storage
 from wanserve.storage.signing import UrlSigner
@@ -42,6 +43,8 @@ class Services:
     usage: UsageReader
     features: Features  # what submissions are checked against (GET /api/v1/models shows it)
     streams: EventStreams
+    metrics: Metrics
+    readiness: Readiness
 
     def video_url(self, task: Task, *, base_url: str) -> str | None:
         if task.result is None:

@@ -39,6 +39,7 @@ _STATUS: tuple[tuple[type[errors.WanserveError], int], ...] = (
     (errors.Throttled, 429),
     (StorageFull, 507),  # Insufficient Storage: retry once space is back
     (StorageUnavailable, 503),
+    (errors.NotReady, 503),
     (errors.InternalError, 500),
 )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from wanserve.api import schemas
@@ -13,7 +13,8 @@ from wanserve.api.body import read_json
 from wanserve.api.deps import ApiKeyDep, RequestIdDep, ServicesDep, check_url_text
 from wanserve.api.openapi import NEEDS_KEY, json_body
 from wanserve.api.schemas import responses
-from wanserve.errors import AccessDenied
+from wanserve.errors import AccessDenied, NotReady
+from wanserve.observability import CONTENT_TYPE, not_ready_message
 from wanserve.tasks.models import TaskQuery
 
 api = APIRouter(prefix="/api/v1", dependencies=[Depends(check_url_text)])
@@ -120,7 +121,27 @@ def list_tasks(
     )
 
 
+# The probes are for balancers, orchestrators and Prometheus, not API clients: they take no key
+# and stay out of the OpenAPI document (docs/operations.md describes them).
+
+
 @probes.get("/health", include_in_schema=False)
 def health() -> dict[str, str]:
     """Liveness: the process answers."""
     return {"status": "ok"}
+
+
+@probes.get("/ready", include_in_schema=False)
+def ready(services: ServicesDep) -> dict[str, str]:
+    """Readiness: the store answers, storage is reachable, generation (if here) is up;
+    503 `ServiceUnavailable` listing what is not."""
+    problems = services.readiness.problems()
+    if problems:
+        raise NotReady(not_ready_message(problems))
+    return {"status": "ready"}
+
+
+@probes.get("/metrics", include_in_schema=False)
+def metrics(services: ServicesDep) -> Response:
+    """Prometheus text exposition of this process's metrics."""
+    return Response(services.metrics.exposition(), media_type=CONTENT_TYPE)

@@ -32,6 +32,7 @@ from wanserve.tasks.models import (
     TaskState,
     TaskStatus,
 )
+from wanserve.tasks.webhooks import MAX_CALLBACK_URL
 from wanserve.uploads import UploadPolicy
 
 BEIJING = timezone(timedelta(hours=8), "UTC+8")
@@ -54,6 +55,7 @@ _PARAMETER_FIELDS = (
     "audio",
     "steps",  # extension: per-request denoising steps
     "guidance_scale",  # extension: per-request classifier-free guidance
+    "callback_url",  # wanserve's extension: a webhook for the task's end
 )
 
 UrlFor = Callable[[Task], str | None]
@@ -467,6 +469,12 @@ class CreateTaskParameters(BaseModel):
     )
     guidance_scale: float | None = Field(
         default=None, ge=0, le=GUIDANCE_MAX, description="extension: classifier-free guidance"
+    )
+    callback_url: str | None = Field(
+        default=None,
+        max_length=MAX_CALLBACK_URL,
+        description="wanserve extension: an http(s) URL POSTed the task's GET body, signed "
+        "the Standard Webhooks way, when it ends",
     )
 
 

@@ -22,6 +22,7 @@ from wanserve.api import docs as api_docs
 from wanserve.api import errors as api_errors
 from wanserve.api import openapi as api_openapi
 from wanserve.api import playground as api_playground
+from wanserve.api import schemas
 from wanserve.api.catalog import catalog as catalog_router
 from wanserve.api.deps import Services
 from wanserve.api.events import events as events_router
@@ -34,12 +35,21 @@ from wanserve.api.usage import usage as usage_router
 from wanserve.compose.shared import Shared, features_of
 from wanserve.config import Settings
 from wanserve.db.lock import exclusive
+from wanserve.observability import (
+    UNMATCHED_ROUTE,
+    Probe,
+    Readiness,
+    database_probe,
+    storage_probe,
+)
 from wanserve.spec import Features
 from wanserve.storage import serve_files
 from wanserve.tasks.dispatch import Dispatcher
 from wanserve.tasks.janitor import Janitor
+from wanserve.tasks.outbox import OutboxMessage, SqlOutbox
 from wanserve.tasks.service import Limits, TaskService
 from wanserve.tasks.usage import UsageReader
+from wanserve.tasks.webhooks import Backoff, Deliverer, render_json, webhook_secret
 from wanserve.throttling.guard import build_throttle
 
 log = logging.getLogger(__name__)
@@ -53,8 +63,14 @@ class Background(Protocol):
 
 
 def build_services(
-    shared: Shared, *, dispatcher: Dispatcher, features: Features | None = None
+    shared: Shared,
+    *,
+    dispatcher: Dispatcher,
+    features: Features | None = None,
+    probes: Sequence[Probe] = (),
 ) -> Services:
+    """The API's services; `probes` are readiness conditions beyond the store and storage
+    (an embedded server adds its generation threads)."""
     settings = shared.settings
     features = features or features_of(settings)
     tasks = TaskService(
@@ -69,10 +85,14 @@ def build_services(
             max_audio_bytes=settings.max_audio_bytes,
         ),
         cancel_running=settings.cancel_running,
+        destinations=shared.fetcher,
         uploads=shared.uploads,
         storage=shared.storage,
         clock=shared.clock,
     )
+    # Fleet-wide task gauges come from the API processes, which all read the same store.
+    shared.metrics.watch_store(shared.db, models=shared.catalog.names(), clock=shared.clock)
+    readiness = Readiness([database_probe(shared.db), storage_probe(shared.storage), *probes])
     return Services(
         settings=settings,
         catalog=shared.catalog,
@@ -86,6 +106,41 @@ def build_services(
         usage=UsageReader(shared.db),
         features=features,
         streams=EventStreams(max_per_key=settings.events_max_streams_per_key),
+        metrics=shared.metrics,
+        readiness=readiness,
+    )
+
+
+def build_deliverer(shared: Shared, *, services: Services) -> Deliverer:
+    """The webhook sender of an API process. Bodies are rendered as the task's owner would
+    GET the task at that moment, with the message id as `request_id`."""
+    settings = shared.settings
+    # No request to take a base URL from: links point at `public_url`, else at the address
+    # this server listens on (right for a single host; set public_url behind a proxy).
+    base_url = settings.public_url or f"http://{settings.host}:{settings.port}/"
+    server_key = settings.load_secret_key()
+
+    def render(message: OutboxMessage) -> bytes | None:
+        task = services.tasks.get(message.task_id, api_key_id=message.api_key_id)
+        if task is None:
+            return None
+        url = services.video_url(task, base_url=base_url)
+        return render_json(schemas.task_body(task, request_id=message.id, video_url=url))
+
+    return Deliverer(
+        outbox=SqlOutbox(shared.db, clock=shared.clock),
+        render=render,
+        destinations=shared.fetcher,
+        secret_for=lambda key_id: webhook_secret(server_key, key_id),
+        backoff=Backoff(
+            delays=tuple(settings.webhook_backoff_seconds),
+            max_attempts=settings.webhook_max_attempts,
+        ),
+        timeout_seconds=settings.webhook_timeout_seconds,
+        poll_seconds=settings.webhook_poll_seconds,
+        concurrency=settings.webhook_concurrency,
+        observer=shared.metrics,
+        clock=shared.clock,
     )
 
 
@@ -169,7 +224,8 @@ def create_api_only(shared: Shared) -> FastAPI:
     dispatcher = dispatcher_for(settings)
     services = build_services(shared, dispatcher=dispatcher)
     janitor = build_janitor(shared, dispatcher=dispatcher)
-    return create_api_app(settings, services=services, background=[janitor])
+    deliverer = build_deliverer(shared, services=services)
+    return create_api_app(settings, services=services, background=[janitor, deliverer])
 
 
 class ApiServer(uvicorn.Server):
@@ -215,7 +271,18 @@ async def _request_context(
     request_id = str(uuid.uuid4())
     request.state.request_id = request_id
     started = time.monotonic()
-    response = await call_next(request)
+    status = 500  # an exception escaping here is answered 500 by the outermost handler
+    try:
+        response = await call_next(request)
+        status = response.status_code
+    finally:
+        services: Services = request.app.state.services
+        services.metrics.request_served(
+            method=request.method,
+            route=_route_template(request),
+            status=status,
+            seconds=time.monotonic() - started,
+        )
     response.headers["X-Request-Id"] = request_id
     log.info(
         "%s %s -> %d (%.0f ms) %s",
@@ -226,3 +293,11 @@ async def _request_context(
         request_id,
     )
     return response
+
+
+def _route_template(request: Request) -> str:
+    """The matched route's path template (`/api/v1/tasks/{task_id}`), never the raw path:
+    task ids in labels would make one time series per task."""
+    route = request.scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else UNMATCHED_ROUTE

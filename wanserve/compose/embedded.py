@@ -17,15 +17,23 @@ from fastapi import FastAPI
 
 from wanserve.api.deps import Services
 from wanserve.clock import Clock, utcnow
-from wanserve.compose.api import ApiServer, build_janitor, build_services, create_api_app
+from wanserve.compose.api import (
+    ApiServer,
+    build_deliverer,
+    build_janitor,
+    build_services,
+    create_api_app,
+)
 from wanserve.compose.shared import ProcessKind, build_shared, check_process_model
 from wanserve.compose.worker import build_execution, worker_name
 from wanserve.config import Settings
 from wanserve.engine.request import AudioDrivenVideo, Runner
+from wanserve.observability import Probe
 from wanserve.spec import Features
 from wanserve.tasks.dispatch import TablePoll
 from wanserve.tasks.janitor import Janitor
 from wanserve.tasks.store import SqlTaskStore
+from wanserve.tasks.webhooks import Deliverer
 from wanserve.workers.execute import InputResolver
 from wanserve.workers.job import Job
 from wanserve.workers.loop import WorkerLoop
@@ -44,6 +52,7 @@ class Components:
     loop: WorkerLoop
     job: Job
     janitor: Janitor
+    deliverer: Deliverer
     runner: Runner
     stopping: threading.Event  # set: running tasks stop at their next step, back to PENDING
 
@@ -73,13 +82,19 @@ def build_components(
     features = Features(
         audio_generation=execution.dubber is not None, multi_shot=execution.extender is not None
     )
+    generation = Probe(
+        "workers",
+        lambda: None if loop.alive() else "the generation threads are not running",
+    )
+    services = build_services(shared, dispatcher=loop, features=features, probes=[generation])
     return Components(
         settings=settings,
-        services=build_services(shared, dispatcher=loop, features=features),
+        services=services,
         store=shared.store,
         loop=loop,
         job=job,
         janitor=build_janitor(shared, dispatcher=loop),
+        deliverer=build_deliverer(shared, services=services),
         runner=execution.runner,
         stopping=stopping,
     )
@@ -111,7 +126,11 @@ def create_app(
 ) -> FastAPI:
     parts = components or build_components(settings)
     workers = [_Workers(parts)] if start_workers else []
-    app = create_api_app(settings, services=parts.services, background=[parts.janitor, *workers])
+    app = create_api_app(
+        settings,
+        services=parts.services,
+        background=[parts.janitor, parts.deliverer, *workers],
+    )
     app.state.components = parts
     return app
 

@@ -1,5 +1,6 @@
 """What every process builds the same way: the task store, storage, signer, keys, uploads,
-the catalogue, and the start-up checks that a process model's settings are coherent."""
+the catalogue, the guarded fetcher, the process's metrics, and the start-up checks that a
+process model's settings are coherent."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from wanserve.clock import Clock, utcnow
 from wanserve.config import Settings
 from wanserve.db.engine import make_engine, upgrade
 from wanserve.keys import KeyStore
+from wanserve.media.fetch import FetchPolicy, SafeFetcher
+from wanserve.observability import Metrics
 from wanserve.spec import Features
 from wanserve.storage import build_storage, free_space_floor
 from wanserve.storage.base import FreeSpaceFloor, Storage
@@ -48,6 +51,9 @@ class Shared:
     keys: KeyStore
     catalog: Catalog
     clock: Clock
+    # Every client-supplied URL goes through it: input media (workers), callbacks (API).
+    fetcher: SafeFetcher
+    metrics: Metrics
 
 
 def check_process_model(settings: Settings, *, kind: ProcessKind) -> None:
@@ -90,6 +96,17 @@ def features_of(settings: Settings) -> Features:
     )
 
 
+def fetch_policy(settings: Settings) -> FetchPolicy:
+    return FetchPolicy(
+        allow_private=settings.fetch_allow_private,
+        allowed_hosts=frozenset(h.lower() for h in settings.fetch_allowed_hosts),
+        connect_timeout=settings.fetch_connect_timeout,
+        read_timeout=settings.fetch_read_timeout,
+        total_timeout=settings.fetch_total_timeout,
+        max_redirects=settings.fetch_max_redirects,
+    )
+
+
 def build_shared(settings: Settings, *, clock: Clock = utcnow) -> Shared:
     db = make_engine(settings.effective_database_url)
     upgrade(db)
@@ -118,4 +135,6 @@ def build_shared(settings: Settings, *, clock: Clock = utcnow) -> Shared:
         keys=KeyStore(db, clock=clock),
         catalog=Catalog.build(settings.models, steps=settings.effective_steps),
         clock=clock,
+        fetcher=SafeFetcher(fetch_policy(settings)),
+        metrics=Metrics(),
     )

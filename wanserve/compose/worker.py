@@ -29,9 +29,15 @@ from wanserve.engine.prompt import (
 from wanserve.engine.request import AudioDrivenVideo, AudioGenerator, EngineConfig, Runner
 from wanserve.engine.runner import PipelineRunner, build_runner
 from wanserve.media.audio import AudioLimits
-from wanserve.media.fetch import FetchPolicy, SafeFetcher
 from wanserve.media.image import ImageLimits
 from wanserve.media.video import EncodeSettings
+from wanserve.observability import (
+    MetricsServer,
+    Probe,
+    Readiness,
+    database_probe,
+    storage_probe,
+)
 from wanserve.tasks.dispatch import Dispatcher, TablePoll
 from wanserve.workers.execute import Execution, InputResolver
 from wanserve.workers.inputs import MediaResolver
@@ -53,24 +59,16 @@ def build_execution(
     (settings.data_dir / "tmp").mkdir(parents=True, exist_ok=True)
     engine_config = build_engine_config(settings)
     if runner is None:
-        runner = build_runner(engine_config)
-    fetcher = SafeFetcher(
-        FetchPolicy(
-            allow_private=settings.fetch_allow_private,
-            allowed_hosts=frozenset(h.lower() for h in settings.fetch_allowed_hosts),
-            connect_timeout=settings.fetch_connect_timeout,
-            read_timeout=settings.fetch_read_timeout,
-            total_timeout=settings.fetch_total_timeout,
-            max_redirects=settings.fetch_max_redirects,
-        )
-    )
+        runner = build_runner(engine_config, observer=shared.metrics)
+    if isinstance(runner, PipelineRunner):
+        shared.metrics.watch_engine(runner.manager.resident_bytes)
     return Execution(
         store=shared.store,
         runner=runner,
         storage=shared.storage,
         inputs=inputs
         or MediaResolver(
-            fetcher=fetcher,
+            fetcher=shared.fetcher,
             uploads=shared.uploads,
             image_limits=ImageLimits(
                 max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
@@ -87,6 +85,7 @@ def build_execution(
         chain_shots=settings.multi_shot_continuity,
         dubber=build_dubber(settings, engine_config) if settings.dubbing else None,
         audio_driven=audio_driven,
+        observer=shared.metrics,
     )
 
 
@@ -173,6 +172,23 @@ class WorkerProcess:
     models: list[str]
     stopping: threading.Event
     dispatcher: Dispatcher
+    metrics_server: MetricsServer | None = None
+
+
+def serve_worker_metrics(shared: Shared, *, loaded: threading.Event) -> MetricsServer | None:
+    """`/metrics`, `/health` and `/ready` on `metrics_port`, if set. Ready means: the store
+    answers, storage is reachable, and the served models are loaded (`loaded` is set)."""
+    settings = shared.settings
+    if settings.metrics_port is None:
+        return None
+    models = Probe("models", lambda: None if loaded.is_set() else "still loading")
+    readiness = Readiness([database_probe(shared.db), storage_probe(shared.storage), models])
+    server = MetricsServer(
+        shared.metrics, readiness, host=settings.host, port=settings.metrics_port
+    )
+    server.start()
+    log.info("metrics on http://%s:%d/metrics", settings.host, server.port)
+    return server
 
 
 def build_worker_process(settings: Settings, *, runner: Runner | None = None) -> WorkerProcess:
@@ -180,7 +196,11 @@ def build_worker_process(settings: Settings, *, runner: Runner | None = None) ->
     shared = build_shared(settings)
     models = served_models(settings, shared.catalog)
     execution = build_execution(shared, runner=runner)
+    loaded = threading.Event()
+    # Up before the models load, so an orchestrator sees "alive, not ready" meanwhile.
+    metrics_server = serve_worker_metrics(shared, loaded=loaded)
     preload(execution.runner, shared.catalog, models)
+    loaded.set()
     dispatcher: Dispatcher
     if settings.broker is not None:
         from wanserve.workers.celery import CeleryDispatcher
@@ -191,13 +211,26 @@ def build_worker_process(settings: Settings, *, runner: Runner | None = None) ->
     stopping = threading.Event()
     job = Job(execution=execution, dispatcher=dispatcher, stopping=stopping.is_set)
     return WorkerProcess(
-        shared=shared, job=job, models=models, stopping=stopping, dispatcher=dispatcher
+        shared=shared,
+        job=job,
+        models=models,
+        stopping=stopping,
+        dispatcher=dispatcher,
+        metrics_server=metrics_server,
     )
 
 
 def run_worker(settings: Settings, *, runner: Runner | None = None) -> int:
     """The `wanserve worker` process; returns its exit status."""
     proc = build_worker_process(settings, runner=runner)
+    try:
+        return _consume(settings, proc)
+    finally:
+        if proc.metrics_server is not None:
+            proc.metrics_server.stop()
+
+
+def _consume(settings: Settings, proc: WorkerProcess) -> int:
     name = worker_name()
     shutdown = Shutdown(stopping=proc.stopping, hand_back=proc.job.hand_back)
     if settings.broker is not None:

@@ -16,6 +16,10 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 def make_engine(url: str) -> Engine:
     """An engine for `url`; SQLite gets WAL, a busy timeout and enforced foreign keys."""
     parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        # libpq waits forever for a host that drops packets: a readiness probe or a request
+        # must fail in bounded time instead.
+        return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
     if parsed.database and parsed.database != ":memory:":

@@ -124,6 +124,8 @@ class TaskRow(Base):
     has_audio: Mapped[bool] = mapped_column(Boolean, default=False)
     width: Mapped[int | None] = mapped_column(Integer, nullable=True)
     height: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Where the task's end is POSTed (a webhook), checked at submission; None: nowhere.
+    callback_url: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     __table_args__ = (
         Index(None, "api_key_id", "submit_time"),
@@ -148,3 +150,27 @@ class UsageRow(Base):
     video_seconds: Mapped[int] = mapped_column(Integer, default=0)
 
     __table_args__ = (Index(None, "day"),)
+
+
+class WebhookOutboxRow(Base):
+    """A callback owed for a task that ended, written in the same transaction as the terminal
+    status (so a crash cannot lose it) and deleted with its task."""
+
+    __tablename__ = "webhook_outbox"
+
+    # The message id (`webhook-id`): unique per message, the same on every retry.
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    api_key_id: Mapped[str] = mapped_column(String(32))  # whose secret signs it
+    url: Mapped[str] = mapped_column(Text)
+    # pending -> delivered | abandoned
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Due time when pending; a claimed message is pushed past its attempt's deadline, so a
+    # sender that dies mid-attempt leaves it due again later rather than claimed forever.
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    __table_args__ = (Index(None, "state", "next_attempt_at"), Index(None, "task_id"))

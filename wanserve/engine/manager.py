@@ -75,10 +75,27 @@ class CheckpointLoader(Protocol):
         """Return freed memory to the device (after an unload or a failed run)."""
 
 
+class ManagerObserver(Protocol):
+    """Told about loads and unloads (the process's metrics implement it: the engine imports
+    nothing outside itself). Called outside the manager's lock, except `evicted`, which is
+    called with it held and so must only count."""
+
+    def model_loaded(self, checkpoint: str, *, nbytes: int, seconds: float) -> None: ...
+
+    def model_evicted(self, checkpoint: str) -> None: ...
+
+
 class ModelManager:
-    def __init__(self, loader: CheckpointLoader, *, budget_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        loader: CheckpointLoader,
+        *,
+        budget_bytes: int | None = None,
+        observer: ManagerObserver | None = None,
+    ) -> None:
         self._loader = loader
         self._budget = budget_bytes
+        self._observer = observer
         self._resident: dict[CheckpointKey, Resident] = {}
         self._loading: dict[CheckpointKey, threading.Lock] = {}
         self._reserved: dict[CheckpointKey, int] = {}  # loads in flight
@@ -124,6 +141,7 @@ class ModelManager:
                     resident.leases += 1
                     return resident
             # Downloading and sizing happen outside the guard: other checkpoints stay usable.
+            started = time.monotonic()
             prepared = self._loader.prepare(*key)
             with self._guard:
                 # Make room before loading, counting loads already in flight.
@@ -146,6 +164,9 @@ class ModelManager:
                 size / 1e6,
                 self.resident_bytes() / 1e6,
             )
+            if self._observer is not None:
+                seconds = time.monotonic() - started
+                self._observer.model_loaded(key[0], nbytes=size, seconds=seconds)
             return resident
 
     def _held(self) -> int:
@@ -167,6 +188,8 @@ class ModelManager:
             log.info("unloading %s to stay within the model memory budget", victim[0])
             del self._resident[victim]
             self.evictions += 1
+            if self._observer is not None:
+                self._observer.model_evicted(victim[0])
             freed = True
         if freed:
             self._loader.release()

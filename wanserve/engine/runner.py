@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from wanserve.engine.manager import ModelManager
+from wanserve.engine.manager import ManagerObserver, ModelManager
 from wanserve.engine.request import (
     CancelFn,
     Clip,
@@ -50,13 +50,16 @@ class PipelineRunner:
         return Clip(frames=frames, fps=request.fps)
 
 
-def build_runner(config: EngineConfig) -> PipelineRunner:
-    """The real runner: loads checkpoints (or tiny dummy ones) on first use and keeps them.
+def build_runner(
+    config: EngineConfig, *, observer: ManagerObserver | None = None
+) -> PipelineRunner:
+    """The real runner: loads checkpoints (or tiny dummy ones) on first use and keeps them;
+    `observer` hears of every load and eviction.
 
     torch and diffusers are imported here, not at module level, so code that only needs the
     seam's types (the API, the task layer) does not pay for them."""
     from wanserve.engine import wan
 
     loader = wan.WanLoader(config)
-    manager = ModelManager(loader, budget_bytes=loader.budget_bytes())
+    manager = ModelManager(loader, budget_bytes=loader.budget_bytes(), observer=observer)
     return PipelineRunner(manager=manager, generate=wan.generate)

@@ -15,6 +15,10 @@ A public server fetches URLs strangers send it, so each fetch:
 
 Failures are `InvalidURL` (cannot or may not be fetched) or `InvalidParameter` (fetched, but not
 acceptable), naming the request field.
+
+Webhook callbacks go out through the same guard: `check` applies the URL and address rules
+without sending anything (at submission), and `post` sends one request under them, connected
+to the address it checked, following no redirect, and reading at most a few bytes back.
 """
 
 from __future__ import annotations
@@ -63,6 +67,18 @@ class FetchPolicy:
     total_timeout: float = 60.0
     max_redirects: int = 3
     user_agent: str = "wanserve-fetch/1"
+
+
+@dataclass(frozen=True)
+class Posted:
+    """The answer to a `post`: its status, and the first bytes of its body (for logs)."""
+
+    status: int
+    answer: bytes
+
+
+# A webhook receiver's answer is not ours to read: enough for a log line, no more.
+_POST_ANSWER_BYTES = 1024
 
 
 @dataclass(frozen=True)
@@ -126,14 +142,9 @@ class _GuardedBackend(httpcore.SyncBackend):
         self._resolve = resolve
         self._dns = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="dns")
 
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.NetworkStream:
+    def allowed_addresses(self, host: str, port: int) -> list[str]:
+        """The addresses of `host` the policy lets a request connect to (`BlockedAddress` if
+        none); DNS is bounded by the connect timeout."""
         future = self._dns.submit(self._resolve, host, port)
         try:
             addresses = future.result(timeout=self._policy.connect_timeout)
@@ -148,6 +159,17 @@ class _GuardedBackend(httpcore.SyncBackend):
         ]
         if not allowed:
             raise BlockedAddress(host, addresses)
+        return allowed
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        allowed = self.allowed_addresses(host, port)
         return super().connect_tcp(allowed[0], port, timeout, local_address, socket_options)
 
 
@@ -157,12 +179,79 @@ class SafeFetcher:
     resolve: Resolver = system_resolver
 
     def __post_init__(self) -> None:
+        self._backend = _GuardedBackend(self.policy, self.resolve)
         self._pool = httpcore.ConnectionPool(
             ssl_context=ssl.create_default_context(),
-            network_backend=_GuardedBackend(self.policy, self.resolve),
+            network_backend=self._backend,
             max_connections=16,
             retries=0,
         )
+
+    def check(self, url: str, *, field: str) -> None:
+        """Refuse, as `InvalidURL`, a URL no guarded request could be sent to now: not http(s),
+        no host, a bad port, or a host that does not resolve to an allowed address. Nothing
+        is sent. (DNS may change later: `post` checks again when it connects.)"""
+        try:
+            parts = urlsplit(_idna(url))
+            self._check_url(url, field)
+            host = parts.hostname or ""
+            port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+            self._backend.allowed_addresses(host, port)
+        except BlockedAddress as exc:
+            raise InvalidURL(_blocked(field, exc.host)) from None
+        except httpcore.ConnectTimeout:
+            raise InvalidURL(f"{field}: the DNS lookup of its host timed out.") from None
+        except httpcore.ConnectError:
+            raise InvalidURL(f"{field}: its host name does not resolve.") from None
+        except (ValueError, UnicodeError):
+            raise InvalidURL(f"{field} is not a valid URL.") from None
+
+    def post(
+        self,
+        url: str,
+        *,
+        field: str,
+        body: bytes,
+        headers: Iterable[tuple[str, str]],
+        timeout: float,
+    ) -> Posted:
+        """POST `body` to `url` once: no redirect is followed (a 3xx is an answer like any
+        other), the whole exchange is bounded by `timeout`, and at most `_POST_ANSWER_BYTES`
+        of the answer are read. Anything that prevents an HTTP answer is `InvalidURL`."""
+        deadline = time.monotonic() + timeout
+        limits = {
+            "connect": min(timeout, self.policy.connect_timeout),
+            "read": timeout,
+            "write": timeout,
+            "pool": timeout,
+        }
+        sent = [
+            (b"User-Agent", self.policy.user_agent.encode()),
+            (b"Content-Type", b"application/json"),
+            *((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers),
+        ]
+        try:
+            current = _idna(url)
+            self._check_url(current, field)
+            with self._pool.stream(
+                "POST", current, headers=sent, content=body, extensions={"timeout": limits}
+            ) as resp:
+                answer = b""
+                for chunk in resp.iter_stream():
+                    answer += chunk
+                    if len(answer) >= _POST_ANSWER_BYTES or time.monotonic() > deadline:
+                        break
+                return Posted(status=resp.status, answer=answer[:_POST_ANSWER_BYTES])
+        except BlockedAddress as exc:
+            raise InvalidURL(_blocked(field, exc.host)) from None
+        except httpcore.TimeoutException:
+            raise InvalidURL(f"{field}: timed out sending to {_safe(url)}.") from None
+        except (ValueError, TypeError, UnicodeError):
+            raise InvalidURL(f"{field}: {_safe(url)} is not a valid URL.") from None
+        except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol) as exc:
+            raise InvalidURL(
+                f"{field}: could not send to {_safe(url)}: {_first_line(exc)}."
+            ) from None
 
     def fetch(self, url: str, *, field: str, kind: str, max_bytes: int) -> Fetched:
         """GET `url` for request field `field`, expecting `kind` ("image" or "audio")."""
@@ -177,10 +266,7 @@ class SafeFetcher:
                     return location
                 current = _idna(urljoin(current, location))
         except BlockedAddress as exc:
-            raise InvalidURL(
-                f"{field}: {exc.host} resolves to a private, loopback, link-local or metadata "
-                "address, which this server does not fetch."
-            ) from None
+            raise InvalidURL(_blocked(field, exc.host)) from None
         except httpcore.TimeoutException:
             raise InvalidURL(f"{field}: timed out fetching {_safe(current)}.") from None
         except (ValueError, TypeError, UnicodeError):
@@ -238,6 +324,13 @@ class SafeFetcher:
                     )
                 chunks.append(chunk)
             return Fetched(content_type=content_type, data=b"".join(chunks), url=url)
+
+
+def _blocked(field: str, host: str) -> str:
+    return (
+        f"{field}: {host} resolves to a private, loopback, link-local or metadata address, "
+        "which this server does not connect to."
+    )
 
 
 def _idna(url: str) -> str:

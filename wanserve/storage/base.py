@@ -156,3 +156,7 @@ class Storage(Protocol):
 
     def url(self, key: str, *, expires_at: datetime, base_url: str) -> str:
         """An absolute URL that fetches `key` until `expires_at` and not after."""
+
+    def check(self) -> None:
+        """Cheaply confirm the store can be reached and written (readiness probes call it
+        every few seconds, so it transfers no object); a `StorageError` says why not."""

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from wanserve.clock import Clock, utcnow
 from wanserve.errors import NotFound
-from wanserve.storage.base import check_key, os_errors
+from wanserve.storage.base import StorageUnavailable, check_key, os_errors
 from wanserve.storage.signing import UrlSigner
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,13 @@ class LocalStorage:
         path = self.path(key)
         with os_errors(f"deleting {path}"):
             path.unlink(missing_ok=True)
+
+    def check(self) -> None:
+        # A directory that vanished, or that this process may not write, fails every put.
+        if not self.root.is_dir():
+            raise StorageUnavailable(detail=f"{self.root} is not a directory")
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise StorageUnavailable(detail=f"{self.root} is not writable by this process")
 
     def sweep_staging(self, *, older_than: timedelta = STALE_STAGING) -> int:
         """Remove staging files left by a process that died mid-write (at start-up); their

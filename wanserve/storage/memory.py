@@ -38,6 +38,10 @@ class MemoryStorage:
         with self._lock:
             self.objects.pop(check_key(key), None)
 
+    def check(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
     def url(self, key: str, *, expires_at: datetime, base_url: str) -> str:
         expires = int(expires_at.timestamp())
         return f"{base_url.rstrip('/')}/memory/{quote(check_key(key))}?Expires={expires}"

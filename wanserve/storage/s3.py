@@ -152,6 +152,15 @@ class S3Storage:
             )
             return url
 
+    def check(self) -> None:
+        """HEAD the bucket: it exists and these credentials reach it (one small request)."""
+        where = f"checking s3://{self.location.bucket}"
+        try:
+            with self._errors(where):
+                self._client.head_bucket(Bucket=self.location.bucket)
+        except FileNotFoundError:  # HEAD answers a bare 404 for a missing bucket
+            raise StorageUnavailable(detail=f"{where}: no such bucket") from None
+
     @contextmanager
     def _errors(self, action: str) -> Iterator[None]:
         try:

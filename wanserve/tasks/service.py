@@ -31,6 +31,7 @@ from wanserve.tasks.models import (
     TaskStatus,
 )
 from wanserve.tasks.store import Quota, QuotaExceeded, TaskStore
+from wanserve.tasks.webhooks import Destinations, check_callback
 from wanserve.uploads import UploadService
 
 
@@ -62,10 +63,12 @@ class TaskService:
         features: Features,
         limits: Limits,
         cancel_running: bool,
+        destinations: Destinations,
         uploads: UploadService | None = None,
         storage: Storage | None = None,
         clock: Clock = utcnow,
     ) -> None:
+        self._destinations = destinations
         self._uploads = uploads
         self._storage = storage
         self._store = store
@@ -80,6 +83,9 @@ class TaskService:
         """Validate, persist as PENDING, and hand to a worker. Raises domain errors."""
         card = resolve_card(request, self.catalog)
         spec = build_spec(request, card, features=self._features)
+        # Kept on the task row, not in the spec: it is about delivery, not generation, and
+        # only the store (which owes the webhook when the task ends) reads it.
+        callback_url = check_callback(request.callback_url, destinations=self._destinations)
         # A cheap early refusal, before inline inputs are stored as uploads; the store's
         # atomic check below is the one that holds under concurrency.
         if self._store.count_unfinished(api_key_id) >= self._limits.max_unfinished_per_key:
@@ -95,6 +101,7 @@ class TaskService:
                 request_id=request_id,
                 spec=spec,
                 quota=quota,
+                callback_url=callback_url,
             )
         except QuotaExceeded as exc:
             raise _throttled(exc.scope, exc.limit) from None

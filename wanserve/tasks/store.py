@@ -12,7 +12,9 @@ advisory lock; SQLite: `BEGIN IMMEDIATE`, which takes the one write lock up fron
 number of concurrent submissions, on any number of API replicas, can overshoot a quota.
 
 Usage is metered in the same transaction as every terminal status change (`usage.meter`),
-so a task is counted exactly once, when and only when it ends.
+so a task is counted exactly once, when and only when it ends. A task with a callback URL
+owes a webhook from that same transaction too (`outbox.enqueue`): the status and the
+delivery it owes commit together, so no crash can lose one.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from wanserve.tasks.models import (
     TaskState,
     TaskStatus,
 )
+from wanserve.tasks.outbox import enqueue
 from wanserve.tasks.usage import meter
 
 
@@ -98,6 +101,7 @@ class TaskStore(Protocol):
         request_id: str,
         spec: GenerationSpec,
         quota: Quota | None = None,
+        callback_url: str | None = None,
     ) -> Task: ...
     def get(self, task_id: str) -> Task | None: ...
     def watch(self, task_id: str) -> TaskState | None: ...
@@ -146,9 +150,11 @@ class SqlTaskStore:
         request_id: str,
         spec: GenerationSpec,
         quota: Quota | None = None,
+        callback_url: str | None = None,
     ) -> Task:
         """Persist a PENDING task; with `quota`, atomically refuse it (`QuotaExceeded`) when
-        the key or the server already holds as many unfinished tasks as allowed."""
+        the key or the server already holds as many unfinished tasks as allowed.
+        `callback_url` (already checked) is POSTed the task when it ends."""
         now = self._now()
         row = TaskRow(
             id=task_id,
@@ -167,6 +173,7 @@ class SqlTaskStore:
             progress=0,
             stage=TaskStage.QUEUED.value,
             has_audio=False,
+            callback_url=callback_url,
         )
         with self._sessions.begin() as s:
             if quota is not None:
@@ -423,7 +430,7 @@ class SqlTaskStore:
                 heartbeat_at=None,
                 **values,
             )
-            .returning(TaskRow.api_key_id, TaskRow.model)
+            .returning(*_ENDED)
         )
         if self._ended(s, canceled, TaskStatus.CANCELED):
             return TaskStatus.CANCELED
@@ -484,7 +491,7 @@ class SqlTaskStore:
                             "memory)."
                         ),
                     )
-                    .returning(TaskRow.api_key_id, TaskRow.model)
+                    .returning(*_ENDED)
                 )
                 if self._ended(s, res, TaskStatus.FAILED):
                     failed.append(task_id)
@@ -547,7 +554,7 @@ class SqlTaskStore:
                 update(TaskRow)
                 .where(*self._held(claim))
                 .values(status=status.value, end_time=self._now(), heartbeat_at=None, **values)
-                .returning(TaskRow.api_key_id, TaskRow.model)
+                .returning(*_ENDED)
             )
             return self._ended(s, res, status, video_seconds=claim.task.spec.duration)
 
@@ -560,26 +567,29 @@ class SqlTaskStore:
                 update(TaskRow)
                 .where(TaskRow.id == task_id, TaskRow.status.in_(_values(allowed)))
                 .values(status=target.value, **values)
-                .returning(TaskRow.api_key_id, TaskRow.model)
+                .returning(*_ENDED)
             )
             if target.is_terminal:
                 return self._ended(s, res, target)
             return res.first() is not None
 
     def _ended(self, s: Session, res: Any, status: TaskStatus, *, video_seconds: int = 0) -> bool:
-        """Whether the UPDATE (returning the task's key and model) ended a task; if so, meter
-        it in the same transaction, so usage and status cannot disagree."""
+        """Whether the UPDATE (returning `_ENDED`) ended a task; if so, meter it and owe its
+        webhook in the same transaction, so usage, callbacks and status cannot disagree."""
         row = res.first()
         if row is None:
             return False
+        now = self._now()
         meter(
             s,
             api_key_id=row.api_key_id,
             model=row.model,
             outcome=status,
-            day=self._now().astimezone(UTC).date(),
+            day=now.astimezone(UTC).date(),
             video_seconds=video_seconds,
         )
+        if row.callback_url is not None:
+            enqueue(s, task_id=row.id, api_key_id=row.api_key_id, url=row.callback_url, now=now)
         return True
 
 
@@ -608,6 +618,10 @@ def _stage(value: str | None, status: TaskStatus) -> TaskStage:
         return TaskStage(value)
     # Rows written before stages were recorded.
     return TaskStage.QUEUED if status is TaskStatus.PENDING else TaskStage.DENOISING
+
+
+# What an UPDATE that may end a task returns, for `_ended`.
+_ENDED = (TaskRow.id, TaskRow.api_key_id, TaskRow.model, TaskRow.callback_url)
 
 
 def _unfinished(api_key_id: str | None) -> Any:

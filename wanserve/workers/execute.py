@@ -50,6 +50,14 @@ class InputResolver(Protocol):
         """Fetch and decode the spec's inputs; size image-driven specs."""
 
 
+class RunObserver(Protocol):
+    """Told how long runs and their denoising steps take (the process's metrics)."""
+
+    def run_ended(self, *, model: str, status: str, seconds: float) -> None: ...
+
+    def step_finished(self, *, model: str, seconds: float) -> None: ...
+
+
 @dataclass(frozen=True)
 class Execution:
     """What the job body needs, built once per worker process."""
@@ -71,6 +79,7 @@ class Execution:
     audio_driven: AudioDrivenVideo | None = None
     # Checked before any work: a full disk fails the task in a second, not after generating.
     free_space: FreeSpaceFloor | None = None
+    observer: RunObserver | None = None
 
 
 class _Signals:
@@ -108,17 +117,34 @@ def execute(
         name=f"heartbeat-{task.id[:8]}",
     )
     beat.start()
+    started = time.monotonic()
+    status: TaskStatus | None = None
     try:
-        return _run(claim, ex, signals)
+        status = _run(claim, ex, signals)
+        return status
     finally:
         beat_stop.set()
         beat.join()
+        if ex.observer is not None:
+            # "lost": another holder owns the task now; its own run reports the outcome.
+            label = status.value if status is not None else "lost"
+            ex.observer.run_ended(
+                model=task.model, status=label, seconds=time.monotonic() - started
+            )
 
 
 def _run(claim: Claim, ex: Execution, signals: _Signals) -> TaskStatus | None:
     task = claim.task
     started = time.monotonic()
-    reporter = ProgressReporter(claim, ex.store, on_control=signals.update)
+    observer = ex.observer
+    reporter = ProgressReporter(
+        claim,
+        ex.store,
+        on_control=signals.update,
+        on_step=(lambda s: observer.step_finished(model=task.model, seconds=s))
+        if observer is not None
+        else None,
+    )
     try:
         if ex.free_space is not None:
             ex.free_space.check()

@@ -57,6 +57,11 @@ class WorkerLoop:
             thread.start()
             self._threads.append(thread)
 
+    def alive(self) -> bool:
+        """Whether the loop was started, is not stopping, and every thread still runs."""
+        threads = list(self._threads)
+        return bool(threads) and not self._stopping.is_set() and all(t.is_alive() for t in threads)
+
     def submit(self, task_id: str, *, model: str) -> None:
         if self._models is not None and model not in self._models:
             return  # another worker serves it

@@ -39,6 +39,7 @@ class ProgressReporter:
         store: TaskStore,
         *,
         on_control: Callable[[Control], None],
+        on_step: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._claim = claim
@@ -50,16 +51,19 @@ class ProgressReporter:
         self._percent = 0
         self._last_write = 0.0
         self._last_stage: Stage | None = None
+        self._on_step = on_step
+        self._step_at: tuple[int, float] | None = None  # (step, clock) of the last one seen
 
     def __call__(self, event: EngineProgress) -> None:
         lo, hi = BANDS[event.stage]
+        now = self._clock()
         if event.stage is Stage.DENOISE:
             # Steps count across every pass of a chained or multi-shot video.
             self._denoise_step, self._denoise_total = event.step, event.total
+            self._time_step(event.step, now)
         # Never backwards, whatever order the stages report in.
         percent = max(self._percent, lo + (hi - lo) * event.step // max(1, event.total))
         self._percent = percent
-        now = self._clock()
         final = event.step == event.total
         if event.stage == self._last_stage and not final and now - self._last_write < MIN_INTERVAL:
             return
@@ -82,3 +86,12 @@ class ProgressReporter:
             self._on_control(self._store.report_progress(self._claim, progress))
         except Exception:
             log.warning("progress write for task %s failed", self._claim.task.id, exc_info=True)
+
+    def _time_step(self, step: int, now: float) -> None:
+        """Report the time since the previous denoising step. The first step of a run has no
+        start to measure from (it includes loading and encoding the prompt), so it is only
+        remembered."""
+        previous = self._step_at
+        self._step_at = (step, now)
+        if self._on_step is not None and previous is not None and step == previous[0] + 1:
+            self._on_step(now - previous[1])
