@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, timedelta
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import Engine, Row, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from wanserve.clock import Clock, utcnow
@@ -125,6 +125,7 @@ class SqlTaskStore:
             raise ValueError(
                 f"unsupported database {engine.dialect.name!r}: use SQLite or PostgreSQL"
             )
+        self._engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._ttl = ttl
         self._now = clock
@@ -171,9 +172,11 @@ class SqlTaskStore:
         return _to_task(row)
 
     def get(self, task_id: str) -> Task | None:
-        with self._sessions() as s:
-            row = s.get(TaskRow, task_id)
-            return _to_task(row) if row is not None else None
+        # Core, not the ORM: every poll of an unfinished task comes here, and a Session with
+        # its identity map and instance loading took most of the lookup's time.
+        with self._engine.connect() as conn:
+            row = conn.execute(_BY_ID, {"task_id": task_id}).one_or_none()
+        return _to_task(row) if row is not None else None
 
     def query(self, q: TaskQuery) -> TaskPage:
         conditions: list[Any] = [
@@ -523,7 +526,10 @@ def _rowcount(result: Any) -> int:
     return int(result.rowcount)
 
 
-def _to_task(row: TaskRow) -> Task:
+_BY_ID = select(TaskRow.__table__).where(TaskRow.id == bindparam("task_id"))
+
+
+def _to_task(row: TaskRow | Row[*tuple[Any, ...]]) -> Task:
     status = TaskStatus(row.status)
     progress = None
     if status is TaskStatus.RUNNING or row.step:
