@@ -16,10 +16,8 @@ from __future__ import annotations
 import hashlib
 import secrets
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, Row, select, update
@@ -59,14 +57,12 @@ class KeyStore:
         *,
         clock: Clock = utcnow,
         cache_seconds: float = 0.0,
-        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._now = clock
-        self._cache_seconds = cache_seconds
-        self._monotonic = monotonic
+        self._cache_for = timedelta(seconds=cache_seconds)
         self._lock = threading.Lock()
-        self._cache: dict[str, tuple[ApiKey, float]] = {}  # digest -> (key, read at)
+        self._cache: dict[str, tuple[ApiKey, datetime]] = {}  # digest -> (key, read at)
 
     def create(self, name: str = "", *, admin: bool = False) -> tuple[ApiKey, str]:
         """A new key and its secret; the secret is not kept and cannot be shown again."""
@@ -123,11 +119,11 @@ class KeyStore:
         if row is None or row.revoked_at is not None:
             return None
         key = _to_key(row)
-        if self._cache_seconds > 0:
+        if self._cache_for:
             with self._lock:
                 if len(self._cache) >= _CACHE_ENTRIES:
                     del self._cache[next(iter(self._cache))]
-                self._cache[hashed] = (key, self._monotonic())
+                self._cache[hashed] = (key, self._now())
         return key
 
     def cached(self, secret: str) -> ApiKey | None:
@@ -137,9 +133,13 @@ class KeyStore:
 
     def _cached(self, hashed: str) -> ApiKey | None:
         entry = self._cache.get(hashed)
-        if entry is None or self._monotonic() - entry[1] >= self._cache_seconds:
+        if entry is None:
             return None
-        return entry[0]
+        key, read_at = entry
+        # A clock that went back (NTP step) must not stretch the bound: such entries are stale.
+        if not read_at <= self._now() < read_at + self._cache_for:
+            return None
+        return key
 
 
 _KEY_COLUMNS = (
