@@ -359,7 +359,7 @@ def _to_uint8(video: torch.Tensor) -> Frames:
     """(frames, channels, height, width) in [0, 1] -> uint8 (frames, height, width, 3), the
     rounding done on the device so no float copy reaches the host."""
     frames = video.mul(255).round_().clamp_(0, 255).to(torch.uint8)
-    return frames.permute(0, 2, 3, 1).cpu().numpy()  # type: ignore[no-any-return]
+    return frames.permute(0, 2, 3, 1).cpu().numpy()
 
 
 def _decodes_in_time(vae: Any, request: GenerationRequest) -> bool:
