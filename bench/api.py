@@ -123,7 +123,9 @@ def _bench(
         targets = (Target("wanserve", poll, headers), Target("bare", bare_url, {}))
         print(f"\n[{database}] body {size} bytes")
         for n in range(1, args.rounds + 1):
-            rps = {t.name: _load(t, args, loader) for t in targets}
+            # ABBA order: on a shared machine load drifts, and a fixed order would favour one.
+            order = targets if n % 2 else targets[::-1]
+            rps = {t.name: _load(t, args, loader) for t in order}
             print(
                 f"  round {n}: wanserve {rps['wanserve']:8.0f} req/s   bare FastAPI "
                 f"{rps['bare']:8.0f} req/s   ratio {rps['wanserve'] / rps['bare']:.2f}"

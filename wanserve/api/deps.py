@@ -131,10 +131,9 @@ async def get_request_id(request: Request) -> str:
 
 @dataclass(frozen=True)
 class Caller:
-    """An authenticated request's context in one dependency: the services, the caller's key
-    and the request id. FastAPI's per-dependency bookkeeping cost more than the three lookups
-    themselves on the poll path (measured, docs/performance.md), so the hottest route takes
-    this one instead of three."""
+    """An authenticated request's context: the services, the caller's key and the request id,
+    for the poll route, which gets them by a plain call (`get_caller`) rather than as three
+    dependencies (see `routes.get_task`)."""
 
     services: Services
     key: ApiKey
@@ -142,12 +141,12 @@ class Caller:
 
 
 async def get_caller(request: Request) -> Caller:
+    """What `ServicesDep`, `ApiKeyDep` and `RequestIdDep` give, the same way, in one call."""
     services = await get_services(request)
     key = await authenticate(request, services)
     return Caller(services=services, key=key, request_id=request_id_of(request))
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
-CallerDep = Annotated[Caller, Depends(get_caller)]
 ApiKeyDep = Annotated[ApiKey, Depends(authenticate)]
 RequestIdDep = Annotated[str, Depends(get_request_id)]

@@ -22,7 +22,7 @@ from wanserve.api import docs as api_docs
 from wanserve.api import errors as api_errors
 from wanserve.api import openapi as api_openapi
 from wanserve.api.deps import Services
-from wanserve.api.routes import api, probes
+from wanserve.api.routes import api, polls, probes
 from wanserve.api.uploads import uploads as uploads_router
 from wanserve.api.usage import usage as usage_router
 from wanserve.compose.shared import Shared, features_of
@@ -126,6 +126,7 @@ def create_api_app(
     )
     app.state.services = services
     api_errors.install(app)
+    app.include_router(polls)
     app.include_router(api)
     app.include_router(uploads_router)
     app.include_router(usage_router)
