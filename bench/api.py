@@ -5,7 +5,8 @@ For each database it makes a scratch data directory, an API key and a SUCCEEDED 
 through the task store, as a worker would), starts a real `wanserve serve --workers 0`
 process (an API replica: uvicorn, the whole middleware and dependency stack, the default
 rate limiter with a limit too high to trip) and a bare FastAPI app in another process, and
-drives each in turn with `wrk -t2 -c50 -d10s`, for two rounds. It prints requests per second
+drives each in turn with `wrk -t2 -c50 -d10s`, for two rounds (after 3 untimed seconds each,
+in ABBA order so that a drifting load favours neither). It prints requests per second
 and the ratio wanserve / bare. Every process listens on loopback and is stopped at the end.
 
     python bench/api.py                      # SQLite and PostgreSQL, 2 rounds of 10 s
@@ -59,6 +60,7 @@ def main() -> int:
     parser.add_argument("--databases", default="sqlite,postgresql")
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=3, help="untimed seconds per target")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--serve-bare", nargs=2, metavar=("PORT", "BYTES"), help=argparse.SUPPRESS)
@@ -122,6 +124,11 @@ def _bench(
         assert len(httpx.get(bare_url, timeout=10).content) == size
         targets = (Target("wanserve", poll, headers), Target("bare", bare_url, {}))
         print(f"\n[{database}] body {size} bytes")
+        # Untimed first: a fresh process's first seconds (connections, caches) are not its
+        # steady state, and the first target measured would pay for them alone.
+        warm = argparse.Namespace(**(vars(args) | {"duration": args.warmup}))
+        for target in targets:
+            _load(target, warm, loader)
         for n in range(1, args.rounds + 1):
             # ABBA order: on a shared machine load drifts, and a fixed order would favour one.
             order = targets if n % 2 else targets[::-1]

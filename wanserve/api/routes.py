@@ -71,7 +71,7 @@ async def create_task(
 async def get_task(task_id: str, request: Request) -> Response:
     """A task's status and, once SUCCEEDED, its video URL; UNKNOWN if not the caller's."""
     # The hottest route. FastAPI's per-request work for each dependency cost more than the
-    # checks themselves (measured: a third of this route's time, docs/performance.md), so it
+    # checks themselves (measured: 15% of a poll, docs/performance.md), so it
     # makes the `api` router's checks as plain calls, in the same order. A finished task is
     # answered from memory (`api/finished.py`); any other lookup, and the URL signing, run in
     # the thread pool, off the event loop.

@@ -19,7 +19,7 @@ def make_engine(url: str, *, pool_size: int = 20) -> Engine:
     The pool keeps `pool_size` connections and opens as many more under bursts. SQLAlchemy's
     default (5 + 10) is below the 40 threads HTTP handlers run in: under load, requests queued
     for a connection, and every connection past the fifth was opened (SQLite: with its
-    pragmas) and closed again per request (measured: 6% of a poll's time, see
+    pragmas) and closed again per request (measured: 9% of a poll's time, see
     docs/performance.md)."""
     parsed = make_url(url)
     pool = {"pool_size": pool_size, "max_overflow": pool_size}
