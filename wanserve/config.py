@@ -316,6 +316,23 @@ class Settings(BaseSettings):
         "(default: off; API servers serve them on their own port)",
     )
 
+    # API hot path.
+    api_key_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="how long an API key found active is trusted from memory; a key revoked "
+        "by another process (the CLI, another replica) still works here for at most this "
+        "long (0: read the database on every request)",
+    )
+    database_pool_size: int = Field(
+        default=20,
+        ge=1,
+        le=200,
+        description="database connections each process keeps open (HTTP requests run in a "
+        "pool of 40 threads); up to as many again are opened under bursts",
+    )
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:

@@ -55,8 +55,8 @@ def store_harness(
     """An idle app on SQLite, then on a real PostgreSQL server (whose `text` refuses NUL)."""
     engines: list[Engine] = []
 
-    def recording(url: str) -> Engine:
-        engine = make_engine(url)
+    def recording(url: str, **options: Any) -> Engine:
+        engine = make_engine(url, **options)
         engines.append(engine)
         return engine
 

@@ -12,7 +12,7 @@ from tests.conftest import FakeRunner
 from wanserve.catalog import Catalog, Family, Kind
 from wanserve.engine.request import EngineProgress
 from wanserve.spec import GenerationSpec, SynthesisRequest, build_spec
-from wanserve.workers.compose import plan, render, shot_count
+from wanserve.workers.compose import native_frames, plan, render, shot_count
 from wanserve.workers.inputs import Conditioning
 
 CATALOG = Catalog.build(steps=2)
@@ -112,3 +112,56 @@ def test_render_joins_frames_and_conditions_each_segment_on_the_last_frame() -> 
     assert np.array_equal(clip.frames[81:], runner.outputs[1][1:])  # its duplicate is dropped
     denoise = [(e.step, e.total) for e in events if e.stage == "denoise"]
     assert denoise[-1] == (4, 4) and [s for s, _ in denoise] == sorted(s for s, _ in denoise)
+
+
+@dataclasses.dataclass
+class StreamingFake(FakeRunner):
+    """The fake engine, handing its frames over the way the real one decodes them: one frame,
+    then four at a time."""
+
+    def stream(self, request: Any, *, on_progress: Any, should_cancel: Any, on_frames: Any) -> Any:
+        clip = self.run(request, on_progress=on_progress, should_cancel=should_cancel)
+        on_frames(clip.frames[:1])
+        for start in range(1, len(clip.frames), 4):
+            on_frames(clip.frames[start : start + 4])
+        return dataclasses.replace(clip, frames=clip.frames[:0])
+
+
+@pytest.mark.parametrize(
+    ("model", "shots", "chain"),
+    [
+        ("wan2.6-t2v", None, False),  # chained segments: 81 + 80
+        ("wan2.6-t2v", ["one", "two", "three"], False),  # cuts
+        ("wan2.6-i2v-flash", ["one", "two"], True),  # shots continuing from the last frame
+    ],
+)
+def test_streamed_passes_join_like_whole_ones(
+    model: str, shots: list[str] | None, chain: bool
+) -> None:
+    s = dataclasses.replace(spec(model, duration=10), gen_width=64, gen_height=64)
+    cond = Conditioning() if s.kind is Kind.TEXT_TO_VIDEO else Conditioning(image=picture())
+    common: dict[str, Any] = {
+        "conditioning": cond,
+        "shots": shots,
+        "on_progress": lambda _e: None,
+        "should_cancel": lambda: False,
+        "chain_shots": chain,
+    }
+    whole = render(s, runner=FakeRunner(), **common).frames
+    streaming = StreamingFake()
+    chunks: list[np.ndarray] = []
+    clip = render(s, runner=streaming, on_frames=chunks.append, **common)
+    assert len(clip.frames) == 0
+    joined = np.concatenate(chunks)
+    assert len(joined) == native_frames(s, shots, chain_shots=chain) == len(whole)
+    assert np.array_equal(joined, whole)
+    # Each continuing pass was conditioned on the last frame the pass before it made.
+    for before, call in zip(streaming.outputs, streaming.calls[1:], strict=False):
+        if call.first_frame is not None and call.kind is Kind.IMAGE_TO_VIDEO and chain:
+            assert np.array_equal(np.asarray(call.first_frame), before[-1])
+
+
+def picture() -> Any:
+    from PIL import Image
+
+    return Image.fromarray(np.zeros((48, 64, 3), dtype=np.uint8))

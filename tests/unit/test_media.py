@@ -9,7 +9,14 @@ import av
 import numpy as np
 import pytest
 
-from wanserve.media.video import EncodeSettings, encode_mp4, output_frames, retime_indices
+from wanserve.media.video import (
+    EncodeSettings,
+    Mp4Writer,
+    Timeline,
+    encode_mp4,
+    output_frames,
+    retime_indices,
+)
 from wanserve.media.watermark import Watermark
 
 
@@ -97,3 +104,39 @@ def test_watermark_marks_only_the_lower_right() -> None:
 def test_watermark_fits_tiny_frames() -> None:
     out = Watermark(64, 48)(np.zeros((48, 64, 3), dtype=np.uint8))
     assert out.shape == (48, 64, 3)
+
+
+@pytest.mark.parametrize("chunks", [[1, 4, 4, 4, 4], [17], [3, 0, 14]])
+def test_frames_fed_in_chunks_make_the_same_mp4(tmp_path: Path, chunks: list[int]) -> None:
+    """The streaming path (a `Timeline` fed per decoded chunk into an `Mp4Writer`) writes the
+    same bytes as encoding the whole video, with retiming (16 -> 30 fps, the last source
+    frame held), scaling and the watermark."""
+    src = frames(17, seed=4)
+    whole = tmp_path / "whole.mp4"
+    render(whole, src, fps=30, duration=1.2, width=96, height=64, watermark=True)
+    timeline = Timeline(
+        len(src),
+        source_fps=16,
+        width=96,
+        height=64,
+        fps=30,
+        duration=1.2,
+        decorate=Watermark(96, 64),
+    )
+    streamed = tmp_path / "streamed.mp4"
+    settings = EncodeSettings(preset="ultrafast")
+    with Mp4Writer(streamed, width=96, height=64, fps=30, settings=settings) as writer:
+        start = 0
+        for size in chunks:
+            writer.write(timeline.feed(src[start : start + size]))
+            start += size
+            assert not timeline.done or start == len(src)
+    assert timeline.done and writer.written == 36
+    assert streamed.read_bytes() == whole.read_bytes()
+
+
+def test_a_timeline_short_of_frames_is_not_done() -> None:
+    timeline = Timeline(9, source_fps=16, width=64, height=48, fps=16, duration=0.5)
+    assert len(list(timeline.feed(frames(5)))) == 5
+    assert not timeline.done
+    assert len(list(timeline.feed(frames(4)))) == 3 and timeline.done

@@ -3,13 +3,15 @@ the check that a request's path and query hold only storable text."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from wanserve import text
 from wanserve.api.errors import request_id_of
+from wanserve.api.finished import FinishedTasks
 from wanserve.api.streams import EventStreams
 from wanserve.catalog import Catalog
 from wanserve.clock import Clock
@@ -45,6 +47,7 @@ class Services:
     streams: EventStreams
     metrics: Metrics
     readiness: Readiness
+    finished: FinishedTasks = field(default_factory=FinishedTasks)
 
     def video_url(self, task: Task, *, base_url: str) -> str | None:
         if task.result is None:
@@ -52,44 +55,103 @@ class Services:
         base = self.settings.public_url or base_url
         return self.storage.url(task.result.video_key, expires_at=task.expires_at, base_url=base)
 
+    def base_url(self, request: Request) -> str:
+        """Where video URLs point: `public_url`, else the URL this request came to."""
+        return self.settings.public_url or str(request.base_url)
 
-def get_services(request: Request) -> Services:
+    def origin(self, request: Request) -> str:
+        """What `base_url` is made from, without making it (Starlette parses and re-joins a
+        URL for that, 9% of a poll): requests with the same origin get the same base URL."""
+        if self.settings.public_url:
+            return self.settings.public_url
+        scope = request.scope
+        return f"{scope['scheme']} {request.headers.get('host')} {scope.get('root_path', '')}"
+
+
+async def get_services(request: Request) -> Services:
+    # Dependencies are coroutines unless they do I/O: FastAPI runs a plain `def` in the
+    # thread pool, a hand-off that cost more than the work itself on the poll path.
     services: Services = request.app.state.services
     return services
 
 
-def authenticate(request: Request, services: Annotated[Services, Depends(get_services)]) -> ApiKey:
+async def authenticate(
+    request: Request, services: Annotated[Services, Depends(get_services)]
+) -> ApiKey:
     """The caller's key, after the throttles: a locked-out address is refused before its key is
-    even looked at, and a known key spends one request from its bucket."""
+    even looked at, and a known key spends one request from its bucket.
+
+    A key read within `api_key_cache_seconds`, with the in-process limiter, is checked here on
+    the event loop without any I/O; anything else (a database read, Redis) runs in the thread
+    pool."""
     # Behind a reverse proxy this is the proxy's address unless uvicorn trusts it to forward
     # the client's (`--forwarded-allow-ips` / FORWARDED_ALLOW_IPS).
     address = request.client.host if request.client is not None else "unknown"
-    services.throttle.check_address(address)
     header = request.headers.get("authorization", "")
+    throttle = services.throttle
+    if throttle.in_memory:
+        throttle.check_address(address)
+        token = _bearer(header)
+        key = services.keys.cached(token)
+        if key is not None:
+            throttle.check_key(key.id)
+            return key
+    return await run_in_threadpool(_authenticate, services, address, header)
+
+
+def _authenticate(services: Services, address: str, header: str) -> ApiKey:
+    throttle = services.throttle
+    if not throttle.in_memory:  # an in-memory one was checked on the event loop already
+        throttle.check_address(address)
+    token = _bearer(header)
+    key = services.keys.authenticate(token)
+    if key is None:
+        throttle.record_auth_failure(address)
+        raise InvalidApiKey("Invalid API-key provided.")
+    throttle.check_key(key.id)
+    return key
+
+
+def _bearer(header: str) -> str:
     scheme, _, token = header.partition(" ")
     token = token.strip()
     if not header or scheme.lower() != "bearer" or not token:
         raise InvalidApiKey("No API-key provided.")
-    key = services.keys.authenticate(token)
-    if key is None:
-        services.throttle.record_auth_failure(address)
-        raise InvalidApiKey("Invalid API-key provided.")
-    services.throttle.check_key(key.id)
-    return key
+    return token
 
 
-def check_url_text(request: Request) -> None:
+async def check_url_text(request: Request) -> None:
     """Every path and query parameter, names included, is text the stores can hold (the
     routers depend on this, so no route can forget it; JSON bodies are checked as parsed)."""
     for name, value in request.path_params.items():
         text.check(str(value), field=f"path parameter {name}")
+    if not request.scope["query_string"]:
+        return  # most requests (every poll) have none; parsing an empty one is not free
     for name, value in request.query_params.multi_items():
         text.check(name, field="a query parameter name")
         text.check(value, field=f"query parameter {name}")
 
 
-def get_request_id(request: Request) -> str:
+async def get_request_id(request: Request) -> str:
     return request_id_of(request)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated request's context: the services, the caller's key and the request id,
+    for the poll route, which gets them by a plain call (`get_caller`) rather than as three
+    dependencies (see `routes.get_task`)."""
+
+    services: Services
+    key: ApiKey
+    request_id: str
+
+
+async def get_caller(request: Request) -> Caller:
+    """What `ServicesDep`, `ApiKeyDep` and `RequestIdDep` give, the same way, in one call."""
+    services = await get_services(request)
+    key = await authenticate(request, services)
+    return Caller(services=services, key=key, request_id=request_id_of(request))
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]

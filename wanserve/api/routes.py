@@ -10,15 +10,25 @@ from starlette.concurrency import run_in_threadpool
 
 from wanserve.api import schemas
 from wanserve.api.body import read_json
-from wanserve.api.deps import ApiKeyDep, RequestIdDep, ServicesDep, check_url_text
+from wanserve.api.deps import (
+    ApiKeyDep,
+    RequestIdDep,
+    Services,
+    ServicesDep,
+    check_url_text,
+    get_caller,
+)
 from wanserve.api.openapi import NEEDS_KEY, json_body
 from wanserve.api.schemas import responses
 from wanserve.errors import AccessDenied, NotReady
 from wanserve.observability import CONTENT_TYPE, not_ready_message
-from wanserve.tasks.models import TaskQuery
+from wanserve.tasks.models import Task, TaskQuery
 
 api = APIRouter(prefix="/api/v1", dependencies=[Depends(check_url_text)])
+# The poll route alone: it runs the same checks, called in its body (see `get_task`).
+polls = APIRouter(prefix="/api/v1")
 probes = APIRouter()
+JSON = "application/json"
 
 
 @api.post(
@@ -52,22 +62,42 @@ async def create_task(
     return schemas.created(task, request_id=request_id)
 
 
-@api.get(
+@polls.get(
     "/tasks/{task_id}",
     response_model=None,
     responses=responses(schemas.TaskResponse, 400, 401, 500),
     openapi_extra=NEEDS_KEY,
 )
-@api.get("/tasks/{task_id}/", include_in_schema=False)
-def get_task(
-    task_id: str, request: Request, services: ServicesDep, key: ApiKeyDep, request_id: RequestIdDep
-) -> dict[str, Any]:
+@polls.get("/tasks/{task_id}/", include_in_schema=False)
+async def get_task(task_id: str, request: Request) -> Response:
     """A task's status and, once SUCCEEDED, its video URL; UNKNOWN if not the caller's."""
-    task = services.tasks.get(task_id, api_key_id=key.id)
+    # The hottest route. FastAPI's per-request work for each dependency cost more than the
+    # checks themselves (measured: 15% of a poll, docs/performance.md), so it
+    # makes the `api` router's checks as plain calls, in the same order. A finished task is
+    # answered from memory (`api/finished.py`); any other lookup, and the URL signing, run in
+    # the thread pool, off the event loop.
+    await check_url_text(request)
+    caller = await get_caller(request)
+    services, key_id = caller.services, caller.key.id
+    origin, now = services.origin(request), services.clock()
+    kept = services.finished.body(task_id, api_key_id=key_id, origin=origin, now=now)
+    if kept is not None:
+        return Response(schemas.stamp(kept, request_id=caller.request_id), media_type=JSON)
+    base = services.base_url(request)
+    task, body = await run_in_threadpool(_render_task, services, task_id, key_id, base)
+    if task is not None:
+        services.finished.keep(task, origin=origin, body=body, now=now)
+    return Response(schemas.stamp(body, request_id=caller.request_id), media_type=JSON)
+
+
+def _render_task(
+    services: Services, task_id: str, api_key_id: str, base_url: str
+) -> tuple[Task | None, bytes]:
+    task = services.tasks.get(task_id, api_key_id=api_key_id)
     if task is None:
-        return schemas.unknown(task_id, request_id=request_id)
-    url = services.video_url(task, base_url=str(request.base_url))
-    return schemas.task_body(task, request_id=request_id, video_url=url)
+        return None, schemas.encode_task_unknown(task_id)
+    url = services.video_url(task, base_url=base_url)
+    return task, schemas.encode_task(task, video_url=url)
 
 
 @api.post(

@@ -9,6 +9,7 @@ generation (wan2.6 differs from wan2.5 and earlier).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -134,12 +135,38 @@ def unknown(task_id: str, *, request_id: str) -> dict[str, Any]:
     return {"request_id": request_id, "output": {"task_id": task_id, "task_status": "UNKNOWN"}}
 
 
+def encode_task_unknown(task_id: str) -> bytes:
+    """`unknown` without its request id, encoded like `encode_task`."""
+    body = unknown(task_id, request_id="")
+    del body["request_id"]
+    return encode(body)
+
+
 def task_body(task: Task, *, request_id: str, video_url: str | None) -> dict[str, Any]:
     body: dict[str, Any] = {"request_id": request_id, "output": task_output(task, video_url)}
     usage = task_usage(task)
     if usage is not None:
         body["usage"] = usage
     return body
+
+
+def encode_task(task: Task, *, video_url: str | None) -> bytes:
+    """`task_body` without its request id, JSON-encoded once; `stamp` adds the id per answer
+    (a finished task's body is kept encoded and served again)."""
+    body = task_body(task, request_id="", video_url=video_url)
+    del body["request_id"]
+    return encode(body)
+
+
+def stamp(encoded: bytes, *, request_id: str) -> bytes:
+    """An `encode_task` body with `request_id` first, as DashScope orders it."""
+    return b'{"request_id":' + encode(request_id) + b"," + encoded[1:]
+
+
+def encode(document: object) -> bytes:
+    """JSON as Starlette's `JSONResponse` writes it (compact, UTF-8, no NaN), for routes that
+    answer a pre-encoded `Response` instead of having FastAPI walk the value first."""
+    return json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 def task_output(task: Task, video_url: str | None) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from functools import partial
@@ -15,7 +15,8 @@ from types import FrameType
 from typing import Protocol
 
 import uvicorn
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wanserve import __version__
 from wanserve.api import docs as api_docs
@@ -28,7 +29,7 @@ from wanserve.api.deps import Services
 from wanserve.api.events import events as events_router
 from wanserve.api.openai import routes as openai_routes
 from wanserve.api.openai import schemas as openai_schemas
-from wanserve.api.routes import api, probes
+from wanserve.api.routes import api, polls, probes
 from wanserve.api.streams import EventStreams
 from wanserve.api.uploads import uploads as uploads_router
 from wanserve.api.usage import usage as usage_router
@@ -192,6 +193,7 @@ def create_api_app(
     )
     app.state.services = services
     api_errors.install(app, doors={openai_routes.PREFIX: openai_schemas.error_body})
+    app.include_router(polls)
     app.include_router(api)
     app.include_router(openai_routes.v1)
     app.include_router(events_router)
@@ -203,7 +205,7 @@ def create_api_app(
     api_docs.install(app)
     api_playground.install(app)  # the web page at `/`
     api_openapi.install(app)
-    app.middleware("http")(_request_context)
+    app.add_middleware(RequestContext)
     return app
 
 
@@ -263,41 +265,60 @@ def uvicorn_config(settings: Settings, app: FastAPI) -> uvicorn.Config:
     )
 
 
-async def _request_context(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
+class RequestContext:
     """Give every request an id (echoed in bodies and `X-Request-Id`) and log it without its
-    query string, which may carry a URL signature."""
-    request_id = str(uuid.uuid4())
-    request.state.request_id = request_id
-    started = time.monotonic()
-    status = 500  # an exception escaping here is answered 500 by the outermost handler
-    try:
-        response = await call_next(request)
-        status = response.status_code
-    finally:
-        services: Services = request.app.state.services
-        services.metrics.request_served(
-            method=request.method,
-            route=_route_template(request),
-            status=status,
-            seconds=time.monotonic() - started,
-        )
-    response.headers["X-Request-Id"] = request_id
-    log.info(
-        "%s %s -> %d (%.0f ms) %s",
-        request.method,
-        request.url.path,
-        response.status_code,
-        (time.monotonic() - started) * 1000,
-        request_id,
-    )
-    return response
+    query string, which may carry a URL signature.
+
+    Plain ASGI rather than `@app.middleware("http")`: Starlette's `BaseHTTPMiddleware` runs
+    the app in a task group behind memory streams, which cost 18% of a poll's time (measured,
+    docs/performance.md); here the only work is an id, one header, a log line and the
+    request metrics."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = str(uuid.uuid4())
+        # `request.state` reads this dict; error handlers outside this middleware (a 500) see
+        # it too, since they get the same scope.
+        scope.setdefault("state", {})["request_id"] = request_id
+        header = (b"x-request-id", request_id.encode())
+        started = time.monotonic()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                # Replace, not add: error responses carry the header already.
+                headers = [h for h in message.get("headers", ()) if h[0] != b"x-request-id"]
+                message["headers"] = [*headers, header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            seconds = time.monotonic() - started
+            services: Services = scope["app"].state.services
+            services.metrics.request_served(
+                method=scope["method"], route=_route_template(scope), status=status, seconds=seconds
+            )
+            log.info(
+                "%s %s -> %d (%.0f ms) %s",
+                scope["method"],
+                scope["path"],
+                status,
+                seconds * 1000,
+                request_id,
+            )
 
 
-def _route_template(request: Request) -> str:
+def _route_template(scope: Scope) -> str:
     """The matched route's path template (`/api/v1/tasks/{task_id}`), never the raw path:
-    task ids in labels would make one time series per task."""
-    route = request.scope.get("route")
-    path = getattr(route, "path", None)
+    task ids in labels would make one time series per task. The router records the route in
+    the request's scope, which this middleware shares."""
+    path = getattr(scope.get("route"), "path", None)
     return path if isinstance(path, str) else UNMATCHED_ROUTE

@@ -108,7 +108,7 @@ def fetch_policy(settings: Settings) -> FetchPolicy:
 
 
 def build_shared(settings: Settings, *, clock: Clock = utcnow) -> Shared:
-    db = make_engine(settings.effective_database_url)
+    db = make_engine(settings.effective_database_url, pool_size=settings.database_pool_size)
     upgrade(db)
     signer = UrlSigner(settings.load_secret_key())
     (settings.data_dir / "tmp").mkdir(parents=True, exist_ok=True)
@@ -132,7 +132,7 @@ def build_shared(settings: Settings, *, clock: Clock = utcnow) -> Shared:
         storage=storage,
         free_space=free_space,
         uploads=uploads,
-        keys=KeyStore(db, clock=clock),
+        keys=KeyStore(db, clock=clock, cache_seconds=settings.api_key_cache_seconds),
         catalog=Catalog.build(settings.models, steps=settings.effective_steps),
         clock=clock,
         fetcher=SafeFetcher(fetch_policy(settings)),

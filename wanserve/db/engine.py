@@ -13,18 +13,27 @@ from sqlalchemy.engine import make_url
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for `url`; SQLite gets WAL, a busy timeout and enforced foreign keys."""
+def make_engine(url: str, *, pool_size: int = 20) -> Engine:
+    """An engine for `url`; SQLite gets WAL, a busy timeout and enforced foreign keys.
+
+    The pool keeps `pool_size` connections and opens as many more under bursts. SQLAlchemy's
+    default (5 + 10) is below the 40 threads HTTP handlers run in: under load, requests queued
+    for a connection, and every connection past the fifth was opened (SQLite: with its
+    pragmas) and closed again per request (measured: 9% of a poll's time, see
+    docs/performance.md)."""
     parsed = make_url(url)
+    pool = {"pool_size": pool_size, "max_overflow": pool_size}
     if parsed.get_backend_name() == "postgresql":
         # libpq waits forever for a host that drops packets: a readiness probe or a request
         # must fail in bounded time instead.
-        return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+        return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10}, **pool)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, **pool)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    if parsed.database in (None, "", ":memory:"):
+        pool = {}  # one shared in-memory connection (SingletonThreadPool): no sizes apply
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **pool)
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:

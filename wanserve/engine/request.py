@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -100,6 +100,7 @@ class Clip:
 
 ProgressFn = Callable[[EngineProgress], None]
 CancelFn = Callable[[], bool]
+FrameSink = Callable[[Frames], None]  # takes frames in order, a chunk at a time
 
 
 class Runner(Protocol):
@@ -109,6 +110,24 @@ class Runner(Protocol):
         """Frames of `request` at its denoising size and native fps. Reports progress after
         every denoising step and decoded chunk, polls `should_cancel` before each (raising
         `Canceled`), and raises only `EngineError`s on purpose."""
+
+
+@runtime_checkable
+class StreamingRunner(Protocol):
+    """A `Runner` that can hand frames over as the VAE decodes them, so the caller encodes
+    while decoding goes on and the whole video is never held as one array."""
+
+    def stream(
+        self,
+        request: GenerationRequest,
+        *,
+        on_progress: ProgressFn,
+        should_cancel: CancelFn,
+        on_frames: FrameSink,
+    ) -> Clip:
+        """Like `Runner.run`, but every frame goes to `on_frames`, in order, in chunks (one
+        per decoded latent frame where the decode allows it, else all at once); the returned
+        `Clip` holds no frames."""
 
 
 class AudioGenerator(Protocol):

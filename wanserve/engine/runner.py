@@ -22,11 +22,13 @@ from wanserve.engine.request import (
     Clip,
     EngineConfig,
     Frames,
+    FrameSink,
     GenerationRequest,
     ProgressFn,
 )
 
-Generate = Callable[..., Frames]  # wan.generate(leased, request, *, on_progress, should_cancel)
+# wan.generate(leased, request, *, on_progress, should_cancel, on_frames=None)
+Generate = Callable[..., Frames]
 
 
 class PipelineRunner:
@@ -46,6 +48,25 @@ class PipelineRunner:
         with self._manager.lease(request.checkpoint, request.family, request.kind) as leased:
             frames = self._generate(
                 leased, request, on_progress=on_progress, should_cancel=should_cancel
+            )
+        return Clip(frames=frames, fps=request.fps)
+
+    def stream(
+        self,
+        request: GenerationRequest,
+        *,
+        on_progress: ProgressFn,
+        should_cancel: CancelFn,
+        on_frames: FrameSink,
+    ) -> Clip:
+        """`StreamingRunner.stream`: frames go to `on_frames` as the VAE decodes them."""
+        with self._manager.lease(request.checkpoint, request.family, request.kind) as leased:
+            frames = self._generate(
+                leased,
+                request,
+                on_progress=on_progress,
+                should_cancel=should_cancel,
+                on_frames=on_frames,
             )
         return Clip(frames=frames, fps=request.fps)
 

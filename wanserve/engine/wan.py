@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import transformers
 from diffusers import AutoencoderKLWan, WanImageToVideoPipeline, WanPipeline
-from diffusers.models.autoencoders.autoencoder_kl_wan import WanRMS_norm
+from diffusers.models.autoencoders.autoencoder_kl_wan import WanRMS_norm, unpatchify
 from transformers import CLIPVisionModel
 
 from wanserve.engine import dummy
@@ -35,6 +35,7 @@ from wanserve.engine.request import (
     EngineConfig,
     EngineProgress,
     Frames,
+    FrameSink,
     GenerationRequest,
     ProgressFn,
     Stage,
@@ -262,8 +263,17 @@ def generate(
     *,
     on_progress: ProgressFn,
     should_cancel: CancelFn,
+    on_frames: FrameSink | None = None,
 ) -> Frames:
-    """Run one generation; return uint8 frames (F, H, W, 3) at the denoising size.
+    """Run one generation; return uint8 frames (F, H, W, 3) at the denoising size, or, with
+    `on_frames`, hand them there as each latent frame is decoded and return none.
+
+    Streaming decodes the latents here, chunk by chunk, exactly as the VAE's own `decode`
+    does (same causal feature cache, same calls, same post-processing), so the frames are
+    the same bytes; only the whole float video and the whole uint8 video are never held.
+    Where the decode cannot be split in time (spatial tiling decodes each tile over all
+    frames; model offload moves the VAE only inside `decode`), the frames go to `on_frames`
+    at once after a normal decode.
 
     Progress: one `DENOISE` event after each step, then one `DECODE` event after each decoder
     call (a latent frame, or one tile of it when tiling): on small GPUs and in dummy mode the
@@ -324,9 +334,16 @@ def generate(
                 kwargs["image"] = request.first_frame
                 if request.last_frame is not None:
                     kwargs["last_image"] = request.last_frame
-            video = pipe(**kwargs).frames[0]  # (frames, channels, height, width) in [0, 1]
-            frames = video.mul(255).round_().clamp_(0, 255).to(torch.uint8)
-            result = frames.permute(0, 2, 3, 1).cpu().numpy()
+            if on_frames is not None and _decodes_in_time(pipe.vae, request):
+                latents = pipe(**(kwargs | {"output_type": "latent"})).frames
+                _decode_streaming(pipe, latents, on_frames)
+                result = np.empty((0, request.height, request.width, 3), dtype=np.uint8)
+            else:
+                video = pipe(**kwargs).frames[0]  # (frames, channels, height, width) in [0, 1]
+                result = _to_uint8(video)
+                if on_frames is not None:
+                    on_frames(np.ascontiguousarray(result))
+                    result = result[:0]
     except torch.OutOfMemoryError as exc:
         raise OutOfMemory(
             f"The device ran out of memory generating {request.num_frames} frames at "
@@ -339,6 +356,52 @@ def generate(
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     return np.ascontiguousarray(result)
+
+
+def _to_uint8(video: torch.Tensor) -> Frames:
+    """(frames, channels, height, width) in [0, 1] -> uint8 (frames, height, width, 3), the
+    rounding done on the device so no float copy reaches the host."""
+    frames = video.mul(255).round_().clamp_(0, 255).to(torch.uint8)
+    return frames.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _decodes_in_time(vae: Any, request: GenerationRequest) -> bool:
+    """Whether this decode can run latent frame by latent frame here (see `generate`)."""
+    tiled = _decoder_calls(vae, 1, request.height, request.width) > 1
+    offloaded = hasattr(vae, "_hf_hook")  # accelerate moves it to the GPU inside `decode`
+    return not tiled and not offloaded
+
+
+def _decode_streaming(pipe: Any, latents: torch.Tensor, on_frames: FrameSink) -> None:
+    """The pipeline's latent -> video step (`WanPipeline.__call__` after denoising, and
+    `AutoencoderKLWan._decode`), one latent frame at a time: the VAE's decoder is causal and
+    carries its state between calls in `_feat_map`, so each call yields that latent frame's
+    video frames (1 for the first, then 4) and nothing decoded later changes them."""
+    vae = pipe.vae
+    config = vae.config
+    latents = latents.to(vae.device, dtype=vae.dtype)
+    shape = (1, config.z_dim, 1, 1, 1)
+    mean = torch.tensor(config.latents_mean).view(shape).to(latents.device, latents.dtype)
+    std = 1.0 / torch.tensor(config.latents_std).view(shape).to(latents.device, latents.dtype)
+    latents = latents / std + mean
+    vae.clear_cache()
+    try:
+        x = vae.post_quant_conv(latents)
+        for i in range(x.shape[2]):
+            vae._conv_idx = [0]
+            chunk = vae.decoder(
+                x[:, :, i : i + 1],
+                feat_cache=vae._feat_map,
+                feat_idx=vae._conv_idx,
+                first_chunk=i == 0,
+            )
+            if config.patch_size is not None:
+                chunk = unpatchify(chunk, patch_size=config.patch_size)
+            chunk = torch.clamp(chunk, min=-1.0, max=1.0)
+            video = pipe.video_processor.postprocess_video(chunk, output_type="pt")[0]
+            on_frames(np.ascontiguousarray(_to_uint8(video)))
+    finally:
+        vae.clear_cache()
 
 
 def _decoder_calls(vae: Any, latent_frames: int, height: int, width: int) -> int:

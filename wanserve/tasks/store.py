@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, timedelta
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import Engine, case, delete, func, select, tuple_, update
+from sqlalchemy import Engine, Row, bindparam, case, delete, func, select, tuple_, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from wanserve.clock import Clock, utcnow
@@ -136,6 +136,7 @@ class SqlTaskStore:
             raise ValueError(
                 f"unsupported database {engine.dialect.name!r}: use SQLite or PostgreSQL"
             )
+        self._engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._ttl = ttl
         self._now = clock
@@ -187,13 +188,11 @@ class SqlTaskStore:
 
     def get(self, task_id: str) -> Task | None:
         """The task, with its queue position while PENDING."""
-        with self._sessions() as s:
-            found = s.execute(
-                select(TaskRow, _ahead().label("ahead")).where(TaskRow.id == task_id)
-            ).first()
-            if found is None:
-                return None
-            return _to_task(found[0], ahead=found[1])
+        # Core, not the ORM: every poll of an unfinished task comes here, and a Session with
+        # its identity map and instance loading took most of the lookup's time.
+        with self._engine.connect() as conn:
+            row = conn.execute(_BY_ID, {"task_id": task_id}).one_or_none()
+        return _to_task(row, ahead=row.ahead) if row is not None else None
 
     def watch(self, task_id: str) -> TaskState | None:
         """The task's status, progress and queue position in one small SELECT (no spec or
@@ -661,7 +660,12 @@ def _rowcount(result: Any) -> int:
     return int(result.rowcount)
 
 
-def _to_task(row: TaskRow, *, ahead: int | None = None) -> Task:
+_BY_ID = select(TaskRow.__table__, _ahead().label("ahead")).where(
+    TaskRow.id == bindparam("task_id")
+)
+
+
+def _to_task(row: TaskRow | Row[*tuple[Any, ...]], *, ahead: int | None = None) -> Task:
     status = TaskStatus(row.status)
     progress = None
     if status is TaskStatus.RUNNING or row.step:

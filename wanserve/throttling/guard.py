@@ -35,6 +35,9 @@ class Throttle:
     def __init__(self, limiter: RateLimiter, policy: ThrottlePolicy) -> None:
         self._limiter = limiter
         self._policy = policy
+        # Checks against process memory take microseconds and never block, so the API may run
+        # them on its event loop; a shared limiter (Redis) is network I/O and must not.
+        self.in_memory = isinstance(limiter, MemoryRateLimiter)
 
     def check_address(self, address: str) -> None:
         """Refuse an address locked out by failed authentications."""

@@ -12,6 +12,11 @@ chained if it is long. For image-to-video models every shot starts from the inpu
 keeps the subject consistent across cuts.
 
 Progress spans the whole video: step k of n counts every pass's denoising steps.
+
+Frames stream: with a `StreamingRunner`, each pass hands its frames over as the VAE decodes
+them and they go straight on to the caller's sink (the encoder), joins and all; only the last
+frame of a pass is kept, to condition the next. Passes of a plain `Runner` (a fake, an
+audio-driven model) go on whole, one pass at a time.
 """
 
 from __future__ import annotations
@@ -23,7 +28,14 @@ import numpy as np
 from PIL import Image
 
 from wanserve.engine.families import Kind, frames_at_least, frames_at_most
-from wanserve.engine.request import Clip, EngineProgress, Runner, Stage
+from wanserve.engine.request import (
+    Clip,
+    EngineProgress,
+    FrameSink,
+    Runner,
+    Stage,
+    StreamingRunner,
+)
 from wanserve.spec import SEED_MAX, GenerationSpec
 from wanserve.workers.inputs import Conditioning
 from wanserve.workers.translation import request_for
@@ -100,6 +112,41 @@ def _clip_frames(n: int) -> int:
     return max(_MIN_PASS_FRAMES, frames_at_most(n))
 
 
+def native_frames(
+    spec: GenerationSpec, shots: list[str] | None = None, *, chain_shots: bool = False
+) -> int:
+    """How many native frames `render` delivers for `spec` (known before any pass runs, so
+    the output can be retimed as frames arrive)."""
+    passes = plan(spec, shots, chain_shots=chain_shots)
+    joined = sum(p.spec.num_frames - (1 if p.continues else 0) for p in passes)
+    return min(joined, spec.num_frames)
+
+
+class _Joiner:
+    """Joins passes' frames into one video for `sink`: drops the first frame of a pass that
+    continues the one before, stops at the video's length, and keeps each pass's last frame."""
+
+    def __init__(self, sink: FrameSink, *, length: int) -> None:
+        self._sink = sink
+        self._left = length
+        self._skip = 0
+        self.last_frame: np.ndarray | None = None
+
+    def start_pass(self, *, continues: bool) -> None:
+        self._skip = 1 if continues else 0
+
+    def take(self, frames: np.ndarray) -> None:
+        if len(frames):
+            # A copy: the chunk itself is released once the sink is done with it.
+            self.last_frame = frames[-1].copy()
+        dropped = min(self._skip, len(frames))
+        self._skip -= dropped
+        kept = frames[dropped : dropped + self._left]
+        if len(kept):
+            self._left -= len(kept)
+            self._sink(kept)
+
+
 def render(
     spec: GenerationSpec,
     *,
@@ -109,14 +156,16 @@ def render(
     on_progress: Callable[[EngineProgress], None],
     should_cancel: Callable[[], bool],
     chain_shots: bool = False,
+    on_frames: FrameSink | None = None,
 ) -> Clip:
-    """Run every pass of `spec` and join the frames."""
+    """Run every pass of `spec` and join the frames: into the returned clip, or, with
+    `on_frames`, into that sink as they are decoded (the clip then holds none)."""
     passes = plan(spec, shots, chain_shots=chain_shots)
     total = sum(p.spec.steps for p in passes)
-    length = sum(p.spec.num_frames - (1 if p.continues else 0) for p in passes)
-    video: np.ndarray | None = None  # filled pass by pass: the video is held once
-    filled, done = 0, 0
-    last_frame: Image.Image | None = None
+    length = native_frames(spec, shots, chain_shots=chain_shots)
+    collected: list[np.ndarray] = []
+    joiner = _Joiner(on_frames or collected.append, length=length)
+    done = 0
     for index, p in enumerate(passes):
         offset, final = done, index == len(passes) - 1
 
@@ -129,21 +178,20 @@ def render(
                 on_progress(event)
 
         if p.continues:
-            assert last_frame is not None
-            cond = Conditioning(image=last_frame)
+            assert joiner.last_frame is not None
+            cond = Conditioning(image=Image.fromarray(joiner.last_frame))
         else:
             cond = conditioning
-        clip = runner.run(
-            request_for(p.spec, conditioning=cond),
-            on_progress=report,
-            should_cancel=should_cancel,
-        )
-        frames = clip.frames[1:] if p.continues else clip.frames
-        if video is None:
-            video = np.empty((length, *clip.frames.shape[1:]), dtype=np.uint8)
-        video[filled : filled + len(frames)] = frames
-        filled += len(frames)
-        last_frame = Image.fromarray(clip.frames[-1])
+        request = request_for(p.spec, conditioning=cond)
+        joiner.start_pass(continues=p.continues)
+        if isinstance(runner, StreamingRunner):
+            runner.stream(
+                request, on_progress=report, should_cancel=should_cancel, on_frames=joiner.take
+            )
+        else:
+            clip = runner.run(request, on_progress=report, should_cancel=should_cancel)
+            joiner.take(clip.frames)
         done += p.spec.steps
-    assert video is not None
-    return Clip(frames=video[: min(filled, spec.num_frames)], fps=spec.native_fps)
+    if on_frames is not None or not collected:
+        return Clip(frames=np.empty((0, 0, 0, 3), dtype=np.uint8), fps=spec.native_fps)
+    return Clip(frames=np.concatenate(collected), fps=spec.native_fps)

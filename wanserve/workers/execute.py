@@ -15,8 +15,10 @@ import logging
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -25,7 +27,7 @@ from wanserve.engine.prompt import PromptExtender, PromptJob, ShotPlan
 from wanserve.engine.request import AudioDrivenVideo, AudioGenerator, Runner
 from wanserve.errors import WanserveError
 from wanserve.media.audio import AudioClip, fit_audio
-from wanserve.media.video import EncodeSettings, encode_mp4, output_frames
+from wanserve.media.video import EncodeSettings, Frames, Mp4Writer, Timeline
 from wanserve.media.watermark import Watermark
 from wanserve.spec import GenerationSpec
 from wanserve.storage.base import FreeSpaceFloor, Storage, StorageError, os_errors
@@ -37,7 +39,7 @@ from wanserve.tasks.models import (
     TaskStatus,
 )
 from wanserve.tasks.store import Control, TaskStore
-from wanserve.workers.compose import render, shot_count
+from wanserve.workers.compose import native_frames, render, shot_count
 from wanserve.workers.inputs import ResolvedInputs
 from wanserve.workers.progress import ProgressReporter
 from wanserve.workers.translation import request_for, task_error
@@ -150,54 +152,64 @@ def _run(claim: Claim, ex: Execution, signals: _Signals) -> TaskStatus | None:
             ex.free_space.check()
         inputs = ex.inputs.resolve(task.spec, owner=task.api_key_id)
         spec, shots = _extend_prompt(claim, inputs, ex)
-        if inputs.audio is not None and ex.audio_driven is not None:
-            clip = ex.audio_driven.run(
-                request_for(spec, conditioning=inputs.conditioning),
-                audio=inputs.audio,
-                on_progress=reporter,
-                should_cancel=signals.should_stop,
-            )
-        else:
-            clip = render(
-                spec,
-                runner=ex.runner,
-                conditioning=inputs.conditioning,
-                shots=shots.prompts() if shots else None,
-                on_progress=reporter,
-                should_cancel=signals.should_stop,
-                chain_shots=ex.chain_shots,
-            )
-        if signals.should_stop():
-            raise Canceled()
-        reporter.encoding()
+        # Before the video: the MP4's tracks are all declared before its first frame, and the
+        # frames are encoded as they are decoded.
         audio = _soundtrack(spec, inputs, ex, signals)
         key = f"videos/{task.id}.mp4"
-        # A full or read-only scratch directory is a storage failure like a full store.
-        with (
-            os_errors(f"encoding in {ex.scratch_dir}"),
-            tempfile.TemporaryDirectory(dir=_scratch(ex)) as tmp,
-        ):
-            path = Path(tmp) / "video.mp4"
-            width, height = spec.size.width, spec.size.height
-            decorate = Watermark(width, height) if spec.watermark else None
-            frames = output_frames(
-                clip.frames,
-                source_fps=clip.fps,
-                width=width,
-                height=height,
-                fps=spec.fps,
-                duration=spec.duration,
-                decorate=decorate,
-            )
-            encode_mp4(
-                frames,
-                path,
-                width=width,
-                height=height,
-                fps=spec.fps,
-                settings=ex.encode,
-                audio=audio,
-            )
+        width, height = spec.size.width, spec.size.height
+        timeline = partial(
+            Timeline,
+            width=width,
+            height=height,
+            fps=spec.fps,
+            duration=spec.duration,
+            decorate=Watermark(width, height) if spec.watermark else None,
+        )
+        with _scratch_dir(ex) as tmp:
+            path = tmp / "video.mp4"
+            # A full or read-only scratch directory is a storage failure like a full store;
+            # only the encoder's own I/O is mapped so (the engine's errors stay its own).
+            with _encoder_io(ex):
+                writer = Mp4Writer(
+                    path, width=width, height=height, fps=spec.fps, settings=ex.encode, audio=audio
+                )
+            try:
+                if inputs.audio is not None and ex.audio_driven is not None:
+                    clip = ex.audio_driven.run(
+                        request_for(spec, conditioning=inputs.conditioning),
+                        audio=inputs.audio,
+                        on_progress=reporter,
+                        should_cancel=signals.should_stop,
+                    )
+                    frames = timeline(len(clip.frames), source_fps=clip.fps)
+                    _encode(writer, frames, clip.frames, ex)
+                else:
+                    names = shots.prompts() if shots else None
+                    count = native_frames(spec, names, chain_shots=ex.chain_shots)
+                    frames = timeline(count, source_fps=spec.native_fps)
+                    render(
+                        spec,
+                        runner=ex.runner,
+                        conditioning=inputs.conditioning,
+                        shots=names,
+                        on_progress=reporter,
+                        should_cancel=signals.should_stop,
+                        chain_shots=ex.chain_shots,
+                        # Frames are encoded as the VAE decodes them (see workers/compose.py).
+                        on_frames=lambda chunk: _encode(writer, frames, chunk, ex),
+                    )
+                if signals.should_stop():
+                    raise Canceled()
+                if not frames.done:  # the exact-length contract: never a short video
+                    raise RuntimeError(f"the engine delivered too few frames for task {task.id}")
+                # Frames were encoded while decoding; what is left is flushing the encoder,
+                # muxing and storing.
+                reporter.encoding()
+                with _encoder_io(ex):
+                    writer.finish()
+            except BaseException:
+                writer.abandon()
+                raise
             ex.storage.put(key, path)
         result = TaskResult(
             video_key=key,
@@ -315,6 +327,29 @@ def _failed(claim: Claim, ex: Execution, exc: WanserveError) -> TaskStatus | Non
 
 def _end(written: bool, status: TaskStatus) -> TaskStatus | None:
     return status if written else None
+
+
+def _encode(writer: Mp4Writer, timeline: Timeline, chunk: Frames, ex: Execution) -> None:
+    """Encode the output frames a chunk of native frames completes."""
+    with _encoder_io(ex):
+        writer.write(timeline.feed(chunk))
+
+
+def _encoder_io(ex: Execution) -> AbstractContextManager[None]:
+    return os_errors(f"encoding in {ex.scratch_dir}")
+
+
+@contextmanager
+def _scratch_dir(ex: Execution) -> Iterator[Path]:
+    """A scratch directory for one video; OS errors making or removing it are storage
+    failures."""
+    with _encoder_io(ex):
+        tmp = tempfile.TemporaryDirectory(dir=_scratch(ex))
+    try:
+        yield Path(tmp.name)
+    finally:
+        with _encoder_io(ex):
+            tmp.cleanup()
 
 
 def _scratch(ex: Execution) -> Path:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from anyio import from_thread
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import RedirectResponse
 from starlette.concurrency import run_in_threadpool
@@ -110,6 +111,8 @@ def retrieve_video(
 def delete_video(video_id: str, services: ServicesDep, key: ApiKeyDep) -> dict[str, Any]:
     """Delete a video job: an unfinished one is canceled first, the file goes with it."""
     services.tasks.delete(video_id, api_key_id=key.id)
+    # The poll route's memory of finished answers belongs to the event loop (api/finished.py).
+    from_thread.run_sync(services.finished.forget, video_id)
     return schemas.deleted(video_id)
 
 

@@ -1,0 +1,311 @@
+"""The poll hot path: `GET /api/v1/tasks/{id}` of a finished task against a bare FastAPI
+endpoint returning a body of the same size, side by side, on SQLite and on PostgreSQL.
+
+For each database it makes a scratch data directory, an API key and a SUCCEEDED task (written
+through the task store, as a worker would), starts a real `wanserve serve --workers 0`
+process (an API replica: uvicorn, the whole middleware and dependency stack, the default
+rate limiter with a limit too high to trip) and a bare FastAPI app in another process, and
+drives each in turn with `wrk -t2 -c50 -d10s`, for two rounds (after 3 untimed seconds each,
+in ABBA order so that a drifting load favours neither). It prints requests per second
+and the ratio wanserve / bare. Every process listens on loopback and is stopped at the end.
+
+    python bench/api.py                      # SQLite and PostgreSQL, 2 rounds of 10 s
+    python bench/api.py --databases sqlite --duration 5 --rounds 1
+
+Without `wrk` on the PATH (`apt-get install wrk`) it falls back to a Python load generator
+(httpx, 50 connections over 2 threads) and says so; its absolute numbers are lower (the
+generator competes for the same cores), the ratio is what to read. PostgreSQL comes from
+WANSERVE_BENCH_POSTGRES (default postgresql://postgres@127.0.0.1:5432/postgres), where a
+private database is created and dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+SECRET = "bench-secret-key-0123456789abcdef"
+_RPS = re.compile(r"Requests/sec:\s+([0-9.]+)")
+_NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
+_ERRORS = re.compile(r"Socket errors:.*")
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    url: str
+    headers: dict[str, str]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=3, help="untimed seconds per target")
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--serve-bare", nargs=2, metavar=("PORT", "BYTES"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_bare:
+        return _serve_bare(int(args.serve_bare[0]), int(args.serve_bare[1]))
+
+    loader = "wrk" if shutil.which("wrk") else "python"
+    if loader == "python":
+        print("wrk not found: using the Python load generator (lower absolute numbers)")
+    print(
+        f"load: {loader} -t{args.threads} -c{args.connections} -d{args.duration}s, "
+        f"{args.rounds} round(s), GET of a SUCCEEDED task vs bare FastAPI, same body size"
+    )
+    for database in args.databases.split(","):
+        with _database(database) as url, tempfile.TemporaryDirectory() as tmp:
+            _bench(database, url, Path(tmp), args, loader)
+    return 0
+
+
+def _bench(
+    database: str, url: str | None, data_dir: Path, args: argparse.Namespace, loader: str
+) -> None:
+    env = {
+        **os.environ,
+        "WANSERVE_DATA_DIR": str(data_dir),
+        "WANSERVE_WEIGHTS": "dummy",
+        "WANSERVE_SECRET_KEY": SECRET,
+        # The limiter runs on every request, as in production; the limit is set out of reach
+        # so the load generator measures the 200 path, not 429s.
+        "WANSERVE_RATE_LIMIT_PER_SECOND": "1000000",
+        "WANSERVE_RATE_LIMIT_BURST": "1000000",
+    }
+    if url is not None:
+        env["WANSERVE_DATABASE_URL"] = url
+    secret, task_id = _seed(env)
+    port = _free_port()
+    server = _start(
+        [sys.executable, "-m", "wanserve", "serve", "--workers", "0", "--port", str(port)],
+        env,
+        data_dir / "server.log",
+    )
+    bare = None
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait(f"{base}/health", server, data_dir / "server.log")
+        poll = f"{base}/api/v1/tasks/{task_id}"
+        headers = {"Authorization": f"Bearer {secret}"}
+        answer = httpx.get(poll, headers=headers, timeout=10)
+        body = json.loads(answer.content)
+        assert answer.status_code == 200 and body["output"]["task_status"] == "SUCCEEDED", body
+        size = len(answer.content)
+        bare_port = _free_port()
+        bare = _start(
+            [sys.executable, __file__, "--serve-bare", str(bare_port), str(size)],
+            env,
+            data_dir / "bare.log",
+        )
+        bare_url = f"http://127.0.0.1:{bare_port}/bare"
+        _wait(bare_url, bare, data_dir / "bare.log")
+        assert len(httpx.get(bare_url, timeout=10).content) == size
+        targets = (Target("wanserve", poll, headers), Target("bare", bare_url, {}))
+        print(f"\n[{database}] body {size} bytes")
+        # Untimed first: a fresh process's first seconds (connections, caches) are not its
+        # steady state, and the first target measured would pay for them alone.
+        warm = argparse.Namespace(**(vars(args) | {"duration": args.warmup}))
+        for target in targets:
+            _load(target, warm, loader)
+        for n in range(1, args.rounds + 1):
+            # ABBA order: on a shared machine load drifts, and a fixed order would favour one.
+            order = targets if n % 2 else targets[::-1]
+            rps = {t.name: _load(t, args, loader) for t in order}
+            print(
+                f"  round {n}: wanserve {rps['wanserve']:8.0f} req/s   bare FastAPI "
+                f"{rps['bare']:8.0f} req/s   ratio {rps['wanserve'] / rps['bare']:.2f}"
+            )
+    finally:
+        for proc in (bare, server):
+            if proc is not None:
+                _stop(proc)
+
+
+def _seed(env: dict[str, str]) -> tuple[str, str]:
+    """An API key and a SUCCEEDED task, written through the stores in a child process with
+    the server's settings (so the schema is migrated the way the server does it)."""
+    script = """
+import json
+from wanserve.catalog import Catalog
+from wanserve.compose.shared import build_shared
+from wanserve.config import Settings
+from wanserve.spec import SynthesisRequest, build_spec
+from wanserve.tasks.models import TaskResult
+
+shared = build_shared(Settings())
+key, secret = shared.keys.create("bench")
+card = Catalog.build(steps=4).get("wan2.1-t2v-turbo")
+spec = build_spec(SynthesisRequest(model=card.name, prompt="a cat in the snow", seed=7), card)
+task = shared.store.create(task_id="bench-task-0001", api_key_id=key.id, request_id="r", spec=spec)
+claim = shared.store.claim(task.id, worker_id="bench")
+result = TaskResult(video_key=f"videos/{task.id}.mp4", width=spec.width, height=spec.height,
+                    has_audio=False, actual_prompt=None)
+assert shared.store.succeed(claim, result)
+print(json.dumps([secret, task.id]))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    secret, task_id = json.loads(out.stdout.strip().splitlines()[-1])
+    return str(secret), str(task_id)
+
+
+def _load(target: Target, args: argparse.Namespace, loader: str) -> float:
+    if loader == "python":
+        return _python_load(target, args)
+    command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s"]
+    command += ["--timeout", "5s"]
+    for name, value in target.headers.items():
+        command += ["-H", f"{name}: {value}"]
+    out = subprocess.run(
+        [*command, target.url],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=args.duration + 60,
+    ).stdout
+    bad = _NON_2XX.search(out)
+    errors = _ERRORS.search(out)
+    if bad or errors:
+        raise RuntimeError(f"{target.name} answered errors under load:\n{out}")
+    found = _RPS.search(out)
+    if found is None:
+        raise RuntimeError(f"no Requests/sec in wrk's output:\n{out}")
+    return float(found.group(1))
+
+
+def _python_load(target: Target, args: argparse.Namespace) -> float:
+    """Requests per second from `connections` keep-alive clients over `threads` threads."""
+    deadline = time.monotonic() + args.duration
+    counts: list[int] = []
+    lock = threading.Lock()
+    per_thread = max(1, args.connections // args.threads)
+
+    def drive() -> None:
+        done = 0
+        limits = httpx.Limits(max_connections=per_thread, max_keepalive_connections=per_thread)
+        with httpx.Client(headers=target.headers, limits=limits, timeout=10) as client:
+            while time.monotonic() < deadline:
+                res = client.get(target.url)
+                if res.status_code != 200:
+                    raise RuntimeError(f"{target.name} answered {res.status_code}: {res.text}")
+                done += 1
+        with lock:
+            counts.append(done)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=drive) for _ in range(args.threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(args.duration + 60)
+    return sum(counts) / (time.monotonic() - started)
+
+
+def _serve_bare(port: int, size: int) -> int:
+    """The baseline: an idiomatic FastAPI endpoint whose JSON body has `size` bytes, served
+    by uvicorn with the same defaults as wanserve (uvloop/httptools when installed, no access
+    log)."""
+    import uvicorn
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    overhead = len(json.dumps({"request_id": "", "output": {"padding": ""}}, separators=(",", ":")))
+    body = {
+        "request_id": str(uuid.uuid4()),
+        "output": {"padding": "x" * max(0, size - overhead - 36)},
+    }
+
+    @app.get("/bare")
+    async def bare() -> dict[str, object]:
+        return body
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    return 0
+
+
+@contextlib.contextmanager
+def _database(name: str) -> Iterator[str | None]:
+    if name == "sqlite":
+        yield None
+        return
+    if name != "postgresql":
+        raise SystemExit(f"unknown database {name!r}: sqlite or postgresql")
+    import psycopg
+
+    admin = os.environ.get(
+        "WANSERVE_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+    )
+    db = f"wanserve_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'CREATE DATABASE "{db}"')
+    try:
+        base = admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+        yield f"{base}/{db}"
+    finally:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _wait(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: process exited:\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up in {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
