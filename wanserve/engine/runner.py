@@ -14,27 +14,35 @@ import this module, so there is no import circle (see `manager.py` for the graph
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from wanserve.engine.manager import ModelManager
 from wanserve.engine.request import (
     CancelFn,
     Clip,
     EngineConfig,
-    Frames,
     GenerationRequest,
     ProgressFn,
 )
+from wanserve.engine.speed import CheckpointSpeed
 
-Generate = Callable[..., Frames]  # wan.generate(leased, request, *, on_progress, should_cancel)
+# wan.generate(leased, request, *, on_progress, should_cancel, settings)
+Generate = Callable[..., Clip]
 
 
 class PipelineRunner:
     """`Runner` over diffusers Wan pipelines kept resident by a `ModelManager`."""
 
-    def __init__(self, *, manager: ModelManager, generate: Generate) -> None:
+    def __init__(
+        self,
+        *,
+        manager: ModelManager,
+        generate: Generate,
+        speed: Mapping[str, CheckpointSpeed] | None = None,
+    ) -> None:
         self._manager = manager
         self._generate = generate
+        self._speed = dict(speed or {})
 
     @property
     def manager(self) -> ModelManager:
@@ -44,10 +52,13 @@ class PipelineRunner:
         self, request: GenerationRequest, *, on_progress: ProgressFn, should_cancel: CancelFn
     ) -> Clip:
         with self._manager.lease(request.checkpoint, request.family, request.kind) as leased:
-            frames = self._generate(
-                leased, request, on_progress=on_progress, should_cancel=should_cancel
+            return self._generate(
+                leased,
+                request,
+                on_progress=on_progress,
+                should_cancel=should_cancel,
+                settings=self._speed.get(request.checkpoint, CheckpointSpeed()),
             )
-        return Clip(frames=frames, fps=request.fps)
 
 
 def build_runner(config: EngineConfig) -> PipelineRunner:
@@ -59,4 +70,4 @@ def build_runner(config: EngineConfig) -> PipelineRunner:
 
     loader = wan.WanLoader(config)
     manager = ModelManager(loader, budget_bytes=loader.budget_bytes())
-    return PipelineRunner(manager=manager, generate=wan.generate)
+    return PipelineRunner(manager=manager, generate=wan.generate, speed=config.speed)

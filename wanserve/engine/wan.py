@@ -6,7 +6,8 @@ key-frame-to-video. It takes a `GenerationRequest` and raises `wanserve.engine.e
 torch's own errors (out of memory) are translated here, where they are caught.
 
 Imports: `manager` (the loader seam's types), `request`, `errors`, `families`, `weights`,
-`dummy`; never `runner`, which imports this module lazily in `build_runner`.
+`dummy`, `speed` (CFG batching, compilation, attention backend, caches); never `runner`, which
+imports this module lazily in `build_runner`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import math
 import types
 from collections import OrderedDict
+from contextlib import ExitStack
 from typing import Any
 
 import diffusers
@@ -26,15 +28,15 @@ from diffusers import AutoencoderKLWan, WanImageToVideoPipeline, WanPipeline
 from diffusers.models.autoencoders.autoencoder_kl_wan import WanRMS_norm
 from transformers import CLIPVisionModel
 
-from wanserve.engine import dummy
+from wanserve.engine import dummy, speed
 from wanserve.engine.errors import Canceled, OutOfMemory, WeightsUnavailable
 from wanserve.engine.families import FAMILIES, Family, Kind, latent_frames
 from wanserve.engine.manager import Leased, Prepared
 from wanserve.engine.request import (
     CancelFn,
+    Clip,
     EngineConfig,
     EngineProgress,
-    Frames,
     GenerationRequest,
     ProgressFn,
     Stage,
@@ -72,6 +74,12 @@ def check_config(config: EngineConfig) -> None:
         raise ValueError(f"unknown dtype {config.dtype!r}")
     if config.text_encoder_device not in ("auto", "cpu"):
         raise ValueError("text_encoder_device must be 'auto' or 'cpu'")
+    for source, settings in config.speed.items():
+        if settings.attention is not None:
+            try:
+                speed.check_attention_backend(settings.attention, device_type=device.type)
+            except ValueError as exc:
+                raise ValueError(f"checkpoint {source}: {exc}") from exc
 
 
 class WanLoader:
@@ -101,7 +109,9 @@ class WanLoader:
             raise self._unavailable(source, family, exc) from exc
         # A text encoder kept on the CPU does not count against device memory.
         skip = ["text_encoder"] if self.config.text_encoder_device == "cpu" else []
-        return Prepared(location=directory, nbytes=weight_bytes(directory, skip=skip))
+        return Prepared(
+            location=directory, nbytes=weight_bytes(directory, skip=skip), source=source
+        )
 
     def load(self, prepared: Prepared, family: Family) -> Any:
         """Load a prepared checkpoint of `family`, or fail with `WeightsUnavailable` (weights
@@ -127,6 +137,10 @@ class WanLoader:
             pipe = cls.from_pretrained(location, dtype=self.dtype, **extra, **common)
             self._repair_config(pipe, family)
             self._place(pipe)
+            settings = self.config.speed_for(prepared.source)
+            # Batch 1 serves unguided runs and unbatched CFG; batch 2 the batched CFG.
+            warm = (1,) if settings.cfg_batch is speed.CfgBatch.OFF else (1, 2)
+            speed.prepare_at_load(pipe, settings, warm_batches=warm)
         except torch.OutOfMemoryError as exc:
             raise OutOfMemory(
                 f"The device ran out of memory loading {location} ({family.value}).",
@@ -259,14 +273,20 @@ def generate(
     *,
     on_progress: ProgressFn,
     should_cancel: CancelFn,
-) -> Frames:
-    """Run one generation; return uint8 frames (F, H, W, 3) at the denoising size.
+    settings: speed.CheckpointSpeed | None = None,
+) -> Clip:
+    """Run one generation; return uint8 frames (F, H, W, 3) at the denoising size, with the
+    transformer block evaluations it took.
 
     Progress: one `DENOISE` event after each step, then one `DECODE` event after each decoder
     call (a latent frame, or one tile of it when tiling): on small GPUs and in dummy mode the
     VAE decode takes minutes, and a bar that stopped at the end of denoising looks hung.
-    `should_cancel` is polled after each step and before each decoder call."""
+    `should_cancel` is polled after each step and before each decoder call.
+
+    `settings`: the checkpoint's lossless speed-ups (`PipelineRunner` passes the configured
+    ones); the request's `cache` preset applies to this run only."""
     pipe = leased.pipeline
+    settings = settings or speed.CheckpointSpeed()
     _set_flow_shift(pipe, request.flow_shift)
     steps = request.steps
     decoder_calls = _decoder_calls(
@@ -294,11 +314,16 @@ def generate(
         pipe.vae.decoder.register_forward_pre_hook(before_decoder_call),
         pipe.vae.decoder.register_forward_hook(after_decoder_call),
     ]
+    transformers = speed.transformers_of(pipe)
+    counter = speed.BlockCounter()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), ExitStack() as stack:
             device = pipe._execution_device
+            dtype = transformers[0].dtype
             kwargs: dict[str, Any] = {
-                "prompt_embeds": encode_prompt(leased, request.prompt).to(device),
+                # In the transformer's dtype already, so the pipeline's own cast returns these
+                # very tensors (batched CFG recognises the passes by them).
+                "prompt_embeds": encode_prompt(leased, request.prompt).to(device, dtype),
                 "height": request.height,
                 "width": request.width,
                 "num_frames": request.num_frames,
@@ -311,9 +336,10 @@ def generate(
                 "callback_on_step_end": on_step_end,
             }
             if request.guidance_scale > 1.0:
-                kwargs["negative_prompt_embeds"] = encode_prompt(
-                    leased, request.negative_prompt
-                ).to(device)
+                negative = encode_prompt(leased, request.negative_prompt).to(device, dtype)
+                kwargs["negative_prompt_embeds"] = negative
+                if _batch_cfg(pipe, request, settings.cfg_batch, device):
+                    stack.enter_context(speed.batched_cfg(transformers, negative=negative))
             if pipe.config.boundary_ratio is not None and request.guidance_scale_2 is not None:
                 kwargs["guidance_scale_2"] = request.guidance_scale_2
             if isinstance(pipe, WanImageToVideoPipeline):
@@ -321,6 +347,18 @@ def generate(
                 kwargs["image"] = request.first_frame
                 if request.last_frame is not None:
                     kwargs["last_image"] = request.last_frame
+            stack.enter_context(
+                speed.block_cache(
+                    transformers,
+                    request.cache,
+                    family=request.family,
+                    steps=steps,
+                    area=request.width * request.height,
+                )
+            )
+            stack.enter_context(
+                counter.counting(transformers, per_block=request.cache is not speed.CachePreset.OFF)
+            )
             video = pipe(**kwargs).frames[0]  # (frames, channels, height, width) in [0, 1]
             frames = video.mul(255).round_().clamp_(0, 255).to(torch.uint8)
             result = frames.permute(0, 2, 3, 1).cpu().numpy()
@@ -335,7 +373,25 @@ def generate(
             hook.remove()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    return np.ascontiguousarray(result)
+    return Clip(frames=np.ascontiguousarray(result), fps=request.fps, blocks=counter.result())
+
+
+def _batch_cfg(
+    pipe: Any, request: GenerationRequest, mode: speed.CfgBatch, device: torch.device
+) -> bool:
+    if mode is speed.CfgBatch.OFF:
+        return False
+    if mode is speed.CfgBatch.ON:
+        return True
+    transformer = speed.transformers_of(pipe)[0]
+    patch = transformer.config.patch_size
+    ratio = int(pipe.vae_scale_factor_spatial)
+    tokens = (
+        latent_frames(request.num_frames)
+        * (request.height // (ratio * patch[1]))
+        * (request.width // (ratio * patch[2]))
+    )
+    return speed.batched_cfg_fits(transformer, tokens=tokens, device=device)
 
 
 def _decoder_calls(vae: Any, latent_frames: int, height: int, width: int) -> int:
