@@ -24,6 +24,7 @@ from PIL import Image
 
 from wanserve.engine.families import Kind, frames_at_least, frames_at_most
 from wanserve.engine.request import Clip, EngineProgress, Runner, Stage
+from wanserve.engine.speed import BlockCount
 from wanserve.spec import SEED_MAX, GenerationSpec
 from wanserve.workers.inputs import Conditioning
 from wanserve.workers.translation import request_for
@@ -117,6 +118,7 @@ def render(
     video: np.ndarray | None = None  # filled pass by pass: the video is held once
     filled, done = 0, 0
     last_frame: Image.Image | None = None
+    blocks: BlockCount | None = BlockCount()
     for index, p in enumerate(passes):
         offset, final = done, index == len(passes) - 1
 
@@ -139,6 +141,8 @@ def render(
             should_cancel=should_cancel,
         )
         frames = clip.frames[1:] if p.continues else clip.frames
+        # A runner that does not count (a fake) leaves the whole video uncounted.
+        blocks = blocks + clip.blocks if blocks is not None and clip.blocks is not None else None
         if video is None:
             video = np.empty((length, *clip.frames.shape[1:]), dtype=np.uint8)
         video[filled : filled + len(frames)] = frames
@@ -146,4 +150,4 @@ def render(
         last_frame = Image.fromarray(clip.frames[-1])
         done += p.spec.steps
     assert video is not None
-    return Clip(frames=video[: min(filled, spec.num_frames)], fps=spec.native_fps)
+    return Clip(frames=video[: min(filled, spec.num_frames)], fps=spec.native_fps, blocks=blocks)

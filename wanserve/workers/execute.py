@@ -143,6 +143,14 @@ def _run(claim: Claim, ex: Execution, signals: _Signals) -> TaskStatus | None:
             )
         if signals.should_stop():
             raise Canceled()
+        if clip.blocks is not None:
+            # Operators see what a block cache saved; clients do not (yet): docs/performance.md.
+            log.info(
+                "task %s: transformer blocks computed %d, skipped by the cache %d",
+                task.id,
+                clip.blocks.computed,
+                clip.blocks.skipped,
+            )
         audio = _soundtrack(spec, inputs, ex, signals)
         key = f"videos/{task.id}.mp4"
         # A full or read-only scratch directory is a storage failure like a full store.
