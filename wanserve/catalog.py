@@ -31,6 +31,7 @@ from wanserve.engine.families import Family as Family
 from wanserve.engine.families import FamilyProfile as FamilyProfile
 from wanserve.engine.families import Kind as Kind
 from wanserve.engine.families import Sampling as Sampling
+from wanserve.engine.speed import CachePreset, CfgBatch, CheckpointSpeed, CompileMode
 from wanserve.errors import InvalidParameter
 
 
@@ -116,6 +117,9 @@ class ModelCard:
     # An image-to-video checkpoint that continues this model's videos past one pass (the last
     # frame of a segment conditions the next). Image-driven models continue themselves.
     continuation: Checkpoint | None = None
+    # Lossless speed-ups of the checkpoint, and the block cache tasks use unless they ask.
+    speed: CheckpointSpeed = field(default_factory=CheckpointSpeed)
+    cache: CachePreset = CachePreset.OFF
     sizes: tuple[Size, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -333,6 +337,21 @@ class ModelOverride(BaseModel):
         default=None, description="image-to-video checkpoint that extends long videos"
     )
     continuation_family: Family | None = None
+    # Speed (docs/performance.md). Lossless: output within one 8-bit level of plain diffusers.
+    cfg_batch: CfgBatch | None = Field(
+        default=None, description="auto | on | off: both guidance passes in one batch-2 forward"
+    )
+    compile: CompileMode | None = Field(
+        default=None, description="off | regional: torch.compile the repeated block at load"
+    )
+    attention_backend: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9_]{1,40}$",
+        description="diffusers attention backend (native, flash, sage, _native_cudnn, ...)",
+    )
+    cache: CachePreset | None = Field(
+        default=None, description="off | fast | faster: the block cache tasks use by default"
+    )
 
 
 class Catalog:
@@ -414,8 +433,18 @@ def _apply_override(card: ModelCard, o: ModelOverride | None, steps: int | None)
             family=o.continuation_family or base_cont.family,
             max_area=base_cont.max_area,
         )
+    speed = CheckpointSpeed(
+        cfg_batch=o.cfg_batch if o and o.cfg_batch else CfgBatch.AUTO,
+        compile=o.compile if o and o.compile else CompileMode.OFF,
+        attention=o.attention_backend if o else None,
+    )
     built = dataclasses.replace(
-        card, checkpoint=checkpoint, sampling=sampling, continuation=continuation
+        card,
+        checkpoint=checkpoint,
+        sampling=sampling,
+        continuation=continuation,
+        speed=speed,
+        cache=o.cache if o and o.cache else CachePreset.OFF,
     )
     effective = built.continued_by
     if effective is not None and effective is not checkpoint:
@@ -432,6 +461,22 @@ def _apply_override(card: ModelCard, o: ModelOverride | None, steps: int | None)
                 f"{FAMILIES[checkpoint.family].native_fps} fps"
             )
     return built
+
+
+def checkpoint_speeds(catalog: Catalog) -> dict[str, CheckpointSpeed]:
+    """The lossless speed-ups of every checkpoint the catalogue runs. A checkpoint is loaded
+    once for every model that names it, so models sharing one must agree (ValueError)."""
+    speeds: dict[str, CheckpointSpeed] = {}
+    owners: dict[str, str] = {}
+    for card in catalog:
+        source = card.checkpoint.source
+        if source in speeds and speeds[source] != card.speed:
+            raise ValueError(
+                f"models {owners[source]} and {card.name} share checkpoint {source} but set "
+                "different cfg_batch, compile or attention_backend; set them alike"
+            )
+        speeds[source], owners[source] = card.speed, card.name
+    return speeds
 
 
 def generation_size(size: Size, *, max_area: int, multiple: int) -> Size:

@@ -167,6 +167,7 @@ class GenerationSpec:
     frames_per_pass: int = 81
     continuation_checkpoint: str | None = None
     continuation_family: Family | None = None
+    cache: str = "off"  # block cache preset (wanserve.engine.speed.CachePreset)
 
     @property
     def size(self) -> Size:
@@ -321,6 +322,7 @@ def build_spec(
         frames_per_pass=profile.frames_per_pass,
         continuation_checkpoint=continuation.source if continuation else None,
         continuation_family=continuation.family if continuation else None,
+        cache=card.cache.value,
         image=image,
         last_image=last_image,
         audio_ref=audio_ref,

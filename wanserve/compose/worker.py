@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from wanserve.catalog import Catalog
+from wanserve.catalog import Catalog, checkpoint_speeds
 from wanserve.compose.shared import ProcessKind, Shared, build_shared, check_process_model
 from wanserve.config import Settings
 from wanserve.engine.prompt import (
@@ -57,7 +57,7 @@ def build_execution(
 ) -> Execution:
     settings = shared.settings
     (settings.data_dir / "tmp").mkdir(parents=True, exist_ok=True)
-    engine_config = build_engine_config(settings)
+    engine_config = build_engine_config(settings, shared.catalog)
     if runner is None:
         runner = build_runner(engine_config, observer=shared.metrics)
     if isinstance(runner, PipelineRunner):
@@ -109,7 +109,7 @@ def build_extender(settings: Settings) -> PromptExtender | None:
     return ChatPromptExtender(backend)
 
 
-def build_engine_config(settings: Settings) -> EngineConfig:
+def build_engine_config(settings: Settings, catalog: Catalog) -> EngineConfig:
     budget = settings.model_memory_gib
     return EngineConfig(
         weights=settings.weights.value,
@@ -122,6 +122,7 @@ def build_engine_config(settings: Settings) -> EngineConfig:
         cpu_offload=settings.cpu_offload,
         vae_tiling=settings.vae_tiling,
         memory_budget_bytes=int(budget * 2**30) if budget else None,
+        speed=checkpoint_speeds(catalog),
     )
 
 

@@ -56,6 +56,7 @@ class Prepared:
 
     location: Any
     nbytes: int
+    source: str = ""  # the checkpoint as configured (a hub id or a directory)
 
 
 class CheckpointLoader(Protocol):

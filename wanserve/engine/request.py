@@ -10,8 +10,8 @@ and maps `wanserve.engine.errors` back to DashScope codes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -22,6 +22,7 @@ from PIL import Image
 
 from wanserve.engine.errors import BadInput
 from wanserve.engine.families import FAMILIES, Family, Kind, is_valid_frame_count
+from wanserve.engine.speed import BlockCount, CachePreset, CheckpointSpeed
 from wanserve.media.audio import AudioClip
 
 Frames = NDArray[np.uint8]  # (frames, height, width, 3), RGB
@@ -48,6 +49,8 @@ class GenerationRequest:
     flow_shift: float | None = None  # None: the checkpoint scheduler's own
     first_frame: Image.Image | None = None  # image- and key-frame-to-video
     last_frame: Image.Image | None = None  # key-frame-to-video
+    # Transformer block cache for this run (lossy; see wanserve/engine/speed.py).
+    cache: CachePreset = CachePreset.OFF
 
     def __post_init__(self) -> None:
         profile = FAMILIES[self.family]
@@ -96,6 +99,8 @@ class EngineProgress:
 class Clip:
     frames: Frames
     fps: int
+    # Transformer block evaluations that made it (None: an engine that does not count them).
+    blocks: BlockCount | None = None
 
 
 ProgressFn = Callable[[EngineProgress], None]
@@ -166,3 +171,9 @@ class EngineConfig:
     # Device memory resident checkpoints may use; None: 90% of the GPU's memory, or no limit
     # on a CPU.
     memory_budget_bytes: int | None = None
+    # Lossless speed-ups per checkpoint source (the catalogue's per-model settings); a source
+    # not listed gets `CheckpointSpeed()`.
+    speed: Mapping[str, CheckpointSpeed] = field(default_factory=dict)
+
+    def speed_for(self, source: str) -> CheckpointSpeed:
+        return self.speed.get(source, CheckpointSpeed())

@@ -14,29 +14,36 @@ import this module, so there is no import circle (see `manager.py` for the graph
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from wanserve.engine.manager import ManagerObserver, ModelManager
 from wanserve.engine.request import (
     CancelFn,
     Clip,
     EngineConfig,
-    Frames,
     FrameSink,
     GenerationRequest,
     ProgressFn,
 )
+from wanserve.engine.speed import CheckpointSpeed
 
-# wan.generate(leased, request, *, on_progress, should_cancel, on_frames=None)
-Generate = Callable[..., Frames]
+# wan.generate(leased, request, *, on_progress, should_cancel, on_frames=None, settings)
+Generate = Callable[..., Clip]
 
 
 class PipelineRunner:
     """`Runner` over diffusers Wan pipelines kept resident by a `ModelManager`."""
 
-    def __init__(self, *, manager: ModelManager, generate: Generate) -> None:
+    def __init__(
+        self,
+        *,
+        manager: ModelManager,
+        generate: Generate,
+        speed: Mapping[str, CheckpointSpeed] | None = None,
+    ) -> None:
         self._manager = manager
         self._generate = generate
+        self._speed = dict(speed or {})
 
     @property
     def manager(self) -> ModelManager:
@@ -46,10 +53,13 @@ class PipelineRunner:
         self, request: GenerationRequest, *, on_progress: ProgressFn, should_cancel: CancelFn
     ) -> Clip:
         with self._manager.lease(request.checkpoint, request.family, request.kind) as leased:
-            frames = self._generate(
-                leased, request, on_progress=on_progress, should_cancel=should_cancel
+            return self._generate(
+                leased,
+                request,
+                on_progress=on_progress,
+                should_cancel=should_cancel,
+                settings=self._speed.get(request.checkpoint, CheckpointSpeed()),
             )
-        return Clip(frames=frames, fps=request.fps)
 
     def stream(
         self,
@@ -59,16 +69,17 @@ class PipelineRunner:
         should_cancel: CancelFn,
         on_frames: FrameSink,
     ) -> Clip:
-        """`StreamingRunner.stream`: frames go to `on_frames` as the VAE decodes them."""
+        """`StreamingRunner.stream`: frames go to `on_frames` as the VAE decodes them; the
+        returned clip holds none, only the run's block evaluations."""
         with self._manager.lease(request.checkpoint, request.family, request.kind) as leased:
-            frames = self._generate(
+            return self._generate(
                 leased,
                 request,
                 on_progress=on_progress,
                 should_cancel=should_cancel,
                 on_frames=on_frames,
+                settings=self._speed.get(request.checkpoint, CheckpointSpeed()),
             )
-        return Clip(frames=frames, fps=request.fps)
 
 
 def build_runner(
@@ -83,4 +94,4 @@ def build_runner(
 
     loader = wan.WanLoader(config)
     manager = ModelManager(loader, budget_bytes=loader.budget_bytes(), observer=observer)
-    return PipelineRunner(manager=manager, generate=wan.generate)
+    return PipelineRunner(manager=manager, generate=wan.generate, speed=config.speed)

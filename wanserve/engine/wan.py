@@ -6,7 +6,8 @@ key-frame-to-video. It takes a `GenerationRequest` and raises `wanserve.engine.e
 torch's own errors (out of memory) are translated here, where they are caught.
 
 Imports: `manager` (the loader seam's types), `request`, `errors`, `families`, `weights`,
-`dummy`; never `runner`, which imports this module lazily in `build_runner`.
+`dummy`, `speed` (CFG batching, compilation, attention backend, caches); never `runner`, which
+imports this module lazily in `build_runner`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import math
 import types
 from collections import OrderedDict
+from contextlib import ExitStack
 from typing import Any
 
 import diffusers
@@ -26,12 +28,13 @@ from diffusers import AutoencoderKLWan, WanImageToVideoPipeline, WanPipeline
 from diffusers.models.autoencoders.autoencoder_kl_wan import WanRMS_norm, unpatchify
 from transformers import CLIPVisionModel
 
-from wanserve.engine import dummy
+from wanserve.engine import dummy, speed
 from wanserve.engine.errors import Canceled, OutOfMemory, WeightsUnavailable
 from wanserve.engine.families import FAMILIES, Family, Kind, latent_frames
 from wanserve.engine.manager import Leased, Prepared
 from wanserve.engine.request import (
     CancelFn,
+    Clip,
     EngineConfig,
     EngineProgress,
     Frames,
@@ -73,6 +76,12 @@ def check_config(config: EngineConfig) -> None:
         raise ValueError(f"unknown dtype {config.dtype!r}")
     if config.text_encoder_device not in ("auto", "cpu"):
         raise ValueError("text_encoder_device must be 'auto' or 'cpu'")
+    for source, settings in config.speed.items():
+        if settings.attention is not None:
+            try:
+                speed.check_attention_backend(settings.attention, device_type=device.type)
+            except ValueError as exc:
+                raise ValueError(f"checkpoint {source}: {exc}") from exc
 
 
 class WanLoader:
@@ -105,7 +114,9 @@ class WanLoader:
             raise self._unavailable(source, family, exc) from exc
         # A text encoder kept on the CPU does not count against device memory.
         skip = ["text_encoder"] if self.config.text_encoder_device == "cpu" else []
-        return Prepared(location=directory, nbytes=weight_bytes(directory, skip=skip))
+        return Prepared(
+            location=directory, nbytes=weight_bytes(directory, skip=skip), source=source
+        )
 
     def load(self, prepared: Prepared, family: Family) -> Any:
         """Load a prepared checkpoint of `family`, or fail with `WeightsUnavailable` (weights
@@ -131,6 +142,10 @@ class WanLoader:
             pipe = cls.from_pretrained(location, dtype=self.dtype, **extra, **common)
             self._repair_config(pipe, family)
             self._place(pipe)
+            settings = self.config.speed_for(prepared.source)
+            # Batch 1 serves unguided runs and unbatched CFG; batch 2 the batched CFG.
+            warm = (1,) if settings.cfg_batch is speed.CfgBatch.OFF else (1, 2)
+            speed.prepare_at_load(pipe, settings, warm_batches=warm)
         except torch.OutOfMemoryError as exc:
             raise OutOfMemory(
                 f"The device ran out of memory loading {location} ({family.value}).",
@@ -264,9 +279,11 @@ def generate(
     on_progress: ProgressFn,
     should_cancel: CancelFn,
     on_frames: FrameSink | None = None,
-) -> Frames:
-    """Run one generation; return uint8 frames (F, H, W, 3) at the denoising size, or, with
-    `on_frames`, hand them there as each latent frame is decoded and return none.
+    settings: speed.CheckpointSpeed | None = None,
+) -> Clip:
+    """Run one generation; return uint8 frames (F, H, W, 3) at the denoising size, with the
+    transformer block evaluations it took, or, with `on_frames`, hand the frames there as
+    each latent frame is decoded and return a clip holding none.
 
     Streaming decodes the latents here, chunk by chunk, exactly as the VAE's own `decode`
     does (same causal feature cache, same calls, same post-processing), so the frames are
@@ -278,8 +295,12 @@ def generate(
     Progress: one `DENOISE` event after each step, then one `DECODE` event after each decoder
     call (a latent frame, or one tile of it when tiling): on small GPUs and in dummy mode the
     VAE decode takes minutes, and a bar that stopped at the end of denoising looks hung.
-    `should_cancel` is polled after each step and before each decoder call."""
+    `should_cancel` is polled after each step and before each decoder call.
+
+    `settings`: the checkpoint's lossless speed-ups (`PipelineRunner` passes the configured
+    ones); the request's `cache` preset applies to this run only."""
     pipe = leased.pipeline
+    settings = settings or speed.CheckpointSpeed()
     _set_flow_shift(pipe, request.flow_shift)
     steps = request.steps
     decoder_calls = _decoder_calls(
@@ -307,11 +328,16 @@ def generate(
         pipe.vae.decoder.register_forward_pre_hook(before_decoder_call),
         pipe.vae.decoder.register_forward_hook(after_decoder_call),
     ]
+    transformers = speed.transformers_of(pipe)
+    counter = speed.BlockCounter()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), ExitStack() as stack:
             device = pipe._execution_device
+            dtype = transformers[0].dtype
             kwargs: dict[str, Any] = {
-                "prompt_embeds": encode_prompt(leased, request.prompt).to(device),
+                # In the transformer's dtype already, so the pipeline's own cast returns these
+                # very tensors (batched CFG recognises the passes by them).
+                "prompt_embeds": encode_prompt(leased, request.prompt).to(device, dtype),
                 "height": request.height,
                 "width": request.width,
                 "num_frames": request.num_frames,
@@ -324,9 +350,10 @@ def generate(
                 "callback_on_step_end": on_step_end,
             }
             if request.guidance_scale > 1.0:
-                kwargs["negative_prompt_embeds"] = encode_prompt(
-                    leased, request.negative_prompt
-                ).to(device)
+                negative = encode_prompt(leased, request.negative_prompt).to(device, dtype)
+                kwargs["negative_prompt_embeds"] = negative
+                if _batch_cfg(pipe, request, settings.cfg_batch, device):
+                    stack.enter_context(speed.batched_cfg(transformers, negative=negative))
             if pipe.config.boundary_ratio is not None and request.guidance_scale_2 is not None:
                 kwargs["guidance_scale_2"] = request.guidance_scale_2
             if isinstance(pipe, WanImageToVideoPipeline):
@@ -334,6 +361,18 @@ def generate(
                 kwargs["image"] = request.first_frame
                 if request.last_frame is not None:
                     kwargs["last_image"] = request.last_frame
+            stack.enter_context(
+                speed.block_cache(
+                    transformers,
+                    request.cache,
+                    family=request.family,
+                    steps=steps,
+                    area=request.width * request.height,
+                )
+            )
+            stack.enter_context(
+                counter.counting(transformers, per_block=request.cache is not speed.CachePreset.OFF)
+            )
             if on_frames is not None and _decodes_in_time(pipe.vae, request):
                 latents = pipe(**(kwargs | {"output_type": "latent"})).frames
                 _decode_streaming(pipe, latents, on_frames)
@@ -355,7 +394,25 @@ def generate(
             hook.remove()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    return np.ascontiguousarray(result)
+    return Clip(frames=np.ascontiguousarray(result), fps=request.fps, blocks=counter.result())
+
+
+def _batch_cfg(
+    pipe: Any, request: GenerationRequest, mode: speed.CfgBatch, device: torch.device
+) -> bool:
+    if mode is speed.CfgBatch.OFF:
+        return False
+    if mode is speed.CfgBatch.ON:
+        return True
+    transformer = speed.transformers_of(pipe)[0]
+    patch = transformer.config.patch_size
+    ratio = int(pipe.vae_scale_factor_spatial)
+    tokens = (
+        latent_frames(request.num_frames)
+        * (request.height // (ratio * patch[1]))
+        * (request.width // (ratio * patch[2]))
+    )
+    return speed.batched_cfg_fits(transformer, tokens=tokens, device=device)
 
 
 def _to_uint8(video: torch.Tensor) -> Frames:

@@ -36,6 +36,7 @@ from wanserve.engine.request import (
     Stage,
     StreamingRunner,
 )
+from wanserve.engine.speed import BlockCount
 from wanserve.spec import SEED_MAX, GenerationSpec
 from wanserve.workers.inputs import Conditioning
 from wanserve.workers.translation import request_for
@@ -166,6 +167,7 @@ def render(
     collected: list[np.ndarray] = []
     joiner = _Joiner(on_frames or collected.append, length=length)
     done = 0
+    blocks: BlockCount | None = BlockCount()
     for index, p in enumerate(passes):
         offset, final = done, index == len(passes) - 1
 
@@ -185,13 +187,16 @@ def render(
         request = request_for(p.spec, conditioning=cond)
         joiner.start_pass(continues=p.continues)
         if isinstance(runner, StreamingRunner):
-            runner.stream(
+            clip = runner.stream(
                 request, on_progress=report, should_cancel=should_cancel, on_frames=joiner.take
             )
         else:
             clip = runner.run(request, on_progress=report, should_cancel=should_cancel)
             joiner.take(clip.frames)
+        # A runner that does not count (a fake) leaves the whole video uncounted.
+        blocks = blocks + clip.blocks if blocks is not None and clip.blocks is not None else None
         done += p.spec.steps
     if on_frames is not None or not collected:
-        return Clip(frames=np.empty((0, 0, 0, 3), dtype=np.uint8), fps=spec.native_fps)
-    return Clip(frames=np.concatenate(collected), fps=spec.native_fps)
+        empty = np.empty((0, 0, 0, 3), dtype=np.uint8)
+        return Clip(frames=empty, fps=spec.native_fps, blocks=blocks)
+    return Clip(frames=np.concatenate(collected), fps=spec.native_fps, blocks=blocks)

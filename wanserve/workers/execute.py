@@ -187,7 +187,7 @@ def _run(claim: Claim, ex: Execution, signals: _Signals) -> TaskStatus | None:
                     names = shots.prompts() if shots else None
                     count = native_frames(spec, names, chain_shots=ex.chain_shots)
                     frames = timeline(count, source_fps=spec.native_fps)
-                    render(
+                    clip = render(
                         spec,
                         runner=ex.runner,
                         conditioning=inputs.conditioning,
@@ -200,6 +200,15 @@ def _run(claim: Claim, ex: Execution, signals: _Signals) -> TaskStatus | None:
                     )
                 if signals.should_stop():
                     raise Canceled()
+                if clip.blocks is not None:
+                    # Operators see what a block cache saved; clients do not (yet):
+                    # docs/performance.md.
+                    log.info(
+                        "task %s: transformer blocks computed %d, skipped by the cache %d",
+                        task.id,
+                        clip.blocks.computed,
+                        clip.blocks.skipped,
+                    )
                 if not frames.done:  # the exact-length contract: never a short video
                     raise RuntimeError(f"the engine delivered too few frames for task {task.id}")
                 # Frames were encoded while decoding; what is left is flushing the encoder,

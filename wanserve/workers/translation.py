@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from wanserve.engine.errors import BadInput, EngineError, OutOfMemory, WeightsUnavailable
 from wanserve.engine.request import GenerationRequest
+from wanserve.engine.speed import CachePreset
 from wanserve.errors import InternalError, ModelUnavailable, WanserveError
 from wanserve.spec import GenerationSpec
 from wanserve.workers.inputs import Conditioning
@@ -44,6 +45,7 @@ def request_for(spec: GenerationSpec, *, conditioning: Conditioning) -> Generati
         negative_prompt=spec.negative_prompt,
         first_frame=conditioning.image,
         last_frame=conditioning.last_image,
+        cache=CachePreset(spec.cache),
     )
 
 
