@@ -41,6 +41,8 @@ _PARAMETER_FIELDS = (
     "watermark",
     "shot_type",
     "audio",
+    "lora",
+    "lora_scale",
 )
 
 UrlFor = Callable[[Task], str | None]
@@ -269,6 +271,12 @@ class CreateTaskParameters(BaseModel):
     watermark: bool | None = None
     shot_type: str | None = None
     audio: bool | None = None
+    lora: str | None = Field(
+        default=None, description="extension: a LoRA adapter on this server, by name"
+    )
+    lora_scale: float | None = Field(
+        default=None, ge=0, le=2, description="extension: the adapter's strength (default 1)"
+    )
 
 
 class CreateTaskRequest(BaseModel):

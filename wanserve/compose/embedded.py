@@ -19,7 +19,12 @@ from fastapi import FastAPI
 from wanserve.api.deps import Services
 from wanserve.clock import Clock, utcnow
 from wanserve.compose.api import build_janitor, build_services, create_api_app
-from wanserve.compose.shared import ProcessKind, build_shared, check_process_model
+from wanserve.compose.shared import (
+    ProcessKind,
+    adapter_directory,
+    build_shared,
+    check_process_model,
+)
 from wanserve.compose.worker import build_execution, worker_name
 from wanserve.config import Settings
 from wanserve.engine.request import AudioDrivenVideo, Runner
@@ -72,7 +77,9 @@ def build_components(
         workers=settings.workers,
     )
     features = Features(
-        audio_generation=execution.dubber is not None, multi_shot=execution.extender is not None
+        audio_generation=execution.dubber is not None,
+        multi_shot=execution.extender is not None,
+        adapters=adapter_directory(settings),
     )
     return Components(
         settings=settings,

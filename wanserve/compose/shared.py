@@ -15,6 +15,7 @@ from wanserve.catalog import Catalog
 from wanserve.clock import Clock, utcnow
 from wanserve.config import Settings
 from wanserve.db.engine import make_engine, upgrade
+from wanserve.engine.adapters import AdapterDirectory
 from wanserve.keys import KeyStore
 from wanserve.spec import Features
 from wanserve.storage import build_storage, free_space_floor
@@ -86,8 +87,16 @@ def check_process_model(settings: Settings, *, kind: ProcessKind) -> None:
 def features_of(settings: Settings) -> Features:
     """What this deployment can do, from settings alone (an API process builds no engine)."""
     return Features(
-        audio_generation=settings.dubbing, multi_shot=settings.prompt_extender != "none"
+        audio_generation=settings.dubbing,
+        multi_shot=settings.prompt_extender != "none",
+        adapters=adapter_directory(settings),
     )
+
+
+def adapter_directory(settings: Settings) -> AdapterDirectory | None:
+    """The adapters requests may name, read from disk (an API process loads no engine)."""
+    root = settings.effective_lora_dir
+    return AdapterDirectory(root) if root is not None else None
 
 
 def build_shared(settings: Settings, *, clock: Clock = utcnow) -> Shared:

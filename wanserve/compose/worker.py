@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from wanserve.catalog import Catalog
 from wanserve.compose.shared import ProcessKind, Shared, build_shared, check_process_model
-from wanserve.config import Settings
+from wanserve.config import Settings, WeightsMode
 from wanserve.engine.prompt import (
     ChatBackend,
     ChatPromptExtender,
@@ -53,6 +53,11 @@ def build_execution(
     (settings.data_dir / "tmp").mkdir(parents=True, exist_ok=True)
     engine_config = build_engine_config(settings)
     if runner is None:
+        if settings.weights is WeightsMode.DUMMY and settings.lora_dir is None:
+            from wanserve.engine import dummy
+
+            assert engine_config.lora_dir is not None
+            dummy.ensure_adapters(engine_config.lora_dir)  # before a request can name them
         runner = build_runner(engine_config)
     fetcher = SafeFetcher(
         FetchPolicy(
@@ -123,6 +128,8 @@ def build_engine_config(settings: Settings) -> EngineConfig:
         cpu_offload=settings.cpu_offload,
         vae_tiling=settings.vae_tiling,
         memory_budget_bytes=int(budget * 2**30) if budget else None,
+        lora_dir=settings.effective_lora_dir,
+        lora_cache_size=settings.lora_cache_size,
     )
 
 

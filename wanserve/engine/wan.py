@@ -1,12 +1,14 @@
 """diffusers adapters for the Wan families: loading checkpoints and running one generation.
 
-The only module (with `dummy.py` and `dubbing.py`) that imports torch and diffusers. One way to
+The only module (with `dummy.py`, `random_weights.py` and `dubbing.py`) that imports torch
+and diffusers. One way to
 run every family (`generate`), with the same argument names for text-, image- and
 key-frame-to-video. It takes a `GenerationRequest` and raises `wanserve.engine.errors` only;
 torch's own errors (out of memory) are translated here, where they are caught.
 
 Imports: `manager` (the loader seam's types), `request`, `errors`, `families`, `weights`,
-`dummy`; never `runner`, which imports this module lazily in `build_runner`.
+`dummy`, `random_weights`, `lora`; never `runner`, which imports this module lazily in
+`build_runner`.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from diffusers import AutoencoderKLWan, WanImageToVideoPipeline, WanPipeline
 from diffusers.models.autoencoders.autoencoder_kl_wan import WanRMS_norm
 from transformers import CLIPVisionModel
 
-from wanserve.engine import dummy
+from wanserve.engine import dummy, random_weights
 from wanserve.engine.errors import Canceled, OutOfMemory, WeightsUnavailable
 from wanserve.engine.families import FAMILIES, Family, Kind, latent_frames
+from wanserve.engine.lora import LoraLibrary
 from wanserve.engine.manager import Leased, Prepared
 from wanserve.engine.request import (
     CancelFn,
@@ -93,6 +96,13 @@ class WanLoader:
         return None
 
     def prepare(self, source: str, family: Family) -> Prepared:
+        if self.config.weights == "random":
+            try:
+                layout = random_weights.layout_for(source, family)
+            except ValueError as exc:
+                raise self._unavailable(source, family, exc) from exc
+            nbytes = random_weights.parameter_bytes(layout, dtype=self.dtype)
+            return Prepared(location=layout, nbytes=nbytes)
         try:
             directory = local_checkpoint(
                 self.config, source, dummy=lambda root: dummy.ensure_checkpoint(family, root)
@@ -109,6 +119,8 @@ class WanLoader:
         diffusers.utils.logging.disable_progress_bar()
         transformers.utils.logging.disable_progress_bar()
         location = prepared.location
+        if isinstance(location, random_weights.Layout):
+            return self._load_random(location)
         profile = FAMILIES[family]
         cls = WanImageToVideoPipeline if profile.image_pipeline else WanPipeline
         common: dict[str, Any] = {"local_files_only": True}
@@ -135,6 +147,19 @@ class WanLoader:
         except (OSError, ValueError, RuntimeError) as exc:
             raise self._unavailable(str(location), family, exc) from exc
         log.info("loaded %s (%s) on %s as %s", location, family.value, self.device, self.dtype)
+        return pipe
+
+    def _load_random(self, layout: random_weights.Layout) -> Any:
+        """A full-size pipeline of `layout` with random weights, made on the device."""
+        try:
+            pipe = random_weights.build_pipeline(layout, device=self.device, dtype=self.dtype)
+            self._place(pipe)
+        except torch.OutOfMemoryError as exc:
+            raise OutOfMemory(
+                f"The device ran out of memory building {layout.family.value} with random weights.",
+                while_loading=True,
+            ) from exc
+        log.info("built %s with random weights on %s as %s", layout, self.device, self.dtype)
         return pipe
 
     def _unavailable(self, source: str, family: Family, exc: BaseException) -> WeightsUnavailable:
@@ -259,14 +284,22 @@ def generate(
     *,
     on_progress: ProgressFn,
     should_cancel: CancelFn,
+    lora: LoraLibrary | None = None,
 ) -> Frames:
     """Run one generation; return uint8 frames (F, H, W, 3) at the denoising size.
+
+    `lora` loads and activates the request's adapters (and switches off those of earlier
+    runs); without it, a request naming adapters fails with `WeightsUnavailable`.
 
     Progress: one `DENOISE` event after each step, then one `DECODE` event after each decoder
     call (a latent frame, or one tile of it when tiling): on small GPUs and in dummy mode the
     VAE decode takes minutes, and a bar that stopped at the end of denoising looks hung.
     `should_cancel` is polled after each step and before each decoder call."""
     pipe = leased.pipeline
+    if lora is not None:
+        lora.apply(leased, request.adapters)
+    elif request.adapters:
+        raise WeightsUnavailable("LoRA adapters are not configured on this worker (lora_dir).")
     _set_flow_shift(pipe, request.flow_shift)
     steps = request.steps
     decoder_calls = _decoder_calls(

@@ -44,6 +44,7 @@ def request_for(spec: GenerationSpec, *, conditioning: Conditioning) -> Generati
         negative_prompt=spec.negative_prompt,
         first_frame=conditioning.image,
         last_frame=conditioning.last_image,
+        adapters=spec.adapters,
     )
 
 
