@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
+
 from wanserve.engine.adapters import DIRECTORY_WEIGHTS, AdapterDirectory, AdapterUse
 from wanserve.engine.errors import WeightsUnavailable
 from wanserve.engine.manager import Leased
@@ -86,7 +88,7 @@ class LoraLibrary:
                 warnings.filterwarnings("ignore", "Already found a `peft_config`", UserWarning)
                 for into_second in targets:
                     self._load_into(pipe, source, weight_name, name, into_second=into_second)
-        except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
+        except (OSError, SafetensorError, ValueError, KeyError, RuntimeError, ImportError) as exc:
             _forget(pipe, name)
             raise WeightsUnavailable(
                 f"LoRA adapter {name!r} ({_describe(path)}) could not be loaded: {_first_line(exc)}"
