@@ -135,12 +135,10 @@ def test_a_missing_adapter_fails_the_run_and_leaves_the_pipeline_usable(
     assert np.array_equal(frames(swapping), frames(swapping))
 
 
-def test_an_unreadable_adapter_is_reported_and_cleaned_up(
-    dummy_root: Path, tmp_path: Path
-) -> None:
+def test_an_unreadable_adapter_is_reported_and_cleaned_up(dummy_root: Path, tmp_path: Path) -> None:
     (tmp_path / "broken.safetensors").write_bytes(b"not a safetensors file")
     runner = make_runner(dummy_root, tmp_path)
-    with pytest.raises(WeightsUnavailable, match="'broken'.*could not be loaded"):
+    with pytest.raises(WeightsUnavailable, match=r"'broken'.*could not be loaded"):
         frames(runner, AdapterUse(name="broken"))
     with runner.manager.lease("dummy", Family.WAN21_T2V, Kind.TEXT_TO_VIDEO) as leased:
         assert list(loaded_adapters(leased)) == []
