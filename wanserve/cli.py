@@ -64,7 +64,8 @@ def _catalog_options(p: argparse.ArgumentParser) -> None:
         "--weights",
         choices=[m.value for m in WeightsMode],
         help="auto: real checkpoints (local directory or hub id); dummy: tiny random "
-        "models of the real architectures, built offline [default auto]",
+        "models of the real architectures, built offline; random: the published "
+        "architectures at full size with random weights, for timing [default auto]",
     )
     p.add_argument(
         "--steps",
