@@ -413,6 +413,11 @@ def _logging(settings: Settings) -> None:
 
 
 def _warn_dummy(settings: Settings) -> None:
+    if settings.weights is WeightsMode.RANDOM:
+        logging.getLogger("wanserve").warning(
+            "random weights: the published architectures at full size with random weights "
+            "(videos are noise); for timing only"
+        )
     if settings.weights is WeightsMode.DUMMY:
         logging.getLogger("wanserve").warning(
             "dummy weights: every model runs tiny random components (videos are noise), "
