@@ -13,7 +13,12 @@ from tests.waiting import scaled
 PACKAGE = Path(__file__).resolve().parent.parent / "wanserve"
 HEAVY = ("torch", "diffusers", "transformers")
 # The modules that import them when they load (docs/architecture.md, "Layers").
-TORCH_MODULES = {"engine/wan.py", "engine/dummy.py", "engine/dubbing.py"}
+TORCH_MODULES = {
+    "engine/wan.py",
+    "engine/dummy.py",
+    "engine/dubbing.py",
+    "engine/random_weights.py",
+}
 
 
 def python(code: str) -> subprocess.CompletedProcess[str]:

@@ -20,10 +20,12 @@ import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from wanserve.engine.families import CHECKPOINTS, frames_at_least
+from wanserve.engine.adapters import MAX_SCALE, is_valid_name
+from wanserve.engine.families import CHECKPOINTS, DISTILLED, frames_at_least
 from wanserve.engine.families import DEFAULT_NEGATIVE_PROMPT as DEFAULT_NEGATIVE_PROMPT
 from wanserve.engine.families import FAMILIES as FAMILIES
 from wanserve.engine.families import Checkpoint as Checkpoint
@@ -120,6 +122,10 @@ class ModelCard:
     # Lossless speed-ups of the checkpoint, and the block cache tasks use unless they ask.
     speed: CheckpointSpeed = field(default_factory=CheckpointSpeed)
     cache: CachePreset = CachePreset.OFF
+    # A LoRA adapter every run of this model uses (e.g. a distillation adapter bound by the
+    # `distilled` preset), at `adapter_scale`; requests may add one of their own.
+    adapter: str | None = None
+    adapter_scale: float = 1.0
     sizes: tuple[Size, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -352,6 +358,30 @@ class ModelOverride(BaseModel):
     cache: CachePreset | None = Field(
         default=None, description="off | fast | faster: the block cache tasks use by default"
     )
+    preset: Literal["distilled"] | None = Field(
+        default=None,
+        description="distilled: 4 steps, guidance 1.0 (no CFG), flow shift 5, with the "
+        "distillation adapter named by `lora` (fields set here override the preset's)",
+    )
+    lora: str | None = Field(
+        default=None, description="LoRA adapter (in lora_dir) every run of this model uses"
+    )
+    lora_scale: float | None = Field(default=None, ge=0, le=MAX_SCALE)
+
+    @field_validator("lora")
+    @classmethod
+    def _adapter_name(cls, value: str | None) -> str | None:
+        if value is not None and not is_valid_name(value):
+            raise ValueError(f"{value!r} is not an adapter name (letters, digits, . _ -)")
+        return value
+
+    @model_validator(mode="after")
+    def _preset_needs_adapter(self) -> ModelOverride:
+        if self.preset == "distilled" and self.lora is None:
+            raise ValueError("preset distilled needs lora: the distillation adapter's name")
+        if self.lora_scale is not None and self.lora is None:
+            raise ValueError("lora_scale needs lora")
+        return self
 
 
 class Catalog:
@@ -406,6 +436,11 @@ def _apply_override(card: ModelCard, o: ModelOverride | None, steps: int | None)
             max_area=o.max_area or checkpoint.max_area,
         )
     base = FAMILIES[checkpoint.family].sampling
+    if o is not None and o.preset == "distilled":
+        # Guidance off for both experts of a two-expert model; none where there is no second.
+        second = DISTILLED.guidance_scale_2 if base.guidance_scale_2 is not None else None
+        base = dataclasses.replace(DISTILLED, guidance_scale_2=second)
+        steps = None  # the preset's step count beats the global one; `o.steps` beats both
     if card.kind not in FAMILIES[checkpoint.family].kinds:
         raise ValueError(
             f"model {card.name} ({card.kind.value}) cannot run on a {checkpoint.family.value} "
@@ -445,6 +480,8 @@ def _apply_override(card: ModelCard, o: ModelOverride | None, steps: int | None)
         continuation=continuation,
         speed=speed,
         cache=o.cache if o and o.cache else CachePreset.OFF,
+        adapter=o.lora if o is not None else None,
+        adapter_scale=o.lora_scale if o is not None and o.lora_scale is not None else 1.0,
     )
     effective = built.continued_by
     if effective is not None and effective is not checkpoint:

@@ -68,7 +68,8 @@ def _catalog_options(p: argparse.ArgumentParser) -> None:
         "--weights",
         choices=[m.value for m in WeightsMode],
         help="auto: real checkpoints (local directory or hub id); dummy: tiny random "
-        "models of the real architectures, built offline [default auto]",
+        "models of the real architectures, built offline; random: the published "
+        "architectures at full size with random weights, for timing [default auto]",
     )
     p.add_argument(
         "--steps",
@@ -521,6 +522,11 @@ def _logging(settings: Settings) -> None:
 
 
 def _warn_dummy(settings: Settings) -> None:
+    if settings.weights is WeightsMode.RANDOM:
+        logging.getLogger("wanserve").warning(
+            "random weights: the published architectures at full size with random weights "
+            "(videos are noise); for timing only"
+        )
     if settings.weights is WeightsMode.DUMMY:
         logging.getLogger("wanserve").warning(
             "dummy weights: every model runs tiny random components (videos are noise), "

@@ -24,6 +24,9 @@ from wanserve.catalog import Catalog, Kind, ModelOverride
 class WeightsMode(StrEnum):
     AUTO = "auto"  # real checkpoints: a local diffusers directory or a hub id
     DUMMY = "dummy"  # tiny random components of the real architectures, built offline
+    # The published architectures at full size with random weights, built in memory: for
+    # timing on a host without the weights (bench/reference_job.py); videos are noise.
+    RANDOM = "random"
 
 
 class Role(StrEnum):
@@ -333,6 +336,21 @@ class Settings(BaseSettings):
         "pool of 40 threads); up to as many again are opened under bursts",
     )
 
+    # LoRA adapters.
+    lora_dir: Path | None = Field(
+        default=None,
+        description="directory of LoRA adapters requests and models may name "
+        "(<name>.safetensors or a diffusers LoRA directory <name>/); default: none, or the "
+        "dummy adapters with dummy weights",
+    )
+    lora_cache_size: int = Field(
+        default=8,
+        ge=1,
+        le=64,
+        description="adapters kept loaded per resident checkpoint; the least recently used "
+        "is unloaded beyond it",
+    )
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
@@ -399,6 +417,16 @@ class Settings(BaseSettings):
         if self.dubbing_steps is not None:
             return self.dubbing_steps
         return 4 if self.weights is WeightsMode.DUMMY else 100
+
+    @property
+    def effective_lora_dir(self) -> Path | None:
+        """Where adapters are looked up: the configured directory, or with dummy weights the
+        one the worker fills with tiny dummy adapters."""
+        if self.lora_dir is not None:
+            return self.lora_dir.expanduser().resolve()
+        if self.weights is WeightsMode.DUMMY:
+            return self.data_dir / "dummy-weights" / "loras"
+        return None
 
     @property
     def effective_database_url(self) -> str:

@@ -35,6 +35,7 @@ from wanserve.catalog import (
     generation_size,
     tier_of,
 )
+from wanserve.engine.adapters import MAX_SCALE, AdapterDirectory, AdapterUse, is_valid_name
 from wanserve.errors import EmptyModel, InvalidParameter, InvalidURL
 
 SEED_MAX = 2_147_483_647
@@ -94,6 +95,9 @@ class Features:
 
     audio_generation: bool = False
     multi_shot: bool = False
+    # LoRA adapters requests may name (`parameters.lora`), listed from disk per request;
+    # None: this server has no adapter directory.
+    adapters: AdapterDirectory | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,8 @@ class SynthesisRequest:
     size_names_tier: bool = False
     # Not part of the generation: where the task's end is POSTed (see tasks/webhooks.py).
     callback_url: object = None
+    lora: object = None
+    lora_scale: object = None
 
 
 @dataclass(frozen=True)
@@ -168,6 +174,8 @@ class GenerationSpec:
     continuation_checkpoint: str | None = None
     continuation_family: Family | None = None
     cache: str = "off"  # block cache preset (wanserve.engine.speed.CachePreset)
+    # LoRA adapters of every pass: the model's own (a preset's), then the request's.
+    adapters: tuple[AdapterUse, ...] = ()
 
     @property
     def size(self) -> Size:
@@ -232,6 +240,7 @@ class GenerationSpec:
         data["family"] = Family(data["family"])
         if data.get("continuation_family") is not None:
             data["continuation_family"] = Family(data["continuation_family"])
+        data["adapters"] = tuple(AdapterUse(**a) for a in data.get("adapters", ()))
         return cls(**data)
 
 
@@ -284,6 +293,7 @@ def build_spec(
     audio = _audio(req.audio, card, has_audio_url=audio_ref is not None, features=features)
     steps = _steps(req.steps, default=card.sampling.steps)
     guidance, guidance_2 = _guidance(req.guidance_scale, card)
+    adapters = _adapters(req.lora, req.lora_scale, card, features=features)
 
     profile = FAMILIES[card.checkpoint.family]
     continuation = card.continued_by
@@ -326,6 +336,7 @@ def build_spec(
         image=image,
         last_image=last_image,
         audio_ref=audio_ref,
+        adapters=adapters,
     )
     return spec._sized(size) if size is not None else spec
 
@@ -521,6 +532,46 @@ def _audio(value: object, card: ModelCard, *, has_audio_url: bool, features: Fea
             )
         return False  # default-on dubbing without a backend: silent, and usage says so
     return True
+
+
+_LISTED_ADAPTERS = 20  # an error names at most this many of the available adapters
+
+
+def _adapters(
+    name: object, scale: object, card: ModelCard, *, features: Features
+) -> tuple[AdapterUse, ...]:
+    """The model's own adapter, then the one the request names (which replaces the model's
+    scale when it names the same adapter)."""
+    own = (AdapterUse(name=card.adapter, scale=card.adapter_scale),) if card.adapter else ()
+    if name is None:
+        if scale is not None:
+            raise InvalidParameter("lora_scale needs lora: name the adapter it scales.")
+        return own
+    if not isinstance(name, str) or not is_valid_name(name):
+        raise InvalidParameter(
+            "lora must be the name of an adapter on this server (letters, digits, '.', '_' "
+            "and '-'; no paths)."
+        )
+    if features.adapters is None:
+        raise InvalidParameter("lora is not available: this server has no LoRA adapters.")
+    if not features.adapters.exists(name):
+        names = features.adapters.names()
+        listed = ", ".join(names[:_LISTED_ADAPTERS]) + (
+            ", ..." if len(names) > _LISTED_ADAPTERS else ""
+        )
+        raise InvalidParameter(
+            f"lora {name!r} is not an adapter on this server; available: {listed or 'none'}."
+        )
+    strength = 1.0 if scale is None else _scale(scale)
+    return (*(a for a in own if a.name != name), AdapterUse(name=name, scale=strength))
+
+
+def _scale(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidParameter(f"lora_scale must be a number from 0 to {MAX_SCALE:g}.")
+    if not 0 <= value <= MAX_SCALE:
+        raise InvalidParameter(f"lora_scale {value!r} must be from 0 to {MAX_SCALE:g}.")
+    return float(value)
 
 
 def _images(req: SynthesisRequest, card: ModelCard) -> tuple[MediaRef | None, MediaRef | None]:

@@ -42,7 +42,7 @@ ENGINE = Path(__file__).parents[2] / "wanserve" / "engine"
 # codes, the task store, HTTP.
 FORBIDDEN = ("wanserve.spec", "wanserve.catalog", "wanserve.errors", "wanserve.tasks")
 FORBIDDEN += ("wanserve.api", "wanserve.workers", "wanserve.app", "wanserve.db")
-TORCH_FREE = ("request", "errors", "families", "manager", "runner")
+TORCH_FREE = ("request", "errors", "families", "manager", "runner", "adapters", "lora")
 
 
 def imports_of(path: Path) -> set[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pydantic
 import pytest
 
 from wanserve.catalog import (
@@ -233,3 +234,27 @@ def test_tiers_of_sizes() -> None:
     assert tier_of(Size(1088, 832)) == "720P"
     assert tier_of(Size(1248, 1632)) == "1080P"
     assert tier_of(Size(816, 1104)) == "720P"  # image-driven: nearest budget
+
+
+def test_the_distilled_preset_and_its_adapter() -> None:
+    turbo = ModelOverride(preset="distilled", lora="turbo4")
+    card = Catalog.build({"wan2.1-t2v-turbo": turbo}, steps=2).get("wan2.1-t2v-turbo")
+    assert (card.sampling.steps, card.sampling.guidance_scale) == (4, 1.0)
+    assert card.sampling.flow_shift_for(832 * 480) == 5.0  # at every resolution
+    assert (card.adapter, card.adapter_scale) == ("turbo4", 1.0)
+    # Two experts: guidance off for both; explicit fields beat the preset's.
+    a14b = ModelOverride(preset="distilled", lora="x", steps=6, lora_scale=0.5)
+    plus = Catalog.build({"wan2.6-t2v": a14b}).get("wan2.6-t2v")
+    assert (plus.sampling.steps, plus.sampling.guidance_scale_2, plus.adapter_scale) == (
+        6,
+        1.0,
+        0.5,
+    )
+    for bad in (
+        {"preset": "distilled"},
+        {"lora": "../x"},
+        {"lora_scale": 1.0},
+        {"lora": "x", "lora_scale": 3},
+    ):
+        with pytest.raises(pydantic.ValidationError):
+            ModelOverride(**bad)

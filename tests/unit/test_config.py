@@ -49,7 +49,7 @@ def test_cli_reports_bad_configuration_without_secrets(
     monkeypatch.setenv("WANSERVE_WEIGHTS", "bogus")
     assert main(["models"]) == 2
     err = capsys.readouterr().err
-    assert err == "wanserve: error: WANSERVE_WEIGHTS: Input should be 'auto' or 'dummy'\n"
+    assert err == "wanserve: error: WANSERVE_WEIGHTS: Input should be 'auto', 'dummy' or 'random'\n"
 
 
 def models_table(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, list[str]]:

@@ -57,6 +57,8 @@ _PARAMETER_FIELDS = (
     "steps",  # extension: per-request denoising steps
     "guidance_scale",  # extension: per-request classifier-free guidance
     "callback_url",  # wanserve's extension: a webhook for the task's end
+    "lora",
+    "lora_scale",
 )
 
 UrlFor = Callable[[Task], str | None]
@@ -502,6 +504,12 @@ class CreateTaskParameters(BaseModel):
         max_length=MAX_CALLBACK_URL,
         description="wanserve extension: an http(s) URL POSTed the task's GET body, signed "
         "the Standard Webhooks way, when it ends",
+    )
+    lora: str | None = Field(
+        default=None, description="extension: a LoRA adapter on this server, by name"
+    )
+    lora_scale: float | None = Field(
+        default=None, ge=0, le=2, description="extension: the adapter's strength (default 1)"
     )
 
 

@@ -24,7 +24,12 @@ from wanserve.compose.api import (
     build_services,
     create_api_app,
 )
-from wanserve.compose.shared import ProcessKind, build_shared, check_process_model
+from wanserve.compose.shared import (
+    ProcessKind,
+    adapter_directory,
+    build_shared,
+    check_process_model,
+)
 from wanserve.compose.worker import build_execution, worker_name
 from wanserve.config import Settings
 from wanserve.engine.request import AudioDrivenVideo, Runner
@@ -80,7 +85,9 @@ def build_components(
         workers=settings.workers,
     )
     features = Features(
-        audio_generation=execution.dubber is not None, multi_shot=execution.extender is not None
+        audio_generation=execution.dubber is not None,
+        multi_shot=execution.extender is not None,
+        adapters=adapter_directory(settings),
     )
     generation = Probe(
         "workers",

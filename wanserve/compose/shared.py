@@ -16,6 +16,7 @@ from wanserve.catalog import Catalog
 from wanserve.clock import Clock, utcnow
 from wanserve.config import Settings
 from wanserve.db.engine import make_engine, upgrade
+from wanserve.engine.adapters import AdapterDirectory
 from wanserve.keys import KeyStore
 from wanserve.media.fetch import FetchPolicy, SafeFetcher
 from wanserve.observability import Metrics
@@ -92,7 +93,9 @@ def check_process_model(settings: Settings, *, kind: ProcessKind) -> None:
 def features_of(settings: Settings) -> Features:
     """What this deployment can do, from settings alone (an API process builds no engine)."""
     return Features(
-        audio_generation=settings.dubbing, multi_shot=settings.prompt_extender != "none"
+        audio_generation=settings.dubbing,
+        multi_shot=settings.prompt_extender != "none",
+        adapters=adapter_directory(settings),
     )
 
 
@@ -105,6 +108,12 @@ def fetch_policy(settings: Settings) -> FetchPolicy:
         total_timeout=settings.fetch_total_timeout,
         max_redirects=settings.fetch_max_redirects,
     )
+
+
+def adapter_directory(settings: Settings) -> AdapterDirectory | None:
+    """The adapters requests may name, read from disk (an API process loads no engine)."""
+    root = settings.effective_lora_dir
+    return AdapterDirectory(root) if root is not None else None
 
 
 def build_shared(settings: Settings, *, clock: Clock = utcnow) -> Shared:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from wanserve.catalog import Catalog, checkpoint_speeds
 from wanserve.compose.shared import ProcessKind, Shared, build_shared, check_process_model
-from wanserve.config import Settings
+from wanserve.config import Settings, WeightsMode
 from wanserve.engine.prompt import (
     ChatBackend,
     ChatPromptExtender,
@@ -59,6 +59,11 @@ def build_execution(
     (settings.data_dir / "tmp").mkdir(parents=True, exist_ok=True)
     engine_config = build_engine_config(settings, shared.catalog)
     if runner is None:
+        if settings.weights is WeightsMode.DUMMY and settings.lora_dir is None:
+            from wanserve.engine import dummy
+
+            assert engine_config.lora_dir is not None
+            dummy.ensure_adapters(engine_config.lora_dir)  # before a request can name them
         runner = build_runner(engine_config, observer=shared.metrics)
     if isinstance(runner, PipelineRunner):
         shared.metrics.watch_engine(runner.manager.resident_bytes)
@@ -123,6 +128,8 @@ def build_engine_config(settings: Settings, catalog: Catalog) -> EngineConfig:
         vae_tiling=settings.vae_tiling,
         memory_budget_bytes=int(budget * 2**30) if budget else None,
         speed=checkpoint_speeds(catalog),
+        lora_dir=settings.effective_lora_dir,
+        lora_cache_size=settings.lora_cache_size,
     )
 
 

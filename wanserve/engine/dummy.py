@@ -8,11 +8,18 @@ exercises the real loading path. The videos are noise; everything else is real.
 
 Weights are drawn from a fixed seed and the tokenizer is trained deterministically, so two
 builds are identical.
+
+LoRA adapters for these transformers are built the same way (`ensure_adapters`): low-rank A/B
+matrices (and bias deltas) for every attention and feed-forward linear layer of each block,
+the time projection and the output head, under the real module names, saved once in diffusers'
+key format and once in the lightx2v/Kijai format (`diffusion_model.blocks.N.self_attn.q.
+lora_down.weight`, `.alpha`, `.diff_b`), so the real loader and its format conversion run.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -28,6 +35,7 @@ from diffusers import (
     WanPipeline,
     WanTransformer3DModel,
 )
+from safetensors.torch import save_file
 from transformers import (
     CLIPImageProcessor,
     CLIPVisionConfig,
@@ -289,6 +297,117 @@ def build_audio_pipeline() -> Any:
                 sigma_schedule="exponential",
             ),
         )
+
+
+# The adapters `ensure_adapters` provides in dummy mode: one per key format.
+STYLE_ADAPTER = "dummy-style"  # diffusers format
+DISTILL_ADAPTER = "dummy-lightx2v"  # lightx2v/Kijai format, converted by diffusers on load
+_ADAPTER_RANK = 4
+_INNER = _HEADS * _HEAD_DIM
+_FFN = 32  # the dummy transformer's ffn_dim
+# diffusers module name -> (in, out) features, per block; then the modules outside the blocks.
+_BLOCK_LINEARS = {
+    **{f"attn{a}.{p}": (_INNER, _INNER) for a in (1, 2) for p in ("to_q", "to_k", "to_v")},
+    "attn1.to_out.0": (_INNER, _INNER),
+    "attn2.to_out.0": (_INNER, _INNER),
+    "ffn.net.0.proj": (_INNER, _FFN),
+    "ffn.net.2": (_FFN, _INNER),
+}
+_OTHER_LINEARS = {"condition_embedder.time_proj": (_INNER, 6 * _INNER)}
+_BLOCKS = 2  # the dummy transformer's num_layers
+# diffusers name -> the original Wan (lightx2v/Kijai) name of the same layer.
+_WAN_NAMES = {
+    "attn1.to_q": "self_attn.q",
+    "attn1.to_k": "self_attn.k",
+    "attn1.to_v": "self_attn.v",
+    "attn1.to_out.0": "self_attn.o",
+    "attn2.to_q": "cross_attn.q",
+    "attn2.to_k": "cross_attn.k",
+    "attn2.to_v": "cross_attn.v",
+    "attn2.to_out.0": "cross_attn.o",
+    "ffn.net.0.proj": "ffn.0",
+    "ffn.net.2": "ffn.2",
+    "condition_embedder.time_proj": "time_projection.1",
+}
+
+
+def adapter_tensors(seed: int, *, std: float = 0.2) -> dict[str, torch.Tensor]:
+    """Random LoRA weights for the dummy transformers, keyed in diffusers' format (without
+    the `transformer.` prefix): `<module>.lora_A.weight` (rank x in), `.lora_B.weight`
+    (out x rank) and `.lora_B.bias` (out)."""
+    generator = torch.Generator().manual_seed(seed)
+    tensors: dict[str, torch.Tensor] = {}
+    modules = [
+        (f"blocks.{i}.{m}", shape) for i in range(_BLOCKS) for m, shape in _BLOCK_LINEARS.items()
+    ]
+    modules += list(_OTHER_LINEARS.items())
+    for module, (fan_in, fan_out) in modules:
+        a = torch.randn(_ADAPTER_RANK, fan_in, generator=generator) * std
+        b = torch.randn(fan_out, _ADAPTER_RANK, generator=generator) * std
+        tensors[f"{module}.lora_A.weight"] = a
+        tensors[f"{module}.lora_B.weight"] = b
+        # A bias delta on every layer: PEFT's `lora_bias` applies to all layers of an adapter
+        # once any has one (real lightx2v files carry `diff_b` on every layer too).
+        tensors[f"{module}.lora_B.bias"] = torch.randn(fan_out, generator=generator) * std
+    return tensors
+
+
+def save_diffusers_adapter(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """`tensors` (from `adapter_tensors`) as a diffusers LoRA file."""
+    _save_atomically({f"transformer.{k}": v.contiguous() for k, v in tensors.items()}, path)
+
+
+def save_wan_adapter(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """The same adapter in the original Wan key format lightx2v and Kijai publish: lora_down /
+    lora_up, an `alpha` per layer (here the rank: scale 1, the same numbers as the diffusers
+    file), `diff_b` bias deltas, and a norm `diff` the converter drops (as in real files)."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in tensors.items():
+        module, _, kind = key.partition(".lora_")
+        block, wan = _wan_module(module)
+        prefix = f"diffusion_model.{block}{wan}"
+        if kind == "A.weight":
+            out[f"{prefix}.lora_down.weight"] = value
+            if block:  # the converter reads alphas in blocks only
+                out[f"{prefix}.alpha"] = torch.tensor(float(_ADAPTER_RANK))
+        elif kind == "B.weight":
+            out[f"{prefix}.lora_up.weight"] = value
+        else:
+            out[f"{prefix}.diff_b"] = value
+    out["diffusion_model.blocks.0.norm3.diff"] = torch.zeros(_INNER)
+    _save_atomically({k: v.contiguous() for k, v in out.items()}, path)
+
+
+def _wan_module(module: str) -> tuple[str, str]:
+    if module.startswith("blocks."):
+        _, index, rest = module.split(".", 2)
+        return f"blocks.{index}.", _WAN_NAMES[rest]
+    return "", _WAN_NAMES[module]
+
+
+def ensure_adapters(root: Path) -> Path:
+    """A directory holding the dummy adapters (`STYLE_ADAPTER`, `DISTILL_ADAPTER`), built on
+    first use; it is what `lora_dir` defaults to in dummy mode."""
+    root.mkdir(parents=True, exist_ok=True)
+    style = root / f"{STYLE_ADAPTER}.safetensors"
+    if not style.exists():
+        save_diffusers_adapter(adapter_tensors(1), style)
+    distill = root / f"{DISTILL_ADAPTER}.safetensors"
+    if not distill.exists():
+        save_wan_adapter(adapter_tensors(2), distill)
+    return root
+
+
+def _save_atomically(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    # A reader (the API listing adapters, another worker) never sees half a file.
+    fd, staging = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, staging)
+        os.replace(staging, path)
+    finally:
+        if os.path.exists(staging):
+            os.unlink(staging)
 
 
 def ensure_audio_checkpoint(root: Path) -> Path:

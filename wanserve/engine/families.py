@@ -183,6 +183,16 @@ FAMILIES: Mapping[Family, FamilyProfile] = {
 }
 
 
+# The distilled ("turbo") preset: a step- and CFG-distillation LoRA (lightx2v's 4-step
+# adapters; CausVid-style ones work the same way) on the base checkpoint. Four steps, guidance
+# off (1.0: diffusers then skips the unconditional pass), flow shift 5, as LightX2V's own
+# configuration for its Wan2.1 T2V distillation LoRA states (ModelTC/LightX2V
+# configs/distill/wan21/wan_t2v_distill_lora_4step_cfg.json: infer_steps 4, sample_shift 5,
+# enable_cfg false). LightX2V samples the fixed timesteps [1000, 750, 500, 250]; diffusers'
+# UniPC/Euler schedulers at 4 steps and shift 5 place theirs close to those, not on them.
+DISTILLED = Sampling(steps=4, guidance_scale=1.0, guidance_scale_2=1.0, flow_shift=5.0)
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     """Where a model's weights come from: a diffusers-format directory or a hub id."""

@@ -7,10 +7,12 @@ checkpoints are unloaded when a memory budget would be exceeded. Loading itself 
 and is tested with a fake loader.
 
 Engine imports form a tree (checked by tests/engine/test_boundary.py):
-`runner -> manager, request`; `runner ..> wan` (inside `build_runner` only, so importing
-the runner's module does not load torch); `wan -> manager, request, errors, families,
-weights, dummy`; `weights -> request`; `dubbing -> wan, weights, dummy, request, errors`.
-`request`, `errors` and `families` are torch-free leaves.
+`runner -> manager, request, adapters, lora`; `runner ..> wan` (inside `build_runner` only,
+so importing the runner's module does not load torch); `wan -> manager, request, errors,
+families, weights, dummy, random_weights, lora`; `lora -> adapters, errors, manager` (torch-free:
+it only calls the pipeline's methods); `random_weights -> dummy, families`;
+`weights -> request`; `dubbing -> wan, weights, dummy, request, errors`.
+`request`, `errors`, `families` and `adapters` are torch-free leaves.
 """
 
 from __future__ import annotations

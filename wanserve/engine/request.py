@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from wanserve.engine.adapters import AdapterUse
 from wanserve.engine.errors import BadInput
 from wanserve.engine.families import FAMILIES, Family, Kind, is_valid_frame_count
 from wanserve.engine.speed import BlockCount, CachePreset, CheckpointSpeed
@@ -51,9 +52,14 @@ class GenerationRequest:
     last_frame: Image.Image | None = None  # key-frame-to-video
     # Transformer block cache for this run (lossy; see wanserve/engine/speed.py).
     cache: CachePreset = CachePreset.OFF
+    # LoRA adapters active for this run (by name, in `EngineConfig.lora_dir`); none: the
+    # base weights alone. Each is loaded once per resident checkpoint and then swapped.
+    adapters: tuple[AdapterUse, ...] = ()
 
     def __post_init__(self) -> None:
         profile = FAMILIES[self.family]
+        if len({a.name for a in self.adapters}) != len(self.adapters):
+            raise BadInput("an adapter is named twice")
         if self.kind not in profile.kinds:
             raise BadInput(f"a {self.family.value} checkpoint cannot run {self.kind.value}")
         multiple = profile.size_multiple
@@ -159,7 +165,9 @@ class AudioDrivenVideo(Protocol):
 
 @dataclass(frozen=True)
 class EngineConfig:
-    weights: str  # "auto" | "dummy"
+    # "auto" | "dummy" | "random" (full-size architectures with random weights, built in
+    # memory: for timing on hosts without the weights; see random_weights.py)
+    weights: str
     device: str  # "auto" | "cpu" | "cuda[:N]"
     dummy_root: Path
     hf_cache_dir: Path | None = None
@@ -177,3 +185,8 @@ class EngineConfig:
 
     def speed_for(self, source: str) -> CheckpointSpeed:
         return self.speed.get(source, CheckpointSpeed())
+
+    lora_dir: Path | None = None  # where adapters named by requests live; None: no adapters
+    # Adapters kept loaded per resident checkpoint; the least recently used is deleted
+    # beyond it (each one costs rank x (in + out) weights per adapted layer).
+    lora_cache_size: int = 8

@@ -14,8 +14,11 @@ import this module, so there is no import circle (see `manager.py` for the graph
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 
+from wanserve.engine.adapters import AdapterDirectory
+from wanserve.engine.lora import LoraLibrary
 from wanserve.engine.manager import ManagerObserver, ModelManager
 from wanserve.engine.request import (
     CancelFn,
@@ -94,4 +97,8 @@ def build_runner(
 
     loader = wan.WanLoader(config)
     manager = ModelManager(loader, budget_bytes=loader.budget_bytes(), observer=observer)
-    return PipelineRunner(manager=manager, generate=wan.generate, speed=config.speed)
+    generate: Generate = wan.generate
+    if config.lora_dir is not None:
+        library = LoraLibrary(AdapterDirectory(config.lora_dir), cache_size=config.lora_cache_size)
+        generate = functools.partial(wan.generate, lora=library)
+    return PipelineRunner(manager=manager, generate=generate, speed=config.speed)

@@ -46,6 +46,7 @@ def request_for(spec: GenerationSpec, *, conditioning: Conditioning) -> Generati
         first_frame=conditioning.image,
         last_frame=conditioning.last_image,
         cache=CachePreset(spec.cache),
+        adapters=spec.adapters,
     )
 
 
