@@ -28,7 +28,8 @@ import ipaddress
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -230,7 +231,7 @@ class SafeFetcher:
             (b"Content-Type", b"application/json"),
             *((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers),
         ]
-        try:
+        with _exchange_errors(field, lambda: url, verb="send to", what="a valid URL"):
             current = _idna(url)
             self._check_url(current, field)
             with self._pool.stream(
@@ -242,22 +243,13 @@ class SafeFetcher:
                     if len(answer) >= _POST_ANSWER_BYTES or time.monotonic() > deadline:
                         break
                 return Posted(status=resp.status, answer=answer[:_POST_ANSWER_BYTES])
-        except BlockedAddress as exc:
-            raise InvalidURL(_blocked(field, exc.host)) from None
-        except httpcore.TimeoutException:
-            raise InvalidURL(f"{field}: timed out sending to {_safe(url)}.") from None
-        except (ValueError, TypeError, UnicodeError):
-            raise InvalidURL(f"{field}: {_safe(url)} is not a valid URL.") from None
-        except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol) as exc:
-            raise InvalidURL(
-                f"{field}: could not send to {_safe(url)}: {_first_line(exc)}."
-            ) from None
 
     def fetch(self, url: str, *, field: str, kind: str, max_bytes: int) -> Fetched:
         """GET `url` for request field `field`, expecting `kind` ("image" or "audio")."""
         deadline = time.monotonic() + self.policy.total_timeout
         current = url
-        try:
+        # The URL named in an error is the hop that failed (`current` follows redirects).
+        with _exchange_errors(field, lambda: current, verb="fetch", what="a fetchable URL"):
             current = _idna(url)
             for _hop in range(self.policy.max_redirects + 1):
                 self._check_url(current, field)
@@ -265,16 +257,6 @@ class SafeFetcher:
                 if isinstance(location, Fetched):
                     return location
                 current = _idna(urljoin(current, location))
-        except BlockedAddress as exc:
-            raise InvalidURL(_blocked(field, exc.host)) from None
-        except httpcore.TimeoutException:
-            raise InvalidURL(f"{field}: timed out fetching {_safe(current)}.") from None
-        except (ValueError, TypeError, UnicodeError):
-            raise InvalidURL(f"{field}: {_safe(current)} is not a fetchable URL.") from None
-        except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol) as exc:
-            raise InvalidURL(
-                f"{field}: could not fetch {_safe(current)}: {_first_line(exc)}."
-            ) from None
         raise InvalidURL(f"{field}: more than {self.policy.max_redirects} redirects.")
 
     def _check_url(self, url: str, field: str) -> None:
@@ -324,6 +306,22 @@ class SafeFetcher:
                     )
                 chunks.append(chunk)
             return Fetched(content_type=content_type, data=b"".join(chunks), url=url)
+
+
+@contextmanager
+def _exchange_errors(field: str, url: Callable[[], str], *, verb: str, what: str) -> Iterator[None]:
+    """What stops an HTTP exchange (a refused address, a timeout, a malformed URL, the network),
+    as the `InvalidURL` a client sees, naming `field` and the URL: one mapping for GET and POST."""
+    try:
+        yield
+    except BlockedAddress as exc:
+        raise InvalidURL(_blocked(field, exc.host)) from None
+    except httpcore.TimeoutException:
+        raise InvalidURL(f"{field}: timed out trying to {verb} {_safe(url())}.") from None
+    except (ValueError, TypeError, UnicodeError):
+        raise InvalidURL(f"{field}: {_safe(url())} is not {what}.") from None
+    except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol) as exc:
+        raise InvalidURL(f"{field}: could not {verb} {_safe(url())}: {_first_line(exc)}.") from None
 
 
 def _blocked(field: str, host: str) -> str:
