@@ -628,20 +628,26 @@ def test_usage_is_kept_per_day_and_model_and_outlives_the_tasks(db_url: str, clo
     assert {u.api_key_id for u in usage_of(db_url, until=day1)} == {key, other.id}
 
 
-def test_migration_0004_keeps_existing_keys_as_plain_keys(db_url: str) -> None:
-    from alembic import command
-    from sqlalchemy import text
-
+def migrator(engine: Engine, db_url: str) -> Callable[[Callable[..., None], str], None]:
+    """`migrate(command.upgrade | command.downgrade, revision)` on `engine`'s database."""
     from wanserve.db.engine import alembic_config
-
-    engine = make_engine(db_url)
-    _ENGINES.append(engine)
 
     def migrate(step: Callable[..., None], revision: str) -> None:
         with engine.begin() as conn:
             cfg = alembic_config(db_url)
             cfg.attributes["connection"] = conn
             step(cfg, revision)
+
+    return migrate
+
+
+def test_migration_0004_keeps_existing_keys_as_plain_keys(db_url: str) -> None:
+    from alembic import command
+    from sqlalchemy import text
+
+    engine = make_engine(db_url)
+    _ENGINES.append(engine)
+    migrate = migrator(engine, db_url)
 
     migrate(command.upgrade, "0003")
     with engine.begin() as conn:
@@ -665,18 +671,10 @@ def test_migration_0006_old_rows_read_their_stage_from_their_status(
     from alembic import command
     from sqlalchemy import text
 
-    from wanserve.db.engine import alembic_config
-
     s, key = make_store(db_url, clock)
     engine = make_engine(db_url)
     _ENGINES.append(engine)
-
-    def migrate(step: Callable[..., None], revision: str) -> None:
-        with engine.begin() as conn:
-            cfg = alembic_config(db_url)
-            cfg.attributes["connection"] = conn
-            step(cfg, revision)
-
+    migrate = migrator(engine, db_url)
     new_task(s, key, "waiting")
     new_task(s, key, "running")
     assert s.claim("running", worker_id="w") is not None
