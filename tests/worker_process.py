@@ -20,15 +20,15 @@ from pathlib import Path
 import numpy as np
 
 from wanserve.config import Settings
-from wanserve.engine.runner import (
+from wanserve.engine.errors import Canceled
+from wanserve.engine.request import (
     CancelFn,
     Clip,
-    Conditioning,
     EngineProgress,
-    GenerationCancelled,
+    GenerationRequest,
     ProgressFn,
+    Stage,
 )
-from wanserve.spec import GenerationSpec
 
 
 class SlowRunner:
@@ -37,21 +37,16 @@ class SlowRunner:
         self._ignore_stop = ignore_stop
 
     def run(
-        self,
-        spec: GenerationSpec,
-        *,
-        conditioning: Conditioning,
-        on_progress: ProgressFn,
-        should_cancel: CancelFn,
+        self, request: GenerationRequest, *, on_progress: ProgressFn, should_cancel: CancelFn
     ) -> Clip:
-        for step in range(1, spec.steps + 1):
+        for step in range(1, request.steps + 1):
             time.sleep(self._step)
             if should_cancel() and not self._ignore_stop:
-                raise GenerationCancelled()
-            on_progress(EngineProgress("denoise", step, spec.steps))
-        rng = np.random.default_rng(spec.seed)
-        frames = rng.integers(0, 256, size=(spec.num_frames, 48, 64, 3), dtype=np.uint8)
-        return Clip(frames=frames, fps=spec.native_fps)
+                raise Canceled()
+            on_progress(EngineProgress(Stage.DENOISE, step, request.steps))
+        rng = np.random.default_rng(request.seed)
+        frames = rng.integers(0, 256, size=(request.num_frames, 48, 64, 3), dtype=np.uint8)
+        return Clip(frames=frames, fps=request.fps)
 
 
 class WorkerProcess:

@@ -24,13 +24,13 @@ from wanserve.api.deps import Services
 from wanserve.api.routes import api, probes
 from wanserve.api.uploads import uploads as uploads_router
 from wanserve.api.usage import usage as usage_router
-from wanserve.compose.shared import Shared, features_of
+from wanserve.compose.shared import Shared, dispatcher_for, features_of
 from wanserve.config import Settings
 from wanserve.db.lock import exclusive
 from wanserve.spec import Features
 from wanserve.storage import serve_files
 from wanserve.tasks.dispatch import Dispatcher
-from wanserve.tasks.janitor import Janitor
+from wanserve.tasks.janitor import Janitor, Redispatch
 from wanserve.tasks.service import Limits, TaskService
 from wanserve.tasks.usage import UsageReader
 from wanserve.throttling.guard import build_throttle
@@ -80,6 +80,13 @@ def build_services(
 
 def build_janitor(shared: Shared, *, dispatcher: Dispatcher) -> Janitor:
     settings = shared.settings
+    # Only a broker can lose a message; the table needs no re-sending.
+    redispatch = None
+    if settings.broker is not None:
+        redispatch = Redispatch(
+            unsent_after=timedelta(seconds=settings.dispatch_grace_seconds),
+            resend_after=timedelta(seconds=settings.redispatch_after_seconds),
+        )
     return Janitor(
         store=shared.store,
         storage=shared.storage,
@@ -90,6 +97,7 @@ def build_janitor(shared: Shared, *, dispatcher: Dispatcher) -> Janitor:
         uploads=shared.uploads,
         # One sweep at a time across every API replica on this database.
         exclusive=partial(exclusive, shared.db, "janitor"),
+        redispatch=redispatch,
     )
 
 
@@ -136,21 +144,10 @@ def create_api_app(
     return app
 
 
-def dispatcher_for(settings: Settings) -> Dispatcher:
-    """The producer of an API-only process: Celery when a broker is set, else the table."""
-    if settings.broker is not None:
-        from wanserve.workers.celery import CeleryDispatcher
-
-        return CeleryDispatcher(settings)
-    from wanserve.tasks.dispatch import TablePoll
-
-    return TablePoll()
-
-
 def create_api_only(shared: Shared) -> FastAPI:
     """`wanserve serve --workers 0`: HTTP, the janitor, and a producer; no generation."""
     settings = shared.settings
-    dispatcher = dispatcher_for(settings)
+    dispatcher = dispatcher_for(shared)
     services = build_services(shared, dispatcher=dispatcher)
     janitor = build_janitor(shared, dispatcher=dispatcher)
     return create_api_app(settings, services=services, background=[janitor])

@@ -17,7 +17,13 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from wanserve.catalog import Catalog
-from wanserve.compose.shared import ProcessKind, Shared, build_shared, check_process_model
+from wanserve.compose.shared import (
+    ProcessKind,
+    Shared,
+    build_shared,
+    check_process_model,
+    dispatcher_for,
+)
 from wanserve.config import Settings
 from wanserve.engine.prompt import (
     ChatBackend,
@@ -32,7 +38,7 @@ from wanserve.media.audio import AudioLimits
 from wanserve.media.fetch import FetchPolicy, SafeFetcher
 from wanserve.media.image import ImageLimits
 from wanserve.media.video import EncodeSettings
-from wanserve.tasks.dispatch import Dispatcher, TablePoll
+from wanserve.tasks.dispatch import Dispatcher
 from wanserve.workers.execute import Execution, InputResolver
 from wanserve.workers.inputs import MediaResolver
 from wanserve.workers.job import Job
@@ -181,13 +187,8 @@ def build_worker_process(settings: Settings, *, runner: Runner | None = None) ->
     models = served_models(settings, shared.catalog)
     execution = build_execution(shared, runner=runner)
     preload(execution.runner, shared.catalog, models)
-    dispatcher: Dispatcher
-    if settings.broker is not None:
-        from wanserve.workers.celery import CeleryDispatcher
-
-        dispatcher = CeleryDispatcher(settings)
-    else:
-        dispatcher = TablePoll()
+    # Hand-backs are sent again the way the API sends new tasks.
+    dispatcher = dispatcher_for(shared)
     stopping = threading.Event()
     job = Job(execution=execution, dispatcher=dispatcher, stopping=stopping.is_set)
     return WorkerProcess(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import uuid
 from dataclasses import dataclass
 
@@ -19,10 +20,12 @@ from wanserve.spec import (
     build_spec,
     resolve_card,
 )
-from wanserve.tasks.dispatch import Dispatcher
+from wanserve.tasks.dispatch import Dispatcher, DispatchError
 from wanserve.tasks.models import Task, TaskPage, TaskQuery, TaskStatus
 from wanserve.tasks.store import Quota, QuotaExceeded, TaskStore
 from wanserve.uploads import UploadService
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,14 @@ class TaskService:
             )
         except QuotaExceeded as exc:
             raise _throttled(exc.scope, exc.limit) from None
-        self._dispatcher.submit(task.id, model=task.model)
+        try:
+            self._dispatcher.submit(task.id, model=task.model)
+        except DispatchError as exc:
+            # The task is committed and the client gets its id: answering 500 now would make
+            # it resubmit a task that runs anyway. The janitor sends what was never sent.
+            log.warning(
+                "task %s: accepted, not yet sent (%s); the janitor will send it", task.id, exc
+            )
         return task
 
     def _take_inputs(self, spec: GenerationSpec, api_key_id: str) -> GenerationSpec:
