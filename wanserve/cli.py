@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from wanserve import __version__, text
 from wanserve.config import Role, Settings, WeightsMode
@@ -222,6 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_from(args)
     except ValidationError as exc:
         print(f"wanserve: invalid configuration:\n{exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    except SettingsError as exc:  # a WANSERVE_* variable that is not JSON where JSON is due
+        print(f"wanserve: invalid configuration: {exc}", file=sys.stderr)  # noqa: T201
         return 2
     handler = _COMMANDS[args.command]
     return handler(args, settings)

@@ -47,3 +47,14 @@ def test_cli_reports_bad_configuration_without_secrets(
     assert main(["models"]) == 2
     err = capsys.readouterr().err
     assert "invalid configuration" in err and "super-secret-value-123" not in err
+
+
+def test_a_list_setting_that_is_not_json_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # e.g. a systemd EnvironmentFile with WANSERVE_WORKER_MODELS=a,b: one line, no traceback.
+
+    monkeypatch.setenv("WANSERVE_WORKER_MODELS", "wan2.1-t2v-turbo,wan2.2-i2v-flash")
+    assert main(["worker"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("wanserve: invalid configuration:") and "worker_models" in err
