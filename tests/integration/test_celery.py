@@ -62,7 +62,7 @@ class Fleet:
             "WANSERVE_STEPS": "8",
             "WANSERVE_WORKER_MODELS": '["' + '","'.join(models) + '"]',
             "WANSERVE_HEARTBEAT_SECONDS": "0.2",
-            "WANSERVE_HEARTBEAT_TIMEOUT_SECONDS": "1",
+            "WANSERVE_HEARTBEAT_TIMEOUT_SECONDS": "3",
             "WANSERVE_TASK_TIMEOUT_SECONDS": "60",
             "WANSERVE_X264_PRESET": "ultrafast",
             "TEST_STEP_SECONDS": str(step_seconds),
@@ -117,7 +117,9 @@ def fleet_factory(
                 "database_url": postgres_url,
                 "broker_url": broker.url,
                 "heartbeat_seconds": 0.2,
-                "heartbeat_timeout_seconds": 1.0,
+                # 1 s was mistaken for a death on a loaded 2-core machine (a healthy task
+                # requeued and run twice); 3 s still shows a SIGKILL within seconds.
+                "heartbeat_timeout_seconds": 3.0,
                 "janitor_interval_seconds": 0.2,
                 "task_timeout_seconds": 60,
             }
