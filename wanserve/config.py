@@ -351,6 +351,20 @@ class Settings(BaseSettings):
         "is unloaded beyond it",
     )
 
+    # Fleet dispatch: re-sending ids whose broker message may be missing (tasks/janitor.py).
+    dispatch_grace_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="with a broker: a PENDING task whose id was never sent (the send failed, "
+        "or its API process died) is sent by the janitor once it has waited this long",
+    )
+    redispatch_after_seconds: float = Field(
+        default=1800.0,
+        gt=0,
+        description="with a broker: a PENDING task whose id was sent this long ago is sent "
+        "again, in case the broker lost it (each waiting task gets one extra message per period)",
+    )
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:

@@ -62,7 +62,7 @@ class Fleet:
             "WANSERVE_STEPS": "8",
             "WANSERVE_WORKER_MODELS": '["' + '","'.join(models) + '"]',
             "WANSERVE_HEARTBEAT_SECONDS": "0.2",
-            "WANSERVE_HEARTBEAT_TIMEOUT_SECONDS": "1",
+            "WANSERVE_HEARTBEAT_TIMEOUT_SECONDS": "3",
             "WANSERVE_TASK_TIMEOUT_SECONDS": "60",
             "WANSERVE_X264_PRESET": "ultrafast",
             "TEST_STEP_SECONDS": str(step_seconds),
@@ -84,7 +84,7 @@ class Fleet:
     def row(self, task_id: str) -> Any:
         with self.shared.db.connect() as conn:
             return conn.execute(
-                text("SELECT status, attempts, worker_id FROM tasks WHERE id = :id"),
+                text("SELECT status, attempts, worker_id, dispatched_at FROM tasks WHERE id = :id"),
                 {"id": task_id},
             ).one()
 
@@ -105,20 +105,25 @@ class Fleet:
 @pytest.fixture
 def fleet_factory(
     tmp_path: Path, postgres_url: str, broker: RedisServer
-) -> Iterator[Callable[[], Fleet]]:
+) -> Iterator[Callable[..., Fleet]]:
     broker.flush()
     fleets: list[Fleet] = []
 
-    def factory() -> Fleet:
+    def factory(**overrides: Any) -> Fleet:
         settings = make_settings(
             tmp_path / "data",
-            role="api",
-            database_url=postgres_url,
-            broker_url=broker.url,
-            heartbeat_seconds=0.2,
-            heartbeat_timeout_seconds=1.0,
-            janitor_interval_seconds=0.2,
-            task_timeout_seconds=60,
+            **{
+                "role": "api",
+                "database_url": postgres_url,
+                "broker_url": broker.url,
+                "heartbeat_seconds": 0.2,
+                # 1 s was mistaken for a death on a loaded 2-core machine (a healthy task
+                # requeued and run twice); 3 s still shows a SIGKILL within seconds.
+                "heartbeat_timeout_seconds": 3.0,
+                "janitor_interval_seconds": 0.2,
+                "task_timeout_seconds": 60,
+            }
+            | overrides,
         )
         fleet = Fleet(settings, build_shared(settings), tmp_path)
         fleets.append(fleet)
@@ -130,7 +135,7 @@ def fleet_factory(
 
 
 def test_routing_duplicates_and_cancels(
-    fleet_factory: Callable[[], Fleet], broker: RedisServer
+    fleet_factory: Callable[..., Fleet], broker: RedisServer
 ) -> None:
     fleet = fleet_factory()
     wa, wb = fleet.worker(A), fleet.worker(B)
@@ -163,7 +168,7 @@ def test_routing_duplicates_and_cancels(
     dispatcher.close()
 
 
-def test_sigkill_of_a_worker_mid_task_reruns_elsewhere(fleet_factory: Callable[[], Fleet]) -> None:
+def test_sigkill_of_a_worker_mid_task_reruns_elsewhere(fleet_factory: Callable[..., Fleet]) -> None:
     fleet = fleet_factory()
     # 8 steps of 0.5 s: time to catch the task mid-run.
     first = fleet.worker(A, step_seconds=0.5)
@@ -178,3 +183,40 @@ def test_sigkill_of_a_worker_mid_task_reruns_elsewhere(fleet_factory: Callable[[
     row = fleet.wait(task_id, "SUCCEEDED", timeout=60)
     print(f"SIGKILL -> SUCCEEDED on the other worker {time.monotonic() - killed:.1f} s later")
     assert f":{second.pid}:" in row.worker_id and row.attempts == 2
+
+
+def test_a_task_the_broker_refused_at_submit_is_sent_by_the_janitor(
+    fleet_factory: Callable[..., Fleet], tmp_path: Path
+) -> None:
+    """The broker is down when the task is created: the client still gets its task id (the row
+    is committed), and once the broker is back the janitor sends the id nobody sent."""
+    down = RedisServer(tmp_path / "late-redis")  # its port is chosen, nothing listens yet
+    fleet = fleet_factory(broker_url=down.url, dispatch_grace_seconds=0.5)
+    task_id = fleet.create(A)
+    row = fleet.row(task_id)
+    assert (row.status, row.dispatched_at) == ("PENDING", None)
+    try:
+        down.start()
+        fleet.worker(A)
+        row = fleet.wait(task_id, "SUCCEEDED")
+        assert row.attempts == 1
+    finally:
+        for w in fleet.workers:
+            w.stop()
+        down.stop()
+
+
+def test_messages_the_broker_lost_are_sent_again(
+    fleet_factory: Callable[..., Fleet], broker: RedisServer
+) -> None:
+    """Redis loses its data (a restart without persistence, a failover) while tasks wait: the
+    janitor sends ids that were sent longer than `redispatch_after_seconds` ago again."""
+    fleet = fleet_factory(redispatch_after_seconds=1.0)
+    tasks = [fleet.create(A) for _ in range(2)]
+    r = redis.Redis.from_url(broker.url)
+    assert r.llen(queue_for(A)) == 2
+    assert all(fleet.row(t).dispatched_at is not None for t in tasks)
+    broker.flush()
+    fleet.worker(A)
+    for task_id in tasks:
+        assert fleet.wait(task_id, "SUCCEEDED").attempts == 1

@@ -70,3 +70,15 @@ def test_models_shows_the_catalogue_as_serve_would_run_it(
     assert dummy["wan2.1-t2v-plus"][5] == "9"  # a per-model override beats the global count
     monkeypatch.setenv("WANSERVE_WEIGHTS", "dummy")
     assert models_table(capsys, "--steps", "7")["wan2.1-t2v-turbo"][5:7] == ["7", "dummy"]
+
+
+def test_a_list_setting_that_is_not_json_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # e.g. a systemd EnvironmentFile with WANSERVE_WORKER_MODELS=a,b: one line, no traceback.
+
+    monkeypatch.setenv("WANSERVE_WORKER_MODELS", "wan2.1-t2v-turbo,wan2.2-i2v-flash")
+    assert main(["worker"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("wanserve: error: WANSERVE_WORKER_MODELS: not valid JSON")
+    assert len(err.strip().splitlines()) == 1

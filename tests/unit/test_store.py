@@ -754,3 +754,38 @@ def test_stage_follows_claim_progress_and_hand_back(store: tuple[SqlTaskStore, s
     state = s.watch("t1")
     assert state is not None and state.progress == Progress(TaskStage.QUEUED, 0, 4, 0)
     assert state.queue_position == 0
+
+
+# -- dispatch bookkeeping (the janitor's re-sends) --
+
+
+def test_stranded_tasks_are_unsent_ones_after_a_grace_and_sent_ones_after_a_period(
+    store: tuple[SqlTaskStore, str], clock: Clock
+) -> None:
+    s, key = store
+    grace, period = timedelta(seconds=5), timedelta(seconds=60)
+
+    def stranded() -> list[str]:
+        return [q.task_id for q in s.stranded(unsent_after=grace, resend_after=period)]
+
+    new_task(s, key, "unsent")
+    clock.advance(1)
+    new_task(s, key, "sent")
+    assert s.mark_dispatched("sent")
+    assert stranded() == []  # a fresh task is not stranded before its producer had a chance
+    clock.advance(5)
+    assert stranded() == ["unsent"]
+    assert [q.model for q in s.stranded(unsent_after=grace, resend_after=period)] == [SPEC.model]
+    assert s.mark_dispatched("unsent")
+    assert stranded() == []
+    clock.advance(61)
+    assert stranded() == ["unsent", "sent"]  # oldest first
+
+    # Only PENDING tasks: a claimed one needs no message, and cannot be marked.
+    claim = s.claim("sent", worker_id="w")
+    assert claim is not None and not s.mark_dispatched("sent")
+    assert stranded() == ["unsent"]
+    # Handed back, its message is spent: it is unsent again at once.
+    assert s.release(claim) is TaskStatus.PENDING
+    assert stranded() == ["unsent", "sent"]
+    assert s.cancel_pending("unsent") and stranded() == ["sent"]

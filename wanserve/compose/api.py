@@ -33,7 +33,7 @@ from wanserve.api.routes import api, polls, probes
 from wanserve.api.streams import EventStreams
 from wanserve.api.uploads import uploads as uploads_router
 from wanserve.api.usage import usage as usage_router
-from wanserve.compose.shared import Shared, features_of
+from wanserve.compose.shared import Shared, dispatcher_for, features_of
 from wanserve.config import Settings
 from wanserve.db.lock import exclusive
 from wanserve.observability import (
@@ -46,7 +46,7 @@ from wanserve.observability import (
 from wanserve.spec import Features
 from wanserve.storage import serve_files
 from wanserve.tasks.dispatch import Dispatcher
-from wanserve.tasks.janitor import Janitor
+from wanserve.tasks.janitor import Janitor, Redispatch
 from wanserve.tasks.outbox import OutboxMessage, SqlOutbox
 from wanserve.tasks.service import Limits, TaskService
 from wanserve.tasks.usage import UsageReader
@@ -147,6 +147,13 @@ def build_deliverer(shared: Shared, *, services: Services) -> Deliverer:
 
 def build_janitor(shared: Shared, *, dispatcher: Dispatcher) -> Janitor:
     settings = shared.settings
+    # Only a broker can lose a message; the table needs no re-sending.
+    redispatch = None
+    if settings.broker is not None:
+        redispatch = Redispatch(
+            unsent_after=timedelta(seconds=settings.dispatch_grace_seconds),
+            resend_after=timedelta(seconds=settings.redispatch_after_seconds),
+        )
     return Janitor(
         store=shared.store,
         storage=shared.storage,
@@ -157,6 +164,7 @@ def build_janitor(shared: Shared, *, dispatcher: Dispatcher) -> Janitor:
         uploads=shared.uploads,
         # One sweep at a time across every API replica on this database.
         exclusive=partial(exclusive, shared.db, "janitor"),
+        redispatch=redispatch,
     )
 
 
@@ -209,21 +217,10 @@ def create_api_app(
     return app
 
 
-def dispatcher_for(settings: Settings) -> Dispatcher:
-    """The producer of an API-only process: Celery when a broker is set, else the table."""
-    if settings.broker is not None:
-        from wanserve.workers.celery import CeleryDispatcher
-
-        return CeleryDispatcher(settings)
-    from wanserve.tasks.dispatch import TablePoll
-
-    return TablePoll()
-
-
 def create_api_only(shared: Shared) -> FastAPI:
     """`wanserve serve --workers 0`: HTTP, the janitor, and a producer; no generation."""
     settings = shared.settings
-    dispatcher = dispatcher_for(settings)
+    dispatcher = dispatcher_for(shared)
     services = build_services(shared, dispatcher=dispatcher)
     janitor = build_janitor(shared, dispatcher=dispatcher)
     deliverer = build_deliverer(shared, services=services)

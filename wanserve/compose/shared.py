@@ -1,6 +1,6 @@
 """What every process builds the same way: the task store, storage, signer, keys, uploads,
-the catalogue, the guarded fetcher, the process's metrics, and the start-up checks that a
-process model's settings are coherent."""
+the catalogue, the guarded fetcher, the process's metrics, the producer of task ids, and the
+start-up checks that a process model's settings are coherent."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from wanserve.spec import Features
 from wanserve.storage import build_storage, free_space_floor
 from wanserve.storage.base import FreeSpaceFloor, Storage
 from wanserve.storage.signing import UrlSigner
+from wanserve.tasks.dispatch import Dispatcher, Recorded, TablePoll
 from wanserve.tasks.store import SqlTaskStore
 from wanserve.uploads import UploadService
 
@@ -88,6 +89,16 @@ def check_process_model(settings: Settings, *, kind: ProcessKind) -> None:
             "task store is SQLite (%s): every API and worker process must run on this host",
             settings.effective_database_url,
         )
+
+
+def dispatcher_for(shared: Shared) -> Dispatcher:
+    """The producer of a process that does not run its own consumer: Celery when a broker is
+    set (each send recorded on the row), else the table itself."""
+    if shared.settings.broker is not None:
+        from wanserve.workers.celery import CeleryDispatcher
+
+        return Recorded(CeleryDispatcher(shared.settings), log=shared.store)
+    return TablePoll()
 
 
 def features_of(settings: Settings) -> Features:

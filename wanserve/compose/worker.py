@@ -17,7 +17,13 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from wanserve.catalog import Catalog, checkpoint_speeds
-from wanserve.compose.shared import ProcessKind, Shared, build_shared, check_process_model
+from wanserve.compose.shared import (
+    ProcessKind,
+    Shared,
+    build_shared,
+    check_process_model,
+    dispatcher_for,
+)
 from wanserve.config import Settings, WeightsMode
 from wanserve.engine.prompt import (
     ChatBackend,
@@ -38,7 +44,7 @@ from wanserve.observability import (
     database_probe,
     storage_probe,
 )
-from wanserve.tasks.dispatch import Dispatcher, TablePoll
+from wanserve.tasks.dispatch import Dispatcher
 from wanserve.workers.execute import Execution, InputResolver
 from wanserve.workers.inputs import MediaResolver
 from wanserve.workers.job import Job
@@ -209,13 +215,8 @@ def build_worker_process(settings: Settings, *, runner: Runner | None = None) ->
     metrics_server = serve_worker_metrics(shared, loaded=loaded)
     preload(execution.runner, shared.catalog, models)
     loaded.set()
-    dispatcher: Dispatcher
-    if settings.broker is not None:
-        from wanserve.workers.celery import CeleryDispatcher
-
-        dispatcher = CeleryDispatcher(settings)
-    else:
-        dispatcher = TablePoll()
+    # Hand-backs are sent again the way the API sends new tasks.
+    dispatcher = dispatcher_for(shared)
     stopping = threading.Event()
     job = Job(execution=execution, dispatcher=dispatcher, stopping=stopping.is_set)
     return WorkerProcess(

@@ -105,6 +105,9 @@ class TaskRow(Base):
     lost: Mapped[int] = mapped_column(Integer, default=0)
     worker_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # When a message carrying this PENDING task's id last left for the broker; NULL: none has
+    # since the task was created or handed back. The janitor re-sends from it (see janitor.py).
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     # Deleted by its owner (DELETE /v1/videos/{id}): invisible at once, purged with its video
     # by the janitor once it has ended (a running one is asked to stop first).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import uuid
 from dataclasses import dataclass
 
@@ -20,7 +21,7 @@ from wanserve.spec import (
     resolve_card,
 )
 from wanserve.storage.base import Storage
-from wanserve.tasks.dispatch import Dispatcher
+from wanserve.tasks.dispatch import Dispatcher, DispatchError
 from wanserve.tasks.models import (
     CursorPage,
     CursorQuery,
@@ -33,6 +34,8 @@ from wanserve.tasks.models import (
 from wanserve.tasks.store import Quota, QuotaExceeded, TaskStore
 from wanserve.tasks.webhooks import Destinations, check_callback
 from wanserve.uploads import UploadService
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,14 @@ class TaskService:
             )
         except QuotaExceeded as exc:
             raise _throttled(exc.scope, exc.limit) from None
-        self._dispatcher.submit(task.id, model=task.model)
+        try:
+            self._dispatcher.submit(task.id, model=task.model)
+        except DispatchError as exc:
+            # The task is committed and the client gets its id: answering 500 now would make
+            # it resubmit a task that runs anyway. The janitor sends what was never sent.
+            log.warning(
+                "task %s: accepted, not yet sent (%s); the janitor will send it", task.id, exc
+            )
         return task
 
     def _take_inputs(self, spec: GenerationSpec, api_key_id: str) -> GenerationSpec:

@@ -86,6 +86,14 @@ _DIALECTS = ("sqlite", "postgresql")
 
 
 @dataclass(frozen=True)
+class Queued:
+    """A PENDING task whose id may have to be sent to the broker (again)."""
+
+    task_id: str
+    model: str
+
+
+@dataclass(frozen=True)
 class ReapReport:
     requeued: list[str]
     failed: list[str]
@@ -123,6 +131,10 @@ class TaskStore(Protocol):
     def release(self, claim: Claim) -> TaskStatus | None: ...
     def record_extension(self, claim: Claim, extension: PromptExtension) -> bool: ...
     def reap(self, *, stale_after: timedelta, max_attempts: int) -> ReapReport: ...
+    def mark_dispatched(self, task_id: str) -> bool: ...
+    def stranded(
+        self, *, unsent_after: timedelta, resend_after: timedelta, limit: int = 500
+    ) -> list[Queued]: ...
     def expired(self, *, limit: int = 500) -> list[tuple[str, str | None]]: ...
     def delete(self, task_ids: Iterable[str]) -> int: ...
 
@@ -441,6 +453,8 @@ class SqlTaskStore:
                 worker_id=None,
                 heartbeat_at=None,
                 scheduled_time=None,
+                # The message that delivered it is spent: this PENDING spell needs a new one.
+                dispatched_at=None,
                 step=0,
                 progress=0,
                 stage=TaskStage.QUEUED.value,
@@ -495,6 +509,37 @@ class SqlTaskStore:
                 if self._ended(s, res, TaskStatus.FAILED):
                     failed.append(task_id)
         return ReapReport(requeued=requeued, failed=failed, canceled=canceled)
+
+    def mark_dispatched(self, task_id: str) -> bool:
+        """Record that a message carrying this PENDING task's id has just left for the broker.
+        False if the task is not PENDING any more (a worker was quicker than this write)."""
+        with self._sessions.begin() as s:
+            res = s.execute(
+                update(TaskRow)
+                .where(TaskRow.id == task_id, TaskRow.status == TaskStatus.PENDING.value)
+                .values(dispatched_at=self._now())
+            )
+            return _rowcount(res) == 1
+
+    def stranded(
+        self, *, unsent_after: timedelta, resend_after: timedelta, limit: int = 500
+    ) -> list[Queued]:
+        """PENDING tasks no message may point to, oldest first: never sent though created (or
+        handed back) more than `unsent_after` ago (the producer failed or died between the
+        INSERT and the send), or last sent more than `resend_after` ago (the broker may have
+        lost the message). A handed-back task's `submit_time` is old, so it counts as unsent
+        at once; its worker sends it within milliseconds, and a doubled message is harmless."""
+        now = self._now()
+        unsent = TaskRow.dispatched_at.is_(None) & (TaskRow.submit_time < now - unsent_after)
+        stale = TaskRow.dispatched_at < now - resend_after
+        with self._sessions() as s:
+            rows = s.execute(
+                select(TaskRow.id, TaskRow.model)
+                .where(TaskRow.status == TaskStatus.PENDING.value, unsent | stale)
+                .order_by(TaskRow.submit_time, TaskRow.id)
+                .limit(limit)
+            ).all()
+        return [Queued(task_id=r[0], model=r[1]) for r in rows]
 
     def expired(self, *, limit: int = 500) -> list[tuple[str, str | None]]:
         """Finished tasks past their expiry or deleted by their owner: (task id, video key)

@@ -30,12 +30,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from wanserve.config import Settings
+from wanserve.tasks.dispatch import DispatchError
 from wanserve.workers.job import Job
 from wanserve.workers.shutdown import Shutdown
 
 try:
     from celery import Celery
     from celery.worker import state as worker_state
+    from kombu.exceptions import KombuError
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "broker_url is set but Celery is not installed: pip install 'wanserve[celery]'"
@@ -83,7 +85,13 @@ class CeleryDispatcher:
         self._app = celery_app(settings)
 
     def submit(self, task_id: str, *, model: str) -> None:
-        self._app.send_task(TASK_NAME, args=[task_id], queue=queue_for(model))
+        try:
+            # kombu's default publish retry policy bounds this to about a second when the
+            # broker refuses connections (broker_connection_timeout when it does not answer).
+            self._app.send_task(TASK_NAME, args=[task_id], queue=queue_for(model))
+        except (KombuError, OSError) as exc:
+            # The exception's text names host and port, never the URL's password.
+            raise DispatchError(f"broker refused task {task_id}: {exc}") from exc
 
     def close(self) -> None:
         self._app.close()

@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from wanserve.tasks.dispatch import Dispatcher
+from wanserve.tasks.dispatch import Dispatcher, DispatchError
 from wanserve.tasks.models import Claim, TaskStatus
 from wanserve.workers.execute import Execution, execute
 
@@ -48,8 +48,14 @@ class Job:
             with self._guard:
                 self._running.pop(claim.worker_id, None)
         if status is TaskStatus.PENDING:
-            self._dispatcher.submit(claim.task.id, model=claim.task.model)
+            self._resend(claim)
         return status
+
+    def _resend(self, claim: Claim) -> None:
+        try:
+            self._dispatcher.submit(claim.task.id, model=claim.task.model)
+        except DispatchError as exc:  # the row is PENDING and unsent: the janitor sends it
+            log.warning("task %s handed back, not re-sent: %s", claim.task.id, exc)
 
     def hand_back(self) -> list[str]:
         """Return every running task to the queue now (the process is about to exit without
