@@ -208,7 +208,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
                 fleet.apis.append(
                     ServerProcess(data_dir, **fleet.process_env(data_dir), WANSERVE_WORKERS="0")
                 )
-                fleet.apis[-1].start(timeout=180)
+                fleet.apis[-1].start()
             fleet.key = fleet.apis[0].create_key()
             yield fleet
         finally:

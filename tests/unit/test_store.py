@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from sqlalchemy import Engine
 
+from tests.waiting import scaled
 from wanserve.catalog import Catalog
 from wanserve.db.engine import make_engine, upgrade
 from wanserve.keys import KeyStore
@@ -789,3 +790,28 @@ def test_stranded_tasks_are_unsent_ones_after_a_grace_and_sent_ones_after_a_peri
     assert s.release(claim) is TaskStatus.PENDING
     assert stranded() == ["unsent", "sent"]
     assert s.cancel_pending("unsent") and stranded() == ["sent"]
+
+
+def test_processes_migrating_a_fresh_database_at_once_do_not_collide(postgres_url: str) -> None:
+    """A fleet starts several processes together, each migrating at start-up: on a fresh
+    PostgreSQL database they must take turns (without the lock, two CREATE TABLEs collide)."""
+    engines = [make_engine(postgres_url) for _ in range(4)]
+    _ENGINES.extend(engines)
+    barrier = threading.Barrier(len(engines))
+    failures: list[BaseException] = []
+
+    def migrate(engine: Engine) -> None:
+        barrier.wait()
+        try:
+            upgrade(engine)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=migrate, args=(e,), daemon=True) for e in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=scaled(120))  # unlocked, they block each other on CREATE TABLE
+    assert not any(t.is_alive() for t in threads), "the migrations blocked each other"
+    assert failures == []
+    assert KeyStore(engines[0]).list() == []  # the schema is there, once

@@ -7,8 +7,10 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+
+from wanserve.db.lock import lock_key
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -55,8 +57,16 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(engine: Engine) -> None:
-    """Bring the schema to the newest revision (idempotent)."""
+    """Bring the schema to the newest revision (idempotent).
+
+    Every process migrates at start-up, and a fleet starts several at once: on PostgreSQL the
+    migration holds a transaction-level advisory lock, so one process migrates and the others
+    wait, then find the schema current. (Without it two replicas creating the same tables on a
+    fresh database collide: `duplicate key value violates unique constraint`.) SQLite's
+    writer lock already serialises them."""
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key("migrate")})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
