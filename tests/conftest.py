@@ -100,6 +100,8 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         "janitor_interval_seconds": 0.2,
         "x264_preset": "ultrafast",
         "secret_key": "test-secret-key-0123456789",
+        # Tests poll in tight loops; the request-rate limit has its own tests, which set it.
+        "rate_limit_per_second": 0,
     }
     return Settings(**(base | overrides))
 

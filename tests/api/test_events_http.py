@@ -143,8 +143,14 @@ def test_a_queued_task_moves_up_then_runs_through_every_stage(embedded: ServerPr
     assert [s["task_status"] for s in statuses] == ["PENDING", "PENDING", "RUNNING", "SUCCEEDED"]
     stages = [e.json()["stage"] for e in watched if e.event == "progress"]
     order = ["queued", "loading", "denoising", "decoding", "encoding"]
-    assert list(dict.fromkeys(stages)) == order
-    running = [e.json() for e in watched if e.event == "progress"][stages.index("denoising") :]
+    # In order, never backwards. A stage shorter than the stream's poll interval can pass
+    # unseen (two dummy denoising steps, or the flush after frames were encoded while
+    # decoding); the dummy VAE decode is long enough to be seen every time.
+    seen = list(dict.fromkeys(stages))
+    assert seen == [s for s in order if s in seen] and seen[0] == "queued", stages
+    assert "decoding" in seen, stages
+    first_running = next(i for i, s in enumerate(stages) if s not in ("queued", "loading"))
+    running = [e.json() for e in watched if e.event == "progress"][first_running:]
     assert [p["progress"] for p in running] == sorted(p["progress"] for p in running)
     assert all(p["total_steps"] == 2 for p in running)
     assert watched[-1].event == "done"

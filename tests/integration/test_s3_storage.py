@@ -204,4 +204,4 @@ def test_an_sdk_upload_lands_in_the_bucket_and_feeds_a_task(
     task_id = on_s3.create(body).json()["output"]["task_id"]
     out = on_s3.wait(task_id)["output"]
     assert out["task_status"] == "SUCCEEDED", out
-    assert on_s3.runner.conditionings[0].image is not None  # read back from the bucket
+    assert on_s3.runner.calls[0].first_frame is not None  # read back from the bucket
