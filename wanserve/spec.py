@@ -36,6 +36,7 @@ from wanserve.catalog import (
     tier_of,
 )
 from wanserve.engine.adapters import MAX_SCALE, AdapterDirectory, AdapterUse, is_valid_name
+from wanserve.engine.speed import CachePreset
 from wanserve.errors import EmptyModel, InvalidParameter, InvalidURL
 
 SEED_MAX = 2_147_483_647
@@ -129,6 +130,7 @@ class SynthesisRequest:
     callback_url: object = None
     lora: object = None
     lora_scale: object = None
+    cache: object = None  # block cache preset (extension; default: the model's)
 
 
 @dataclass(frozen=True)
@@ -332,7 +334,7 @@ def build_spec(
         frames_per_pass=profile.frames_per_pass,
         continuation_checkpoint=continuation.source if continuation else None,
         continuation_family=continuation.family if continuation else None,
-        cache=card.cache.value,
+        cache=_cache(req.cache, default=card.cache).value,
         image=image,
         last_image=last_image,
         audio_ref=audio_ref,
@@ -439,6 +441,17 @@ def _steps(value: object, *, default: int) -> int:
             f"steps {value!r} must be an integer between 1 and {STEPS_MAX}.", field="steps"
         )
     return number
+
+
+def _cache(value: object, *, default: CachePreset) -> CachePreset:
+    """A request's block cache preset (lossy: docs/performance.md), or the model's own."""
+    if value is None:
+        return default
+    for preset in CachePreset:
+        if value == preset.value:
+            return preset
+    presets = ", ".join(p.value for p in CachePreset)
+    raise InvalidParameter(f"cache {value!r} must be one of {presets}.", field="cache")
 
 
 def _guidance(value: object, card: ModelCard) -> tuple[float, float | None]:

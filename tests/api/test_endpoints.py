@@ -414,3 +414,14 @@ def test_timeouts_end_a_stuck_task_failed(harness_factory: Callable[..., Harness
     out = h.wait(task_id)["output"]
     assert (out["task_status"], out["code"]) == ("FAILED", "RequestTimeOut")
     assert "took longer than the server's limit" in out["message"]
+
+
+def test_a_task_may_choose_its_block_cache_and_the_engine_gets_it(harness: Harness) -> None:
+    body = {**T2V, "parameters": {**T2V["parameters"], "cache": "fast"}}
+    task_id = harness.create(body).json()["output"]["task_id"]
+    assert harness.wait(task_id)["output"]["task_status"] == "SUCCEEDED"
+    assert [r.cache.value for r in harness.runner.calls] == ["fast"]
+    bad = {**T2V, "parameters": {**T2V["parameters"], "cache": "fastest"}}
+    res = harness.create(bad)
+    assert res.status_code == 400 and res.json()["code"] == "InvalidParameter"
+    assert "cache" in res.json()["message"]

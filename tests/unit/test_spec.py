@@ -433,3 +433,15 @@ def test_size_names_the_tier_of_an_image_driven_model() -> None:
     rejects("size is not a parameter", model="wan2.2-i2v-flash", size="832*480")
     # Text-to-video sizes are unchanged by it.
     assert spec(size="832*480", size_names_tier=True).size.width == 832
+
+
+def test_a_request_may_choose_its_block_cache_preset() -> None:
+    card = Catalog.build().get("wan2.1-t2v-turbo")
+    default = build_spec(SynthesisRequest(model="wan2.1-t2v-turbo", prompt="a cat"), card)
+    assert default.cache == "off"  # the model's own (no override)
+    for preset in ("off", "fast", "faster"):
+        chosen = SynthesisRequest(model="wan2.1-t2v-turbo", prompt="a cat", cache=preset)
+        assert build_spec(chosen, card).cache == preset
+    for bad in ("fastest", "", 1, True, ["fast"]):
+        with pytest.raises(InvalidParameter, match="cache"):
+            build_spec(SynthesisRequest(model="wan2.1-t2v-turbo", prompt="a cat", cache=bad), card)

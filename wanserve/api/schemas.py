@@ -59,6 +59,7 @@ _PARAMETER_FIELDS = (
     "callback_url",  # wanserve's extension: a webhook for the task's end
     "lora",
     "lora_scale",
+    "cache",  # extension: per-request transformer block cache preset
 )
 
 UrlFor = Callable[[Task], str | None]
@@ -510,6 +511,11 @@ class CreateTaskParameters(BaseModel):
     )
     lora_scale: float | None = Field(
         default=None, ge=0, le=2, description="extension: the adapter's strength (default 1)"
+    )
+    cache: Literal["off", "fast", "faster"] | None = Field(
+        default=None,
+        description="extension: transformer block cache for this task (lossy; default: the "
+        "model's, see docs/performance.md)",
     )
 
 
