@@ -3,6 +3,7 @@ storage; only the engine is a fake (the `Runner` seam)."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 from collections.abc import Callable
@@ -14,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import T2V, FakeRunner, Harness
+from wanserve.engine.speed import BlockCount
 from wanserve.errors import InvalidParameter
 
 URL = "/api/v1/services/aigc/video-generation/video-synthesis"
@@ -425,3 +427,29 @@ def test_a_task_may_choose_its_block_cache_and_the_engine_gets_it(harness: Harne
     res = harness.create(bad)
     assert res.status_code == 400 and res.json()["code"] == "InvalidParameter"
     assert "cache" in res.json()["message"]
+
+
+class CountingRunner(FakeRunner):
+    """A fake engine that reports block evaluations, as the real one does."""
+
+    def run(self, request: Any, *, on_progress: Any, should_cancel: Any) -> Any:
+        clip = super().run(request, on_progress=on_progress, should_cancel=should_cancel)
+        return dataclasses.replace(clip, blocks=BlockCount(computed=60, skipped=20))
+
+
+def test_a_succeeded_task_shows_its_transformer_block_evaluations(
+    harness_factory: Callable[..., Harness],
+) -> None:
+    counted = harness_factory(runner=CountingRunner())
+    task_id = counted.create(T2V).json()["output"]["task_id"]
+    out = counted.wait(task_id)["output"]
+    assert out["task_status"] == "SUCCEEDED"
+    assert out["transformer_blocks"] == {"computed": 60, "skipped": 20}
+    # Kept with the task: a restart or another replica reads the same.
+    stored = counted.components.store.get(task_id)
+    assert stored is not None and stored.result is not None
+    assert (stored.result.blocks_computed, stored.result.blocks_skipped) == (60, 20)
+    # An engine that does not count shows nothing rather than zeros.
+    plain = harness_factory()
+    other = plain.create(T2V).json()["output"]["task_id"]
+    assert "transformer_blocks" not in plain.wait(other)["output"]

@@ -198,6 +198,12 @@ def task_output(task: Task, video_url: str | None) -> dict[str, Any]:
             out["actual_prompt"] = task.result.actual_prompt
         if video_url is not None:
             out["video_url"] = video_url
+        if task.result.blocks_computed is not None and task.result.blocks_skipped is not None:
+            # Our extension: what a block cache saved (docs/performance.md).
+            out["transformer_blocks"] = {
+                "computed": task.result.blocks_computed,
+                "skipped": task.result.blocks_skipped,
+            }
     if task.status is TaskStatus.FAILED and task.error is not None:
         out["code"] = task.error.code
         out["message"] = task.error.message
@@ -551,6 +557,14 @@ class CreatedResponse(BaseModel):
     output: CreatedOutput
 
 
+class TransformerBlocks(BaseModel):
+    """Transformer block evaluations a SUCCEEDED task computed and a block cache skipped."""
+
+    model_config = _CLOSED
+    computed: int
+    skipped: int
+
+
 class TaskOutput(BaseModel):
     """A task as `GET /tasks/{id}` shows it; fields appear as the status makes them known."""
 
@@ -568,6 +582,7 @@ class TaskOutput(BaseModel):
     total_steps: int | None = None
     stage: Literal["loading", "denoising", "decoding", "encoding"] | None = None
     queue_position: int | None = None
+    transformer_blocks: TransformerBlocks | None = None
     code: str | None = None
     message: str | None = None
 

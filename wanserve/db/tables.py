@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Date,
     DateTime,
@@ -122,6 +123,9 @@ class TaskRow(Base):
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     video_key: Mapped[str | None] = mapped_column(String(256), nullable=True)
     actual_prompt: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Transformer block evaluations the run computed and a block cache skipped; None: uncounted.
+    blocks_computed: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    blocks_skipped: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     # The extended prompt or shot plan (JSON), recorded at the first attempt.
     extension: Mapped[str | None] = mapped_column(Text, nullable=True)
     has_audio: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -70,6 +70,10 @@ class TaskResult:
     height: int
     has_audio: bool
     actual_prompt: str | None
+    # Transformer block evaluations computed and skipped by a block cache, across every pass;
+    # None when the engine did not count them (a fake runner).
+    blocks_computed: int | None = None
+    blocks_skipped: int | None = None
 
 
 @dataclass(frozen=True)

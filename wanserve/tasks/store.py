@@ -401,6 +401,8 @@ class SqlTaskStore:
             height=result.height,
             has_audio=result.has_audio,
             actual_prompt=result.actual_prompt,
+            blocks_computed=result.blocks_computed,
+            blocks_skipped=result.blocks_skipped,
             progress=100,
             step=TaskRow.total_steps,
             # The video stays downloadable for the full TTL after it is made.
@@ -728,6 +730,8 @@ def _to_task(row: TaskRow | Row[*tuple[Any, ...]], *, ahead: int | None = None) 
             height=row.height or 0,
             has_audio=row.has_audio,
             actual_prompt=row.actual_prompt,
+            blocks_computed=row.blocks_computed,
+            blocks_skipped=row.blocks_skipped,
         )
     error = None
     if status is TaskStatus.FAILED:

@@ -201,8 +201,7 @@ def _run(claim: Claim, ex: Execution, signals: _Signals) -> TaskStatus | None:
                 if signals.should_stop():
                     raise Canceled()
                 if clip.blocks is not None:
-                    # Operators see what a block cache saved; clients do not (yet):
-                    # docs/performance.md.
+                    # Clients see it in output.transformer_blocks; operators in the log.
                     log.info(
                         "task %s: transformer blocks computed %d, skipped by the cache %d",
                         task.id,
@@ -230,6 +229,8 @@ def _run(claim: Claim, ex: Execution, signals: _Signals) -> TaskStatus | None:
             actual_prompt=(shots.describe() if shots else spec.prompt)
             if spec.prompt_extend
             else None,
+            blocks_computed=clip.blocks.computed if clip.blocks is not None else None,
+            blocks_skipped=clip.blocks.skipped if clip.blocks is not None else None,
         )
         if signals.should_stop():  # asked to cancel (or stop) while encoding: honour it
             ex.storage.delete(key)

@@ -1,7 +1,7 @@
 """progress stage: what a task is doing (queued, loading, denoising, decoding, encoding)
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 """
 
 from __future__ import annotations
