@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Scope
 
 from wanserve import text
 from wanserve.api.errors import request_id_of
@@ -62,10 +63,13 @@ class Services:
     def origin(self, request: Request) -> str:
         """What `base_url` is made from, without making it (Starlette parses and re-joins a
         URL for that, 9% of a poll): requests with the same origin get the same base URL."""
+        return self.origin_of(request.scope, request.headers.get("host"))
+
+    def origin_of(self, scope: Scope, host: str | None) -> str:
+        """`origin` from a request's ASGI scope and its `Host` header."""
         if self.settings.public_url:
             return self.settings.public_url
-        scope = request.scope
-        return f"{scope['scheme']} {request.headers.get('host')} {scope.get('root_path', '')}"
+        return f"{scope['scheme']} {host} {scope.get('root_path', '')}"
 
 
 async def get_services(request: Request) -> Services:
@@ -86,7 +90,7 @@ async def authenticate(
     pool."""
     # Behind a reverse proxy this is the proxy's address unless uvicorn trusts it to forward
     # the client's (`--forwarded-allow-ips` / FORWARDED_ALLOW_IPS).
-    address = request.client.host if request.client is not None else "unknown"
+    address = client_address(request.scope)
     header = request.headers.get("authorization", "")
     throttle = services.throttle
     if throttle.in_memory:
@@ -97,6 +101,12 @@ async def authenticate(
             throttle.check_key(key.id)
             return key
     return await run_in_threadpool(_authenticate, services, address, header)
+
+
+def client_address(scope: Scope) -> str:
+    """The peer address the throttles count failed keys against."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
 
 
 def _authenticate(services: Services, address: str, header: str) -> ApiKey:
@@ -113,10 +123,18 @@ def _authenticate(services: Services, address: str, header: str) -> ApiKey:
 
 
 def _bearer(header: str) -> str:
+    token = bearer_token(header)
+    if token is None:
+        raise InvalidApiKey("No API-key provided.")
+    return token
+
+
+def bearer_token(header: str) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, or None."""
     scheme, _, token = header.partition(" ")
     token = token.strip()
-    if not header or scheme.lower() != "bearer" or not token:
-        raise InvalidApiKey("No API-key provided.")
+    if scheme.lower() != "bearer" or not token:
+        return None
     return token
 
 

@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount
+from starlette.types import Scope
 
 from wanserve import errors
 from wanserve.api.schemas import error_body
@@ -52,7 +53,12 @@ def http_status(exc: errors.WanserveError) -> int:
 
 
 def request_id_of(request: Request) -> str:
-    return str(getattr(request.state, "request_id", ""))
+    return request_id_of_scope(request.scope)
+
+
+def request_id_of_scope(scope: Scope) -> str:
+    """The id the request middleware gave this request (`request.state.request_id`)."""
+    return str(scope.get("state", {}).get("request_id", ""))
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,12 @@ def error_response(
 
 async def _domain(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.WanserveError)
+    return domain_error_response(request, exc)
+
+
+def domain_error_response(request: Request, exc: errors.WanserveError) -> JSONResponse:
+    """A domain error's answer, as the app's handler gives it (also for middleware that
+    answers before the handlers are reached)."""
     headers = None
     if isinstance(exc, errors.Throttled) and exc.retry_after is not None:
         # Whole seconds, rounded up: a client that waits exactly this long must get through.

@@ -74,8 +74,9 @@ async def get_task(task_id: str, request: Request) -> Response:
     # The hottest route. FastAPI's per-request work for each dependency cost more than the
     # checks themselves (measured: 15% of a poll, docs/performance.md), so it
     # makes the `api` router's checks as plain calls, in the same order. A finished task is
-    # answered from memory (`api/finished.py`); any other lookup, and the URL signing, run in
-    # the thread pool, off the event loop.
+    # answered from memory (`api/finished.py`): mostly before routing (`api/fastpoll.py`),
+    # here when that could not check the caller without I/O. Any other lookup, and the URL
+    # signing, run in the thread pool, off the event loop.
     await check_url_text(request)
     caller = await get_caller(request)
     services, key_id = caller.services, caller.key.id
