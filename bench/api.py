@@ -11,6 +11,14 @@ and the ratio wanserve / bare. Every process listens on loopback and is stopped 
 
     python bench/api.py                      # SQLite and PostgreSQL, 2 rounds of 10 s
     python bench/api.py --databases sqlite --duration 5 --rounds 1
+    python bench/api.py --in-process         # no sockets, no load generator
+
+`--in-process` takes the sockets and the load generator out: in one child process per
+database it builds the same API app as `serve --workers 0` (same settings, logging as the
+server configures it, request log written to a file) and the same bare app, and calls each
+ASGI app directly, alternating, 6 rounds of 3000 polls; it prints microseconds per poll (the
+best round of each) and their ratio. On a shared machine this is the steadier figure: the
+load generator, which competes for the same cores, is not in it.
 
 Without `wrk` on the PATH (`apt-get install wrk`) it falls back to a Python load generator
 (httpx, 50 connections over 2 threads) and says so; its absolute numbers are lower (the
@@ -37,8 +45,12 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 SECRET = "bench-secret-key-0123456789abcdef"
 _RPS = re.compile(r"Requests/sec:\s+([0-9.]+)")
@@ -63,10 +75,40 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=3, help="untimed seconds per target")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--in-process", action="store_true", help="call the ASGI apps directly (no sockets)"
+    )
+    parser.add_argument("--polls", type=int, default=3000, help="polls per in-process round")
     parser.add_argument("--serve-bare", nargs=2, metavar=("PORT", "BYTES"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--time-apps", nargs=3, metavar=("SECRET", "TASK", "LOG"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.serve_bare:
         return _serve_bare(int(args.serve_bare[0]), int(args.serve_bare[1]))
+    if args.time_apps:
+        return _time_apps(*args.time_apps, polls=args.polls)
+    if args.in_process:
+        print(
+            f"in process: the ASGI apps called directly, alternating, "
+            f"6 rounds of {args.polls} polls"
+        )
+        for database in args.databases.split(","):
+            with _database(database) as url, tempfile.TemporaryDirectory() as tmp:
+                env = _server_env(Path(tmp), url)
+                secret, task_id = _seed(env)
+                command = [sys.executable, __file__, "--polls", str(args.polls)]
+                command += ["--time-apps", secret, task_id]
+                out = subprocess.run(
+                    [*command, str(Path(tmp) / "server.log")],
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    timeout=600,
+                ).stdout
+                print(f"[{database}] {out.strip().splitlines()[-1]}")
+        return 0
 
     loader = "wrk" if shutil.which("wrk") else "python"
     if loader == "python":
@@ -84,18 +126,7 @@ def main() -> int:
 def _bench(
     database: str, url: str | None, data_dir: Path, args: argparse.Namespace, loader: str
 ) -> None:
-    env = {
-        **os.environ,
-        "WANSERVE_DATA_DIR": str(data_dir),
-        "WANSERVE_WEIGHTS": "dummy",
-        "WANSERVE_SECRET_KEY": SECRET,
-        # The limiter runs on every request, as in production; the limit is set out of reach
-        # so the load generator measures the 200 path, not 429s.
-        "WANSERVE_RATE_LIMIT_PER_SECOND": "1000000",
-        "WANSERVE_RATE_LIMIT_BURST": "1000000",
-    }
-    if url is not None:
-        env["WANSERVE_DATABASE_URL"] = url
+    env = _server_env(data_dir, url)
     secret, task_id = _seed(env)
     port = _free_port()
     server = _start(
@@ -141,6 +172,22 @@ def _bench(
         for proc in (bare, server):
             if proc is not None:
                 _stop(proc)
+
+
+def _server_env(data_dir: Path, url: str | None) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "WANSERVE_DATA_DIR": str(data_dir),
+        "WANSERVE_WEIGHTS": "dummy",
+        "WANSERVE_SECRET_KEY": SECRET,
+        # The limiter runs on every request, as in production; the limit is set out of reach
+        # so the load generator measures the 200 path, not 429s.
+        "WANSERVE_RATE_LIMIT_PER_SECOND": "1000000",
+        "WANSERVE_RATE_LIMIT_BURST": "1000000",
+    }
+    if url is not None:
+        env["WANSERVE_DATABASE_URL"] = url
+    return env
 
 
 def _seed(env: dict[str, str]) -> tuple[str, str]:
@@ -230,10 +277,16 @@ def _python_load(target: Target, args: argparse.Namespace) -> float:
 
 
 def _serve_bare(port: int, size: int) -> int:
-    """The baseline: an idiomatic FastAPI endpoint whose JSON body has `size` bytes, served
-    by uvicorn with the same defaults as wanserve (uvloop/httptools when installed, no access
-    log)."""
+    """The baseline served by uvicorn with the same defaults as wanserve (uvloop/httptools
+    when installed, no access log)."""
     import uvicorn
+
+    uvicorn.run(_bare_app(size), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    return 0
+
+
+def _bare_app(size: int) -> FastAPI:
+    """The baseline: an idiomatic FastAPI endpoint whose JSON body has `size` bytes."""
     from fastapi import FastAPI
 
     app = FastAPI()
@@ -247,8 +300,90 @@ def _serve_bare(port: int, size: int) -> int:
     async def bare() -> dict[str, object]:
         return body
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    return app
+
+
+def _time_apps(secret: str, task_id: str, log_file: str, *, polls: int) -> int:
+    """In a child with the server's environment: microseconds per poll of the wanserve API
+    app (built as `serve --workers 0` builds it) and of the bare app, called directly."""
+    import asyncio
+    import logging
+
+    from wanserve.compose.api import create_api_only
+    from wanserve.compose.shared import build_shared
+    from wanserve.config import Settings
+
+    settings = Settings()
+    # As `wanserve serve` configures it, into a file: the request log line is part of a poll.
+    logging.basicConfig(
+        filename=log_file,
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    app = create_api_only(build_shared(settings))
+    poll = _Caller(
+        app, f"/api/v1/tasks/{task_id}", [(b"authorization", f"Bearer {secret}".encode())]
+    )
+    size = len(asyncio.run(poll.once()))
+    bare = _Caller(_bare_app(size), "/bare", [])
+    if len(asyncio.run(bare.once())) != size:
+        raise RuntimeError("the bare body is not the poll's size")
+    rounds: dict[str, list[float]] = {"wanserve": [], "bare": []}
+    for _ in range(6):
+        for name, caller in (("wanserve", poll), ("bare", bare)):
+            rounds[name].append(asyncio.run(caller.time(polls)))
+    ours, theirs = min(rounds["wanserve"]), min(rounds["bare"])
+    print(
+        f"wanserve {ours:6.1f} us/poll   bare FastAPI {theirs:6.1f} us   ratio {theirs / ours:.2f}"
+    )
     return 0
+
+
+class _Caller:
+    """GETs one path of an ASGI app the way uvicorn calls it, with no socket."""
+
+    def __init__(self, app: Any, path: str, headers: list[tuple[bytes, bytes]]) -> None:
+        self.app, self.path = app, path
+        self.headers = [(b"host", b"127.0.0.1:8000"), *headers, (b"user-agent", b"bench")]
+
+    def _scope(self) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": self.path,
+            "raw_path": self.path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": self.headers,
+            "client": ("127.0.0.1", 40000),
+            "server": ("127.0.0.1", 8000),
+            "state": {},
+        }
+
+    async def once(self) -> bytes:
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await self.app(self._scope(), receive, send)
+        if sent[0]["status"] != 200:
+            raise RuntimeError(f"{self.path} answered {sent[0]['status']}: {sent[1:]}")
+        return b"".join(m.get("body", b"") for m in sent[1:])
+
+    async def time(self, n: int) -> float:
+        """Microseconds per request over `n` requests (the first untimed)."""
+        await self.once()
+        started = time.perf_counter()
+        for _ in range(n):
+            await self.once()
+        return (time.perf_counter() - started) / n * 1e6
 
 
 @contextlib.contextmanager
