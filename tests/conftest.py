@@ -227,3 +227,21 @@ def postgres_url() -> Iterator[str]:
     """A fresh database on the local PostgreSQL server, dropped afterwards."""
     with private_database() as url:
         yield url
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The local Redis server (database 11). Tests sharing it keep to keys of their own (random
+    key ids), so nothing is flushed."""
+    import os
+
+    import redis
+
+    url = "redis://127.0.0.1:6379/11"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=scaled(5)).ping()
+    except redis.RedisError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"Redis not reachable at {url}: {exc}")
+    return url

@@ -292,15 +292,9 @@ def test_the_fast_path_answers_kept_polls_and_passes_everything_else_on(app_fact
 
 
 def test_the_fast_path_is_off_when_the_throttles_live_in_redis(
-    app_factory: Any, tmp_path: Path
+    app_factory: Any, redis_url: str
 ) -> None:
-    redis = pytest.importorskip("redis")
-    url = "redis://127.0.0.1:6379/12"
-    try:
-        redis.Redis.from_url(url).ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"Redis not reachable at {url}: {exc}")
-    app = app_factory(redis_url=url, rate_limit_per_second=1000, rate_limit_burst=1000)
+    app = app_factory(redis_url=redis_url, rate_limit_per_second=1000, rate_limit_burst=1000)
     kept = app.finish()
     first, again = app.poll(kept), app.poll(kept)
     assert first.json()["output"] == again.json()["output"]

@@ -64,17 +64,6 @@ def test_bad_keys_lock_the_address_out_even_for_a_good_key(
     assert guess not in caplog.text and h.key not in caplog.text
 
 
-@pytest.fixture
-def redis_url() -> str:
-    redis = pytest.importorskip("redis")
-    url = "redis://127.0.0.1:6379/11"
-    try:
-        redis.Redis.from_url(url).ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"Redis not reachable at {url}: {exc}")
-    return url
-
-
 def test_replicas_share_a_keys_budget_through_redis(
     harness_factory: Callable[..., Harness], tmp_path: Path, redis_url: str
 ) -> None:
