@@ -1,17 +1,20 @@
-"""The poll hot path: `GET /api/v1/tasks/{id}` of a finished task against a bare FastAPI
-endpoint returning a body of the same size, side by side, on SQLite and on PostgreSQL.
+"""The poll hot path: `GET /api/v1/tasks/{id}` of a finished task (or, with `--status
+running`, of a running one) against a bare FastAPI endpoint returning a body of the same size,
+side by side, on SQLite and on PostgreSQL.
 
-For each database it makes a scratch data directory, an API key and a SUCCEEDED task (written
-through the task store, as a worker would), starts a real `wanserve serve --workers 0`
-process (an API replica: uvicorn, the whole middleware and dependency stack, the default
-rate limiter with a limit too high to trip) and a bare FastAPI app in another process, and
-drives each in turn with `wrk -t2 -c50 -d10s`, for two rounds (after 3 untimed seconds each,
-in ABBA order so that a drifting load favours neither). It prints requests per second
-and the ratio wanserve / bare. Every process listens on loopback and is stopped at the end.
+For each database it makes a scratch data directory, an API key and a SUCCEEDED task
+(written through the task store, as a worker would; or a RUNNING one at 40%), starts a real
+`wanserve serve --workers 0` process (an API replica: uvicorn, the whole middleware and
+dependency stack, the default rate limiter with a limit too high to trip) and a bare FastAPI
+app in another process, and drives each in turn with `wrk -t2 -c50 -d10s`, for two rounds
+(after 3 untimed seconds each, in ABBA order so that a drifting load favours neither). It
+prints requests per second and the ratio wanserve / bare. Every process listens on loopback
+and is stopped at the end.
 
     python bench/api.py                      # SQLite and PostgreSQL, 2 rounds of 10 s
     python bench/api.py --databases sqlite --duration 5 --rounds 1
     python bench/api.py --in-process         # no sockets, no load generator
+    python bench/api.py --status running     # a task still running: read from the store
 
 `--in-process` takes the sockets and the load generator out: in one child process per
 database it builds the same API app as `serve --workers 0` (same settings, logging as the
@@ -79,6 +82,13 @@ def main() -> int:
         "--in-process", action="store_true", help="call the ASGI apps directly (no sockets)"
     )
     parser.add_argument("--polls", type=int, default=3000, help="polls per in-process round")
+    parser.add_argument(
+        "--status",
+        choices=("succeeded", "running"),
+        default="succeeded",
+        help="the polled task's: a finished one is answered from memory, a running one is "
+        "read from the store on every poll",
+    )
     parser.add_argument("--serve-bare", nargs=2, metavar=("PORT", "BYTES"), help=argparse.SUPPRESS)
     parser.add_argument(
         "--time-apps", nargs=3, metavar=("SECRET", "TASK", "LOG"), help=argparse.SUPPRESS
@@ -96,7 +106,7 @@ def main() -> int:
         for database in args.databases.split(","):
             with _database(database) as url, tempfile.TemporaryDirectory() as tmp:
                 env = _server_env(Path(tmp), url)
-                secret, task_id = _seed(env)
+                secret, task_id = _seed(env, args.status)
                 command = [sys.executable, __file__, "--polls", str(args.polls)]
                 command += ["--time-apps", secret, task_id]
                 out = subprocess.run(
@@ -115,7 +125,8 @@ def main() -> int:
         print("wrk not found: using the Python load generator (lower absolute numbers)")
     print(
         f"load: {loader} -t{args.threads} -c{args.connections} -d{args.duration}s, "
-        f"{args.rounds} round(s), GET of a SUCCEEDED task vs bare FastAPI, same body size"
+        f"{args.rounds} round(s), GET of a {args.status.upper()} task vs bare FastAPI, "
+        "same body size"
     )
     for database in args.databases.split(","):
         with _database(database) as url, tempfile.TemporaryDirectory() as tmp:
@@ -127,7 +138,7 @@ def _bench(
     database: str, url: str | None, data_dir: Path, args: argparse.Namespace, loader: str
 ) -> None:
     env = _server_env(data_dir, url)
-    secret, task_id = _seed(env)
+    secret, task_id = _seed(env, args.status)
     port = _free_port()
     server = _start(
         [sys.executable, "-m", "wanserve", "serve", "--workers", "0", "--port", str(port)],
@@ -142,7 +153,8 @@ def _bench(
         headers = {"Authorization": f"Bearer {secret}"}
         answer = httpx.get(poll, headers=headers, timeout=10)
         body = json.loads(answer.content)
-        assert answer.status_code == 200 and body["output"]["task_status"] == "SUCCEEDED", body
+        status = body["output"]["task_status"]
+        assert answer.status_code == 200 and status == args.status.upper(), body
         size = len(answer.content)
         bare_port = _free_port()
         bare = _start(
@@ -184,22 +196,27 @@ def _server_env(data_dir: Path, url: str | None) -> dict[str, str]:
         # so the load generator measures the 200 path, not 429s.
         "WANSERVE_RATE_LIMIT_PER_SECOND": "1000000",
         "WANSERVE_RATE_LIMIT_BURST": "1000000",
+        # A RUNNING task polled with `--status running` has no worker beating for it: the
+        # janitor must not hand it back to PENDING during the run.
+        "WANSERVE_HEARTBEAT_TIMEOUT_SECONDS": "86400",
     }
     if url is not None:
         env["WANSERVE_DATABASE_URL"] = url
     return env
 
 
-def _seed(env: dict[str, str]) -> tuple[str, str]:
-    """An API key and a SUCCEEDED task, written through the stores in a child process with
-    the server's settings (so the schema is migrated the way the server does it)."""
+def _seed(env: dict[str, str], status: str) -> tuple[str, str]:
+    """An API key and a task (SUCCEEDED, or RUNNING with progress), written through the
+    stores in a child process with the server's settings (so the schema is migrated the way
+    the server does it)."""
     script = """
+import sys
 import json
 from wanserve.catalog import Catalog
 from wanserve.compose.shared import build_shared
 from wanserve.config import Settings
 from wanserve.spec import SynthesisRequest, build_spec
-from wanserve.tasks.models import TaskResult
+from wanserve.tasks.models import Progress, TaskResult, TaskStage
 
 shared = build_shared(Settings())
 key, secret = shared.keys.create("bench")
@@ -207,13 +224,18 @@ card = Catalog.build(steps=4).get("wan2.1-t2v-turbo")
 spec = build_spec(SynthesisRequest(model=card.name, prompt="a cat in the snow", seed=7), card)
 task = shared.store.create(task_id="bench-task-0001", api_key_id=key.id, request_id="r", spec=spec)
 claim = shared.store.claim(task.id, worker_id="bench")
+if sys.argv[1] == "running":
+    shared.store.report_progress(
+        claim, Progress(stage=TaskStage.DENOISING, step=2, total_steps=4, percent=40))
+    print(json.dumps([secret, task.id]))
+    sys.exit(0)
 result = TaskResult(video_key=f"videos/{task.id}.mp4", width=spec.width, height=spec.height,
                     has_audio=False, actual_prompt=None)
 assert shared.store.succeed(claim, result)
 print(json.dumps([secret, task.id]))
 """
     out = subprocess.run(
-        [sys.executable, "-c", script],
+        [sys.executable, "-c", script, status],
         env=env,
         check=True,
         capture_output=True,
