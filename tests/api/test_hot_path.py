@@ -291,17 +291,24 @@ def test_the_fast_path_answers_kept_polls_and_passes_everything_else_on(app_fact
     assert fast.get(f"/api/v1/tasks/{kept}", headers=auth).status_code == 599
 
 
-def test_the_fast_path_is_off_when_the_throttles_live_in_redis(
+def test_with_throttles_in_redis_the_fast_path_spends_the_shared_budget(
     app_factory: Any, redis_url: str
 ) -> None:
-    app = app_factory(redis_url=redis_url, rate_limit_per_second=1000, rate_limit_burst=1000)
-    kept = app.finish()
-    first, again = app.poll(kept), app.poll(kept)
-    assert first.json()["output"] == again.json()["output"]
+    import redis
+
+    app = app_factory(redis_url=redis_url, rate_limit_per_second=0.001, rate_limit_burst=3)
+    kept = app.finish()  # one of three
+    assert app.poll(kept).status_code == 200  # the route: two of three, and kept
     spy = Spy([])
     fast = TestClient(PollFastPath(spy, services=app.parts.services, routes=_poll_routes()))
-    res = fast.get(f"/api/v1/tasks/{kept}", headers={"Authorization": f"Bearer {app.secret}"})
-    assert res.status_code == 599  # the bucket is in Redis: I/O, so the route spends it
+    auth = {"Authorization": f"Bearer {app.secret}"}
+    assert fast.get(f"/api/v1/tasks/{kept}", headers=auth).status_code == 200  # three of three
+    assert spy.paths == []
+    # The bucket is Redis's: another replica sharing it is refused too.
+    assert_error(app.poll(kept), 429, "Throttling.RateQuota")
+    client = redis.Redis.from_url(redis_url)
+    assert client.delete(f"wanserve:throttle:key:{app.key_id}") == 1
+    client.close()
 
 
 def test_a_kept_answer_is_byte_for_byte_the_routes_answer(app_factory: Any) -> None:

@@ -4,30 +4,32 @@ A poll (`GET /api/v1/tasks/{task_id}`) is the most frequent call a video API get
 task has finished its answer is kept (`api/finished.py`). Serving that kept answer through
 Starlette's router and FastAPI's request handling cost more than everything else in the poll
 together (profiled: about half of its time, docs/performance.md). This ASGI middleware
-answers such a poll itself when, and only when, every check the route makes can be made here
+answers such a poll itself when, and only when, the caller and the answer can be found
 without I/O, and passes every other request, unchanged, to the app:
 
 - the method is GET, there is no query string, and the path is the poll route's, as the router
   would match it (one segment after `/api/v1/tasks/`, an optional trailing slash);
 - the `Authorization` header is a bearer token whose key was read within
-  `api_key_cache_seconds` (`KeyStore.cached`: active, unrevoked in this process) and the
-  throttles keep their state in this process;
+  `api_key_cache_seconds` (`KeyStore.cached`: active, unrevoked in this process);
 - the caller's key owns a kept, unexpired answer for this origin (`FinishedTasks.body`). Only
   ids the store gave out are kept, so a path parameter the routers' text check would refuse
   (`deps.check_url_text`) is never found here: the route refuses it;
 - then the address lockout and the key's rate bucket are checked exactly as `authenticate`
-  checks them; a refusal is answered here in the route's own error shape (429, `Retry-After`).
+  checks them (on the event loop when their state is in process memory, in the thread pool
+  when it is in Redis); a refusal is answered here in the route's own error shape (429,
+  `Retry-After`).
 
-Anything else (a miss, a key not cached, a malformed header, a Redis-backed throttle) goes to
-the route, which makes the same checks with I/O and gives the same answers. Nothing is spent
-before the fast path commits to answering, so a request that falls through is never
-counted twice by the rate limiter. The request id, the `X-Request-Id` header, the request log
-and the HTTP metrics come from the `RequestContext` middleware around this one, as for every
-route; `scope["route"]` is set to the poll route so the metrics carry its template.
+Anything else (a miss, a key not cached, a malformed header) goes to the route, which makes
+the same checks with I/O and gives the same answers. Nothing is spent before the fast path
+commits to answering, so a request that falls through is never counted twice by the rate
+limiter. The request id, the `X-Request-Id` header, the request log and the HTTP metrics come
+from the `RequestContext` middleware around this one, as for every route; `scope["route"]` is
+set to the poll route so the metrics carry its template.
 """
 
 from __future__ import annotations
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -59,7 +61,10 @@ class PollFastPath:
             return
         body, key_id = kept
         try:
-            self._spend(scope, key_id)
+            if self._services.throttle.in_memory:
+                self._spend(scope, key_id)
+            else:  # Redis: I/O, off the event loop, as `authenticate` does it
+                await run_in_threadpool(self._spend, scope, key_id)
         except Throttled as exc:
             response = api_errors.domain_error_response(Request(scope), exc)
             await response(scope, receive, send)
@@ -78,8 +83,6 @@ class PollFastPath:
             return None
         task_id, slash = target
         services = self._services
-        if not services.throttle.in_memory:
-            return None
         authorization, host = _headers(scope)
         token = bearer_token(authorization)
         if token is None:
