@@ -4,6 +4,7 @@ back to PENDING; a second signal exits at once)."""
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 import subprocess
@@ -200,7 +201,9 @@ def step_of(data_dir: Path, task_id: str) -> int:
 def test_embedded_server_sigterm_hands_back_with_dummy_weights(tmp_path: Path) -> None:
     server = ServerProcess(
         tmp_path,
-        WANSERVE_STEPS="400",  # long enough on tiny random models to be caught mid-run
+        # Many short steps (a small pixel budget): caught mid-run at once, stopped at the next.
+        WANSERVE_STEPS="1000",
+        WANSERVE_MODELS=json.dumps({"wan2.1-t2v-turbo": {"max_area": 80 * 48}}),
         WANSERVE_HEARTBEAT_SECONDS="0.5",
         # The reaper must not be what hands the task back: it would wait a minute.
         WANSERVE_HEARTBEAT_TIMEOUT_SECONDS="60",
