@@ -21,8 +21,7 @@ from starlette.routing import Match
 from tests.api.test_endpoints import UUID, assert_error
 from tests.conftest import T2V, FakeRunner, make_settings
 from wanserve.api.fastpoll import PollFastPath, poll_target
-from wanserve.api.routes import polls
-from wanserve.compose.api import _poll_routes
+from wanserve.api.routes import poll_routes, polls
 from wanserve.compose.embedded import Components, build_components, create_app
 from wanserve.db.engine import make_engine
 from wanserve.keys import KeyStore
@@ -258,7 +257,7 @@ def test_the_fast_path_answers_kept_polls_and_passes_everything_else_on(app_fact
     assert app.poll(kept).status_code == 200  # through the route: the answer is now kept
     assert app.poll("unknown-task", other).status_code == 200  # the other key is now cached
     spy = Spy([])
-    fast = TestClient(PollFastPath(spy, services=app.parts.services, routes=_poll_routes()))
+    fast = TestClient(PollFastPath(spy, services=app.parts.services, routes=poll_routes()))
     auth = {"Authorization": f"Bearer {app.secret}"}
 
     for path in (f"/api/v1/tasks/{kept}", f"/api/v1/tasks/{kept}/"):
@@ -300,7 +299,7 @@ def test_with_throttles_in_redis_the_fast_path_spends_the_shared_budget(
     kept = app.finish()  # one of three
     assert app.poll(kept).status_code == 200  # the route: two of three, and kept
     spy = Spy([])
-    fast = TestClient(PollFastPath(spy, services=app.parts.services, routes=_poll_routes()))
+    fast = TestClient(PollFastPath(spy, services=app.parts.services, routes=poll_routes()))
     auth = {"Authorization": f"Bearer {app.secret}"}
     assert fast.get(f"/api/v1/tasks/{kept}", headers=auth).status_code == 200  # three of three
     assert spy.paths == []

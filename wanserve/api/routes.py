@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import BaseRoute
 
 from wanserve.api import schemas
 from wanserve.api.body import read_json
@@ -89,6 +91,19 @@ async def get_task(task_id: str, request: Request) -> Response:
     if task is not None:
         services.finished.keep(task, origin=origin, body=body, now=now)
     return Response(schemas.stamp(body, request_id=caller.request_id), media_type=JSON)
+
+
+def poll_routes() -> dict[bool, BaseRoute]:
+    """The poll route by whether its template ends in a slash (`api/fastpoll.py` answers for
+    it, and labels its metrics with the route's template)."""
+    found: dict[bool, BaseRoute] = {
+        route.path.endswith("/"): route
+        for route in polls.routes
+        if isinstance(route, APIRoute) and route.endpoint is get_task
+    }
+    if set(found) != {False, True}:
+        raise RuntimeError("the poll route and its trailing-slash twin must both be routed")
+    return found
 
 
 def _render_task(

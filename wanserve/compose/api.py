@@ -16,8 +16,6 @@ from typing import Protocol
 
 import uvicorn
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
-from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wanserve import __version__
@@ -32,7 +30,7 @@ from wanserve.api.events import events as events_router
 from wanserve.api.fastpoll import PollFastPath
 from wanserve.api.openai import routes as openai_routes
 from wanserve.api.openai import schemas as openai_schemas
-from wanserve.api.routes import api, get_task, polls, probes
+from wanserve.api.routes import api, poll_routes, polls, probes
 from wanserve.api.streams import EventStreams
 from wanserve.api.uploads import uploads as uploads_router
 from wanserve.api.usage import usage as usage_router
@@ -217,21 +215,9 @@ def create_api_app(
     api_playground.install(app)  # the web page at `/`
     api_openapi.install(app)
     # Middleware added last runs first: RequestContext (id, log, metrics) wraps the fast path.
-    app.add_middleware(PollFastPath, services=services, routes=_poll_routes())
+    app.add_middleware(PollFastPath, services=services, routes=poll_routes())
     app.add_middleware(RequestContext)
     return app
-
-
-def _poll_routes() -> dict[bool, BaseRoute]:
-    """The poll route by whether its template ends in a slash, for `PollFastPath`."""
-    found: dict[bool, BaseRoute] = {
-        route.path.endswith("/"): route
-        for route in polls.routes
-        if isinstance(route, APIRoute) and route.endpoint is get_task
-    }
-    if set(found) != {False, True}:
-        raise RuntimeError("the poll route and its trailing-slash twin must both be routed")
-    return found
 
 
 def create_api_only(shared: Shared) -> FastAPI:
