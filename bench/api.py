@@ -90,9 +90,7 @@ def main() -> int:
         "read from the store on every poll",
     )
     parser.add_argument("--serve-bare", nargs=2, metavar=("PORT", "BYTES"), help=argparse.SUPPRESS)
-    parser.add_argument(
-        "--time-apps", nargs=3, metavar=("SECRET", "TASK", "LOG"), help=argparse.SUPPRESS
-    )
+    parser.add_argument("--time-apps", nargs=2, metavar=("SECRET", "TASK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare:
         return _serve_bare(int(args.serve_bare[0]), int(args.serve_bare[1]))
@@ -109,14 +107,17 @@ def main() -> int:
                 secret, task_id = _seed(env, args.status)
                 command = [sys.executable, __file__, "--polls", str(args.polls)]
                 command += ["--time-apps", secret, task_id]
-                out = subprocess.run(
-                    [*command, str(Path(tmp) / "server.log")],
-                    env=env,
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                    timeout=600,
-                ).stdout
+                # The request log goes to a file, as the served process's stderr does.
+                with (Path(tmp) / "server.log").open("w") as log:
+                    out = subprocess.run(
+                        command,
+                        env=env,
+                        check=True,
+                        stdout=subprocess.PIPE,
+                        stderr=log,
+                        text=True,
+                        timeout=600,
+                    ).stdout
                 print(f"[{database}] {out.strip().splitlines()[-1]}")
         return 0
 
@@ -325,23 +326,18 @@ def _bare_app(size: int) -> FastAPI:
     return app
 
 
-def _time_apps(secret: str, task_id: str, log_file: str, *, polls: int) -> int:
+def _time_apps(secret: str, task_id: str, *, polls: int) -> int:
     """In a child with the server's environment: microseconds per poll of the wanserve API
     app (built as `serve --workers 0` builds it) and of the bare app, called directly."""
     import asyncio
-    import logging
 
+    from wanserve.cli import configure_logging
     from wanserve.compose.api import create_api_only
     from wanserve.compose.shared import build_shared
     from wanserve.config import Settings
 
     settings = Settings()
-    # As `wanserve serve` configures it, into a file: the request log line is part of a poll.
-    logging.basicConfig(
-        filename=log_file,
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings)  # as `wanserve serve` does: the request log is part of a poll
     app = create_api_only(build_shared(settings))
     poll = _Caller(
         app, f"/api/v1/tasks/{task_id}", [(b"authorization", f"Bearer {secret}".encode())]

@@ -449,7 +449,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from wanserve.compose.api import ApiServer, uvicorn_config
     from wanserve.compose.shared import ProcessKind, StartupError, check_process_model
 
-    _logging(settings)
+    configure_logging(settings)
     log = logging.getLogger("wanserve")
     kind = ProcessKind.API if settings.api_only else ProcessKind.EMBEDDED
     try:
@@ -492,7 +492,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from wanserve.compose.shared import StartupError
     from wanserve.compose.worker import run_worker
 
-    _logging(settings)
+    configure_logging(settings)
     _warn_dummy(settings)
     try:
         with _database(settings):
@@ -514,7 +514,8 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
     return run(options, settings)
 
 
-def _logging(settings: Settings) -> None:
+def configure_logging(settings: Settings) -> None:
+    """The server's and the worker's log set-up: stderr, at `log_level`."""
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
