@@ -59,7 +59,8 @@ class PollFastPath:
         if kept is None:
             await self.app(scope, receive, send)
             return
-        body, key_id = kept
+        body, key_id, route = kept
+        scope["route"] = route  # the metrics label this answer with the poll route's template
         try:
             if self._services.throttle.in_memory:
                 self._spend(scope, key_id)
@@ -75,9 +76,9 @@ class PollFastPath:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": content})
 
-    def _kept_answer(self, scope: Scope) -> tuple[bytes, str] | None:
-        """The kept answer this poll would get from the route and the caller's key id, or
-        None: let the route answer. Reads only memory and spends nothing."""
+    def _kept_answer(self, scope: Scope) -> tuple[bytes, str, BaseRoute] | None:
+        """The kept answer this poll would get from the route, the caller's key id and the
+        route, or None: let the route answer. Reads only memory and spends nothing."""
         target = poll_target(scope["path"], scope.get("root_path", ""))
         if target is None:
             return None
@@ -96,8 +97,7 @@ class PollFastPath:
         )
         if body is None:
             return None
-        scope["route"] = self._routes[slash]
-        return body, key.id
+        return body, key.id, self._routes[slash]
 
     def _spend(self, scope: Scope, key_id: str) -> None:
         """What `authenticate` checks once the key is known: the address lockout, then one
