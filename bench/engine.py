@@ -43,9 +43,9 @@ from transformers import UMT5Config, UMT5EncoderModel
 
 from wanserve.catalog import Catalog, Family
 from wanserve.engine.dummy import build_tokenizer
+from wanserve.engine.options import BlockCount, CachePreset, CfgBatch, CheckpointSpeed, CompileMode
 from wanserve.engine.request import EngineConfig, GenerationRequest
 from wanserve.engine.runner import PipelineRunner, build_runner
-from wanserve.engine.speed import BlockCount, CachePreset, CfgBatch, CheckpointSpeed, CompileMode
 from wanserve.spec import SynthesisRequest, build_spec
 from wanserve.workers.inputs import Conditioning
 from wanserve.workers.translation import request_for

@@ -33,7 +33,7 @@ from wanserve.engine.families import Family as Family
 from wanserve.engine.families import FamilyProfile as FamilyProfile
 from wanserve.engine.families import Kind as Kind
 from wanserve.engine.families import Sampling as Sampling
-from wanserve.engine.speed import CachePreset, CfgBatch, CheckpointSpeed, CompileMode
+from wanserve.engine.options import CachePreset, CfgBatch, CheckpointSpeed, CompileMode
 from wanserve.errors import InvalidParameter
 
 

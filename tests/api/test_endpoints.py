@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import T2V, FakeRunner, Harness
-from wanserve.engine.speed import BlockCount
+from wanserve.engine.options import BlockCount
 from wanserve.errors import InvalidParameter
 
 URL = "/api/v1/services/aigc/video-generation/video-synthesis"

@@ -21,9 +21,9 @@ from tests.engine.test_families import small as family_small
 from tests.engine.test_wan import small
 from wanserve.catalog import Catalog, Family, ModelOverride, checkpoint_speeds
 from wanserve.engine import dummy, speed, wan
+from wanserve.engine.options import CachePreset, CfgBatch, CheckpointSpeed, CompileMode
 from wanserve.engine.request import Clip, EngineConfig, GenerationRequest
 from wanserve.engine.runner import PipelineRunner, build_runner
-from wanserve.engine.speed import CachePreset, CfgBatch, CheckpointSpeed, CompileMode
 from wanserve.spec import GenerationSpec
 from wanserve.workers.inputs import Conditioning
 from wanserve.workers.translation import request_for

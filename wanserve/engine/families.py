@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypeVar
 
 
 class Kind(StrEnum):
@@ -47,7 +48,7 @@ DEFAULT_NEGATIVE_PROMPT = (
     "毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 )
 
-# Generations at or below this area (832x480) use a family's low-resolution flow shift.
+# 480P: generations at or below this area (832x480) use a family's low-resolution flow shift.
 LOW_RES_AREA = 832 * 480
 
 # Frames per latent frame after the first (every Wan VAE, 2.1 and 2.2 alike).
@@ -77,6 +78,27 @@ def latent_frames(frames: int) -> int:
     return (frames - 1) // TEMPORAL_COMPRESSION + 1
 
 
+def is_low_resolution(area: int) -> bool:
+    """Whether `area` denoised pixels are 480P or below (at most 832x480): where the official
+    code samples with a family's low-resolution flow shift, and where the 480P MagCache
+    calibrations apply (`engine/speed.py`)."""
+    return area <= LOW_RES_AREA
+
+
+_Shift = TypeVar("_Shift", bound=float | None)
+
+
+def flow_shift_at(
+    area: int, *, flow_shift: _Shift, low_res_flow_shift: float | None
+) -> _Shift | float:
+    """The flow shift to denoise `area` pixels with: `low_res_flow_shift` at 480P or below,
+    where a family (or a model's override) has one, else `flow_shift`. The one place of the
+    rule: `Sampling.flow_shift_for` and the spec's sizing both ask it."""
+    if low_res_flow_shift is not None and is_low_resolution(area):
+        return low_res_flow_shift
+    return flow_shift
+
+
 @dataclass(frozen=True)
 class Sampling:
     steps: int
@@ -87,9 +109,9 @@ class Sampling:
     low_res_flow_shift: float | None = None
 
     def flow_shift_for(self, area: int) -> float:
-        if self.low_res_flow_shift is not None and area <= LOW_RES_AREA:
-            return self.low_res_flow_shift
-        return self.flow_shift
+        return flow_shift_at(
+            area, flow_shift=self.flow_shift, low_res_flow_shift=self.low_res_flow_shift
+        )
 
 
 @dataclass(frozen=True)

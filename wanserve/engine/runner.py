@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from wanserve.engine.adapters import AdapterDirectory
 from wanserve.engine.lora import LoraLibrary
 from wanserve.engine.manager import ManagerObserver, ModelManager
+from wanserve.engine.options import CheckpointSpeed
 from wanserve.engine.request import (
     CancelFn,
     Clip,
@@ -28,7 +29,6 @@ from wanserve.engine.request import (
     GenerationRequest,
     ProgressFn,
 )
-from wanserve.engine.speed import CheckpointSpeed
 
 # wan.generate(leased, request, *, on_progress, should_cancel, on_frames=None, settings)
 Generate = Callable[..., Clip]

@@ -13,8 +13,10 @@ request:
   ratios exist (Wan2.1 T2V-1.3B/14B, I2V-14B 480P/720P layouts), FirstBlockCache elsewhere.
   Why these two, and their quality evidence: docs/performance.md.
 
-Importing this module does not import torch: the catalogue (API side) names its enums. The
-functions that touch models import torch and diffusers locally; only `wan` calls them.
+The option values themselves live in the torch-free `engine/options.py` (the catalogue and
+the spec name them) and are re-exported here. Importing this module does not import torch
+either: the functions that touch models import torch and diffusers locally; only `wan` calls
+them.
 """
 
 from __future__ import annotations
@@ -23,57 +25,20 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
-from wanserve.engine.families import Family
+from wanserve.engine.families import Family, is_low_resolution
+from wanserve.engine.options import BlockCount as BlockCount
+from wanserve.engine.options import CachePreset as CachePreset
+from wanserve.engine.options import CfgBatch as CfgBatch
+from wanserve.engine.options import CheckpointSpeed as CheckpointSpeed
+from wanserve.engine.options import CompileMode as CompileMode
 
 log = logging.getLogger(__name__)
 
 
-class CfgBatch(StrEnum):
-    AUTO = "auto"  # on when the second sample's activations fit (always on a CPU: measured)
-    ON = "on"
-    OFF = "off"
-
-
-class CompileMode(StrEnum):
-    OFF = "off"
-    REGIONAL = "regional"  # torch.compile of the repeated transformer block, at load
-
-
-class CachePreset(StrEnum):
-    OFF = "off"
-    FAST = "fast"
-    FASTER = "faster"
-
-
 # Backends that run on a CPU; every other diffusers backend needs CUDA (or an NPU/TPU).
 CPU_ATTENTION_BACKENDS = frozenset({"native", "_native_math", "_native_efficient", "flex"})
-
-
-@dataclass(frozen=True, kw_only=True)
-class CheckpointSpeed:
-    """Lossless speed-ups of one checkpoint, fixed when it loads."""
-
-    cfg_batch: CfgBatch = CfgBatch.AUTO
-    compile: CompileMode = CompileMode.OFF
-    attention: str | None = None  # a diffusers attention backend; None: diffusers' default
-
-
-@dataclass(frozen=True, kw_only=True)
-class BlockCount:
-    """Transformer block evaluations of one run, one per block per sample (the conditional and
-    unconditional passes count separately, batched or not): `computed` ran, `skipped` were
-    served from a cache."""
-
-    computed: int = 0
-    skipped: int = 0
-
-    def __add__(self, other: BlockCount) -> BlockCount:
-        return BlockCount(
-            computed=self.computed + other.computed, skipped=self.skipped + other.skipped
-        )
 
 
 @dataclass(frozen=True)
@@ -96,8 +61,9 @@ FBC_THRESHOLDS: Mapping[CachePreset, float] = {CachePreset.FAST: 0.05, CachePres
 # Magnitude ratios of the conditional pass per step (50 steps, UniPC), calibrated by the
 # MagCache authors on the official checkpoints (MagCache4Wan2.1/magcache_generate.py; the
 # leading 1.0 is their padding for the first step). Keyed by (family, transformer layers,
-# large-area): the ratios belong to a checkpoint, which the layout identifies among the
-# published ones; I2V has one set per resolution.
+# large-area, i.e. above 480P: `families.is_low_resolution`): the ratios belong to a
+# checkpoint, which the layout identifies among the published ones; I2V has one set per
+# resolution.
 _T2V_1_3B = (
     1.0, 1.0124, 1.00166, 0.99791, 0.99682, 0.99634, 0.99567, 0.99416, 0.99578, 0.9957,
     0.99511, 0.99535, 0.99552, 0.99541, 0.9954, 0.99489, 0.99518, 0.99484, 0.99481, 0.99415,
@@ -124,7 +90,6 @@ _I2V_720P = (
     0.98599, 0.98845, 0.98848, 0.98862, 0.98718, 0.98497, 0.98264, 0.98389, 0.97938, 0.97535,
     0.97498, 0.973, 0.96827, 0.96261, 0.95335, 0.94649, 0.93397, 0.91636, 0.89088, 0.8679,
 )  # fmt: skip
-_LARGE_AREA = 832 * 480  # above it, a 720P calibration applies
 MAG_RATIOS: Mapping[tuple[Family, int, bool], tuple[float, ...]] = {
     (Family.WAN21_T2V, 30, False): _T2V_1_3B,
     (Family.WAN21_T2V, 30, True): _T2V_1_3B,
@@ -138,7 +103,7 @@ MAG_RATIOS: Mapping[tuple[Family, int, bool], tuple[float, ...]] = {
 def mag_ratios_for(family: Family, *, layers: int, area: int) -> tuple[float, ...] | None:
     """Published MagCache ratios for a checkpoint of `family` with `layers` blocks generating
     `area` pixels, or None (FirstBlockCache is used then)."""
-    return MAG_RATIOS.get((family, layers, area > _LARGE_AREA))
+    return MAG_RATIOS.get((family, layers, not is_low_resolution(area)))
 
 
 def check_attention_backend(name: str, *, device_type: str) -> None:

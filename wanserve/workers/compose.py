@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from wanserve.engine.families import Kind, frames_at_least, frames_at_most
+from wanserve.engine.options import BlockCount
 from wanserve.engine.request import (
     Clip,
     EngineProgress,
@@ -36,7 +37,6 @@ from wanserve.engine.request import (
     Stage,
     StreamingRunner,
 )
-from wanserve.engine.speed import BlockCount
 from wanserve.spec import SEED_MAX, GenerationSpec
 from wanserve.workers.inputs import Conditioning
 from wanserve.workers.translation import request_for

@@ -17,8 +17,8 @@ else: the engine knows nothing of specs, model names or error codes.
 from __future__ import annotations
 
 from wanserve.engine.errors import BadInput, EngineError, OutOfMemory, WeightsUnavailable
+from wanserve.engine.options import CachePreset
 from wanserve.engine.request import GenerationRequest
-from wanserve.engine.speed import CachePreset
 from wanserve.errors import InternalError, ModelUnavailable, WanserveError
 from wanserve.spec import GenerationSpec
 from wanserve.workers.inputs import Conditioning
