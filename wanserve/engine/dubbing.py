@@ -18,11 +18,11 @@ import torch
 from diffusers import StableAudioPipeline
 
 from wanserve.engine import dummy
+from wanserve.engine.audio import AudioClip
 from wanserve.engine.errors import Canceled, WeightsUnavailable
 from wanserve.engine.request import CancelFn, EngineConfig
 from wanserve.engine.wan import resolve_device
 from wanserve.engine.weights import local_checkpoint
-from wanserve.media.audio import AudioClip
 
 log = logging.getLogger(__name__)
 

@@ -21,10 +21,10 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from wanserve.engine.adapters import AdapterUse
+from wanserve.engine.audio import AudioClip
 from wanserve.engine.errors import BadInput
 from wanserve.engine.families import FAMILIES, Family, Kind, is_valid_frame_count
-from wanserve.engine.speed import BlockCount, CachePreset, CheckpointSpeed
-from wanserve.media.audio import AudioClip
+from wanserve.engine.options import BlockCount, CachePreset, CheckpointSpeed
 
 Frames = NDArray[np.uint8]  # (frames, height, width, 3), RGB
 

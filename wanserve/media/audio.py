@@ -3,6 +3,9 @@
 The seeds: WAV or MP3, 3 to 30 seconds, at most 15 MB; audio longer than the video is cut to
 the video's duration, and shorter audio leaves the rest of the video silent (we pad the track
 with silence, so the track and the video end together).
+
+`AudioClip` itself is the engine's (`engine/audio.py`, which imports no server error); it is
+re-exported here under its old import path.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import av
 import numpy as np
 from numpy.typing import NDArray
 
+from wanserve.engine.audio import AudioClip as AudioClip
 from wanserve.errors import InvalidParameter
 
 FORMATS = {"wav": "WAV", "mp3": "MP3"}
@@ -24,20 +28,6 @@ class AudioLimits:
     max_bytes: int = 15 * 1024 * 1024
     min_seconds: float = 3.0
     max_seconds: float = 30.0
-
-
-@dataclass(frozen=True)
-class AudioClip:
-    samples: NDArray[np.float32]  # (channels, samples), planar float in [-1, 1]
-    sample_rate: int
-
-    @property
-    def channels(self) -> int:
-        return int(self.samples.shape[0])
-
-    @property
-    def seconds(self) -> float:
-        return float(self.samples.shape[1] / self.sample_rate)
 
 
 def decode_audio(data: bytes, *, field: str, limits: AudioLimits | None = None) -> AudioClip:
