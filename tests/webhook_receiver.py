@@ -14,6 +14,8 @@ from typing import Any
 
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from tests.waiting import scaled
+
 
 @dataclass(frozen=True)
 class Received:
@@ -40,9 +42,9 @@ class Receiver:
         return f"http://127.0.0.1:{self.port}/hook"
 
     def wait_for(
-        self, check: Callable[[Sequence[Received]], bool], *, timeout: float = 60.0
+        self, check: Callable[[Sequence[Received]], bool], *, timeout: float = scaled(60)
     ) -> list[Received]:
-        """Wait until `check(received)` holds (generous bound: the machine is shared)."""
+        """Wait until `check(received)` holds; `timeout` (already scaled) is a hang guard."""
         with self.arrived:
             if not self.arrived.wait_for(lambda: check(self.received), timeout=timeout):
                 raise AssertionError(f"webhooks received: {self.received}")

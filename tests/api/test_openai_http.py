@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import T2V, FakeRunner, Harness
+from tests.waiting import wait_until
 
 VIDEO_FIELDS = {
     "id",
@@ -61,12 +62,12 @@ def retrieve(h: Harness, video_id: str) -> dict[str, Any]:
 def wait(
     h: Harness, video_id: str, until: Callable[[dict[str, Any]], bool] | None = None
 ) -> dict[str, Any]:
-    done = until or (lambda v: v["status"] in ("completed", "failed"))
-    deadline = time.monotonic() + 60
-    while not done(video := retrieve(h, video_id)):
-        assert time.monotonic() < deadline, f"video {video_id} still {video['status']}"
-        time.sleep(0.05)
-    return video
+    return wait_until(
+        lambda: retrieve(h, video_id),
+        until or (lambda v: v["status"] in ("completed", "failed")),
+        progress=lambda v: (v["status"], v["progress"]),
+        what=f"video {video_id}",
+    )
 
 
 def assert_openai_error(res: Any, status: int, code: str, param: str | None = None) -> str:
@@ -390,10 +391,12 @@ def test_delete_stops_a_running_video(harness_factory: Callable[..., Harness]) -
     assert_openai_error(h.client.get(f"/v1/videos/{video_id}", headers=auth(h)), 404, "NotFound")
     # The run stops at its next step (the gate is never opened) and ends CANCELED; the
     # janitor then purges the row.
-    deadline = time.monotonic() + 60
-    while h.components.store.get(video_id) is not None:
-        assert time.monotonic() < deadline, h.components.store.get(video_id)
-        time.sleep(0.05)
+    wait_until(
+        lambda: h.components.store.get(video_id),
+        lambda row: row is None,
+        progress=lambda row: None if row is None else row.status,
+        what=f"video {video_id} canceled and purged",
+    )
     usage = h.client.get("/api/v1/usage", headers=h.headers()).json()["total"]
     assert (usage["canceled"], usage["succeeded"]) == (1, 0)
     assert not gate.is_set()

@@ -17,6 +17,7 @@ import schemathesis
 from schemathesis.engine import Status, events, from_schema
 
 from tests.conftest import T2V, Harness
+from tests.waiting import scaled
 
 # Bounded for a 2-core machine (about 300 requests); seeded, so a failure reproduces.
 SCHEMATHESIS: dict[str, Any] = {
@@ -60,7 +61,7 @@ def run_schemathesis(h: Harness) -> list[str]:
     return sorted(set(problems))
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(scaled(600))
 # Hypothesis warns about its own bookkeeping (large reprs of fuzzed bodies); not a finding.
 @pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning")
 def test_the_api_conforms_to_its_openapi_schema(harness_factory: Callable[..., Harness]) -> None:

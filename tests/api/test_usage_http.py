@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 
 from tests.api.test_endpoints import assert_error
 from tests.conftest import T2V, Harness
+from tests.waiting import wait_until
 from wanserve.cli import main
 from wanserve.db.engine import make_engine
 from wanserve.keys import KeyStore
@@ -25,13 +25,13 @@ def usage(h: Harness, path: str, secret: str | None = None, **params: str) -> An
 
 
 def wait_ended(h: Harness, task_id: str, key: str | None = None) -> str:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        status: str = h.get(task_id, key)["output"]["task_status"]
-        if status not in ("PENDING", "RUNNING"):
-            return status
-        time.sleep(0.05)
-    raise AssertionError(f"task {task_id} did not end")
+    status: str = wait_until(
+        lambda: h.get(task_id, key)["output"]["task_status"],
+        lambda s: s not in ("PENDING", "RUNNING"),
+        progress=lambda s: s,
+        what=f"task {task_id} to end",
+    )
+    return status
 
 
 def run_one(h: Harness, key: str | None = None) -> None:

@@ -5,7 +5,6 @@ be delivered to."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import T2V, Harness
+from tests.waiting import wait_until
 from tests.webhook_receiver import webhook_receiver
 from wanserve.db.engine import make_engine
 from wanserve.engine.errors import OutOfMemory
@@ -31,11 +31,8 @@ def secret_of(h: Harness) -> str:
     return webhook_secret(h.settings.load_secret_key(), h.key_id)
 
 
-def eventually(check: Callable[[], bool], *, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition never held"
-        time.sleep(0.05)
+def eventually(check: Callable[[], bool]) -> None:
+    wait_until(check, lambda held: held, stall=60, what="the condition")
 
 
 def pending_webhooks(h: Harness) -> int:
