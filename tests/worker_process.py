@@ -14,11 +14,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
+from tests.waiting import pause, wait_process
 from wanserve.config import Settings
 from wanserve.engine.errors import Canceled
 from wanserve.engine.request import (
@@ -40,7 +40,7 @@ class SlowRunner:
         self, request: GenerationRequest, *, on_progress: ProgressFn, should_cancel: CancelFn
     ) -> Clip:
         for step in range(1, request.steps + 1):
-            time.sleep(self._step)
+            pause(self._step)
             if should_cancel() and not self._ignore_stop:
                 raise Canceled()
             on_progress(EngineProgress(Stage.DENOISE, step, request.steps))
@@ -77,13 +77,14 @@ class WorkerProcess:
         self.proc.send_signal(sig)
 
     def wait(self, timeout: float) -> int:
+        """The exit status; `timeout` is a bound already scaled (tests/waiting.py)."""
         assert self.proc is not None
         return self.proc.wait(timeout)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
+            wait_process(self.proc, 60)
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")

@@ -10,7 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.server import ServerProcess
+from tests.waiting import scaled, wait_process, wait_until
 from tests.worker_process import WorkerProcess
 
 SECRET = "process-test-secret-0123456789"
@@ -59,16 +60,34 @@ def test_api_process_never_imports_the_engine(tmp_path: Path) -> None:
 
 
 def poll(base: str, task_id: str, headers: dict[str, str]) -> dict[str, Any]:
-    body: dict[str, Any] = httpx.get(f"{base}/api/v1/tasks/{task_id}", headers=headers).json()
+    url = f"{base}/api/v1/tasks/{task_id}"
+    body: dict[str, Any] = httpx.get(url, headers=headers, timeout=scaled(30)).json()
     return body
 
 
-def wait_for(check: Callable[[], Any], *, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
-    return result
+def create(base: str, headers: dict[str, str]) -> str:
+    res = httpx.post(
+        f"{base}/api/v1/services/aigc/video-generation/video-synthesis",
+        json=T2V,
+        headers=headers,
+        timeout=scaled(30),
+    )
+    return str(res.json()["output"]["task_id"])
+
+
+def wait_status(server: ServerProcess, task_id: str, headers: dict[str, str], status: str) -> Any:
+    """The task's output once its status is `status` (bounded while it stops changing)."""
+    return wait_until(
+        lambda: poll(server.base, task_id, headers)["output"],
+        lambda out: out["task_status"] == status,
+        progress=lambda out: (out["task_status"], out.get("step")),
+        interval=0.1,
+        what=f"task {task_id} {status}",
+    )
+
+
+def wait_logged(proc: WorkerProcess, line: str) -> None:
+    wait_until(proc.text, lambda text: line in text, interval=0.1, what=f"{line!r} in the log")
 
 
 @pytest.fixture
@@ -96,6 +115,8 @@ def worker(tmp_path: Path, server: ServerProcess, name: str, **env: str) -> Work
             "WANSERVE_HEARTBEAT_SECONDS": "0.3",
             "WANSERVE_HEARTBEAT_TIMEOUT_SECONDS": "2",
             "WANSERVE_X264_PRESET": "ultrafast",
+            # On SIGTERM the run stops at its next step: a hang guard, not a race with it.
+            "WANSERVE_SHUTDOWN_GRACE_SECONDS": str(scaled(300)),
             **env,
         },
     )
@@ -105,56 +126,39 @@ def test_api_only_server_and_a_worker_process(api_server: ServerProcess, tmp_pat
     key = api_server.create_key()
     headers = {"Authorization": f"Bearer {key}", "X-DashScope-Async": "enable"}
     assert "this process runs no generation" in api_server.log.read_text()
-    res = httpx.post(
-        f"{api_server.base}/api/v1/services/aigc/video-generation/video-synthesis",
-        json=T2V,
-        headers=headers,
-    )
-    task_id = res.json()["output"]["task_id"]
-    time.sleep(1)  # nothing in the API process runs it
+    task_id = create(api_server.base, headers)
     assert poll(api_server.base, task_id, headers)["output"]["task_status"] == "PENDING"
 
     proc = worker(tmp_path, api_server, "w", TEST_STEP_SECONDS="0.01").start()
     try:
-        out = wait_for(
-            lambda: (
-                (o := poll(api_server.base, task_id, headers)["output"])["task_status"]
-                == "SUCCEEDED"
-                and o
-            ),
-            timeout=60,
-            what="the worker process did not run the task",
-        )
-        assert httpx.get(out["video_url"]).status_code == 200
+        out = wait_status(api_server, task_id, headers, "SUCCEEDED")
+        assert httpx.get(out["video_url"], timeout=scaled(30)).status_code == 200
+        # Nothing in the API process ran it: the worker process did, on the task's only claim
+        # (a run in the API process would have claimed it first, and counted an attempt).
+        wait_logged(proc, f"task {task_id} succeeded")
     finally:
         proc.stop()
+    assert column_of(api_server.data_dir, task_id, "attempts") == 1
 
 
 def start_running_task(server: ServerProcess) -> tuple[str, dict[str, str]]:
     key = server.create_key()
     headers = {"Authorization": f"Bearer {key}", "X-DashScope-Async": "enable"}
-    res = httpx.post(
-        f"{server.base}/api/v1/services/aigc/video-generation/video-synthesis",
-        json=T2V,
-        headers=headers,
-    )
-    return res.json()["output"]["task_id"], headers
+    return create(server.base, headers), headers
 
 
 def test_sigterm_hands_the_running_task_back_then_exits(
     api_server: ServerProcess, tmp_path: Path
 ) -> None:
-    proc = worker(tmp_path, api_server, "w", TEST_STEP_SECONDS="0.3").start()
+    # Many steps: the run cannot end on its own before the signal, however slow the machine.
+    proc = worker(tmp_path, api_server, "w", TEST_STEP_SECONDS="0.3", WANSERVE_STEPS="1000")
+    proc.start()
     try:
         task_id, headers = start_running_task(api_server)
-        wait_for(
-            lambda: poll(api_server.base, task_id, headers)["output"]["task_status"] == "RUNNING",
-            timeout=60,
-            what="never RUNNING",
-        )
+        wait_status(api_server, task_id, headers, "RUNNING")
         started = time.monotonic()
         proc.signal(signal.SIGTERM)
-        code = proc.wait(60)
+        code = proc.wait(scaled(60))
         took = time.monotonic() - started
         status = poll(api_server.base, task_id, headers)["output"]["task_status"]
         print(f"worker SIGTERM -> task {status}, process exited {code} in {took:.2f} s")
@@ -167,33 +171,41 @@ def test_sigterm_hands_the_running_task_back_then_exits(
 def test_second_signal_exits_at_once_and_hands_back(
     api_server: ServerProcess, tmp_path: Path
 ) -> None:
-    # A run stuck in a step that never checks for a stop: the first SIGTERM cannot stop it.
-    proc = worker(tmp_path, api_server, "w", TEST_STEP_SECONDS="0.3", TEST_IGNORE_STOP="1").start()
+    # A run stuck in steps that never check for a stop: the first SIGTERM cannot stop it (and
+    # there are so many that the run cannot end on its own first, however slow the machine).
+    proc = worker(
+        tmp_path,
+        api_server,
+        "w",
+        TEST_STEP_SECONDS="0.3",
+        TEST_IGNORE_STOP="1",
+        WANSERVE_STEPS="1000",
+    ).start()
     try:
         task_id, headers = start_running_task(api_server)
-        wait_for(
-            lambda: poll(api_server.base, task_id, headers)["output"]["task_status"] == "RUNNING",
-            timeout=60,
-            what="never RUNNING",
-        )
+        wait_status(api_server, task_id, headers, "RUNNING")
         proc.signal(signal.SIGTERM)
-        time.sleep(0.5)
-        assert proc.proc is not None and proc.proc.poll() is None  # still waiting for a step
+        # The first signal was handled (so the second is not merged into it), and the process
+        # is still waiting for the run's next step.
+        wait_logged(proc, "SIGTERM: stopping")
+        assert proc.proc is not None and proc.proc.poll() is None
         started = time.monotonic()
         proc.signal(signal.SIGTERM)
-        code = proc.wait(30)
+        code = proc.wait(scaled(60))
         took = time.monotonic() - started
         status = poll(api_server.base, task_id, headers)["output"]["task_status"]
         print(f"second SIGTERM -> exited {code} in {took:.2f} s, task {status}")
+        # It was the second signal that ended it, not the first one's grace running out.
         assert code == 128 + signal.SIGTERM
+        assert "SIGTERM again: exiting now" in proc.text()
         assert status == "PENDING", proc.text()[-3000:]
     finally:
         proc.stop()
 
 
-def step_of(data_dir: Path, task_id: str) -> int:
+def column_of(data_dir: Path, task_id: str, column: str) -> int:
     with sqlite3.connect(data_dir / "wanserve.db") as db:
-        row = db.execute("SELECT step FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        row = db.execute(f"SELECT {column} FROM tasks WHERE id = ?", (task_id,)).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -207,23 +219,25 @@ def test_embedded_server_sigterm_hands_back_with_dummy_weights(tmp_path: Path) -
         WANSERVE_HEARTBEAT_SECONDS="0.5",
         # The reaper must not be what hands the task back: it would wait a minute.
         WANSERVE_HEARTBEAT_TIMEOUT_SECONDS="60",
+        # The run stops at its next step: a hang guard, not a race with it.
+        WANSERVE_SHUTDOWN_GRACE_SECONDS=str(scaled(300)),
     )
     key = server.create_key()
     headers = {"Authorization": f"Bearer {key}", "X-DashScope-Async": "enable"}
     server.start()
     try:
-        res = httpx.post(
-            f"{server.base}/api/v1/services/aigc/video-generation/video-synthesis",
-            json=T2V,
-            headers=headers,
-        )
-        task_id = res.json()["output"]["task_id"]
+        task_id = create(server.base, headers)
         # Denoising, past the (uninterruptible) model load: the next step is the stop point.
-        wait_for(lambda: step_of(tmp_path, task_id) >= 1, timeout=180, what="never denoising")
+        wait_until(
+            lambda: column_of(tmp_path, task_id, "step"),
+            lambda step: step >= 1,
+            interval=0.1,
+            what="denoising",
+        )
         assert server.proc is not None
         started = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
-        server.proc.wait(120)
+        wait_process(server.proc, 120)
         took = time.monotonic() - started
     finally:
         server.stop()
