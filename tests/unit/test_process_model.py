@@ -4,8 +4,7 @@ the embedded loop honouring the models it serves."""
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -13,7 +12,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from tests.conftest import make_settings
+from tests.conftest import ShiftedClock, make_settings
+from tests.waiting import scaled, wait_event, wait_until
 from wanserve.catalog import Catalog
 from wanserve.cli import main
 from wanserve.compose.shared import ProcessKind, StartupError, check_process_model
@@ -88,24 +88,27 @@ class Recorder:
 
 
 @pytest.fixture
-def pg_store(postgres_url: str, tmp_path: Path) -> Iterator[tuple[SqlTaskStore, Engine, str]]:
+def pg_store(
+    postgres_url: str, tmp_path: Path
+) -> Iterator[tuple[SqlTaskStore, Engine, str, ShiftedClock]]:
     db = make_engine(postgres_url)
     upgrade(db)
     key, _ = KeyStore(db).create("k")
-    yield SqlTaskStore(db, ttl=timedelta(hours=1)), db, key.id
+    clock = ShiftedClock()
+    yield SqlTaskStore(db, ttl=timedelta(hours=1), clock=clock), db, key.id, clock
     db.dispose()
 
 
 @pytest.mark.postgres
 def test_one_janitor_sweeps_at_a_time(
-    pg_store: tuple[SqlTaskStore, Engine, str], tmp_path: Path
+    pg_store: tuple[SqlTaskStore, Engine, str, ShiftedClock], tmp_path: Path
 ) -> None:
-    store, db, key_id = pg_store
+    store, db, key_id, clock = pg_store
     task = store.create(
         task_id="t1", api_key_id=key_id, request_id="r", spec=spec("wan2.1-t2v-turbo")
     )
     assert store.claim(task.id, worker_id="dead") is not None
-    time.sleep(0.2)  # its heartbeat is now older than stale_after
+    clock.offset += timedelta(seconds=1)  # its heartbeat is now older than stale_after
 
     def janitor(dispatcher: Recorder) -> Janitor:
         return Janitor(
@@ -132,11 +135,23 @@ def test_one_janitor_sweeps_at_a_time(
     assert first.sent == [(task.id, "wan2.1-t2v-turbo")]
 
 
+class PollCounter(SqlTaskStore):
+    """A store that counts the polls (`claim_next`) that found nothing to claim."""
+
+    empty_polls = 0
+
+    def claim_next(self, *, worker_id: str, models: Collection[str] | None = None) -> Claim | None:
+        claim = super().claim_next(worker_id=worker_id, models=models)
+        if claim is None:
+            self.empty_polls += 1
+        return claim
+
+
 def test_worker_loop_claims_only_the_models_it_serves(tmp_path: Path) -> None:
     db = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
     upgrade(db)
     key, _ = KeyStore(db).create("k")
-    store = SqlTaskStore(db, ttl=timedelta(hours=1))
+    store = PollCounter(db, ttl=timedelta(hours=1))
     other = store.create(
         task_id="b", api_key_id=key.id, request_id="r", spec=spec("wan2.2-t2v-plus")
     )
@@ -162,10 +177,12 @@ def test_worker_loop_claims_only_the_models_it_serves(tmp_path: Path) -> None:
     loop.submit(other.id, model=other.model)  # not this loop's model: ignored
     loop.start()
     try:
-        assert done.wait(10)
-        time.sleep(0.3)  # several more polls
+        wait_event(done, what="a run of the task of the loop's model")
+        # Past the point where it would have claimed the other task: several more polls
+        # after the run (each would have claimed it) came back empty.
+        wait_until(lambda: store.empty_polls, lambda n: n >= 3, what="three more polls")
     finally:
-        loop.stop(timeout=5)
+        loop.stop(timeout=scaled(60))
     assert [c.task.id for c in ran] == [mine.id]
     got = store.get(other.id)
     assert got is not None and got.status is TaskStatus.PENDING
