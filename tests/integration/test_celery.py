@@ -23,7 +23,7 @@ from tests.worker_process import WorkerProcess
 from wanserve.compose.api import create_api_only
 from wanserve.compose.shared import Shared, build_shared
 from wanserve.config import Settings
-from wanserve.workers.celery import CeleryDispatcher, queue_for
+from wanserve.tasks.celery import CeleryDispatcher, queue_for
 
 pytestmark = pytest.mark.postgres
 

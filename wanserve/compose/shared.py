@@ -95,7 +95,7 @@ def dispatcher_for(shared: Shared) -> Dispatcher:
     """The producer of a process that does not run its own consumer: Celery when a broker is
     set (each send recorded on the row), else the table itself."""
     if shared.settings.broker is not None:
-        from wanserve.workers.celery import CeleryDispatcher
+        from wanserve.tasks.celery import CeleryDispatcher
 
         return Recorded(CeleryDispatcher(shared.settings), log=shared.store)
     return TablePoll()

@@ -5,7 +5,8 @@ The SQL row is the record of truth; a dispatcher only carries the id. Implementa
 - `TablePoll` (here): nothing to send; workers claim the oldest PENDING rows themselves
   (an API-only process whose workers poll the same database).
 - `workers.loop.WorkerLoop`: the embedded consumer; `submit` wakes an idle thread early.
-- `workers.celery.CeleryDispatcher`: `send_task` of the id to the queue of the task's model.
+- `tasks.celery.CeleryDispatcher`: `send_task` of the id, by name, to the queue of the task's
+  model (the consumer, `workers.celery`, registers the task and runs the job body).
 
 Duplicates are harmless everywhere: a worker's claim is a conditional update, so a task that
 was canceled, finished or claimed elsewhere is skipped.
