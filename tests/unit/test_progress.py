@@ -36,7 +36,7 @@ CLAIM = Claim(
 
 @dataclass
 class RecordingStore:
-    """Only what the reporter calls: `report_progress`."""
+    """A `ProgressSink`: the one method the reporter calls."""
 
     written: list[Progress] = field(default_factory=list)
     cancel: bool = False
@@ -60,7 +60,7 @@ class Ticks:
 def run(events: list[EngineProgress], *, tick: float) -> tuple[RecordingStore, list[Control]]:
     store = RecordingStore()
     controls: list[Control] = []
-    report = ProgressReporter(CLAIM, store, on_control=controls.append, clock=Ticks(tick))  # type: ignore[arg-type]
+    report = ProgressReporter(CLAIM, store, on_control=controls.append, clock=Ticks(tick))
     for event in events:
         report(event)
     return store, controls
@@ -95,13 +95,13 @@ def test_progress_never_goes_backwards() -> None:
 def test_the_store_answer_is_passed_on() -> None:
     store = RecordingStore(cancel=True)
     controls: list[Control] = []
-    ProgressReporter(CLAIM, store, on_control=controls.append)(DENOISE[0])  # type: ignore[arg-type]
+    ProgressReporter(CLAIM, store, on_control=controls.append)(DENOISE[0])
     assert controls == [Control(owned=True, cancel_requested=True)]
 
 
 def test_each_write_names_its_stage_and_encoding_follows_decoding() -> None:
     store = RecordingStore()
-    report = ProgressReporter(CLAIM, store, on_control=lambda _: None, clock=Ticks(0.01))  # type: ignore[arg-type]
+    report = ProgressReporter(CLAIM, store, on_control=lambda _: None, clock=Ticks(0.01))
     for event in DENOISE + DECODE:
         report(event)
     report.encoding()
@@ -122,7 +122,7 @@ def test_step_durations_are_the_gaps_between_consecutive_denoising_steps() -> No
     clock = Ticks(0.5)
     report = ProgressReporter(
         CLAIM,
-        RecordingStore(),  # type: ignore[arg-type]
+        RecordingStore(),
         on_control=lambda _: None,
         on_step=steps.append,
         clock=clock,

@@ -37,7 +37,7 @@ from wanserve.observability import Probe
 from wanserve.spec import Features
 from wanserve.tasks.dispatch import TablePoll
 from wanserve.tasks.janitor import Janitor
-from wanserve.tasks.store import SqlTaskStore
+from wanserve.tasks.store import TaskStore
 from wanserve.tasks.webhooks import Deliverer
 from wanserve.workers.execute import InputResolver
 from wanserve.workers.job import Job
@@ -53,7 +53,7 @@ class Components:
 
     settings: Settings
     services: Services
-    store: SqlTaskStore
+    store: TaskStore
     loop: WorkerLoop
     job: Job
     janitor: Janitor

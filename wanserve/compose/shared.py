@@ -25,7 +25,7 @@ from wanserve.storage import build_storage, free_space_floor
 from wanserve.storage.base import FreeSpaceFloor, Storage
 from wanserve.storage.signing import UrlSigner
 from wanserve.tasks.dispatch import Dispatcher, Recorded, TablePoll
-from wanserve.tasks.store import SqlTaskStore
+from wanserve.tasks.store import SqlTaskStore, TaskStore
 from wanserve.uploads import UploadService
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class StartupError(ValueError):
 class Shared:
     settings: Settings
     db: Engine
-    store: SqlTaskStore
+    store: TaskStore
     signer: UrlSigner
     storage: Storage
     free_space: FreeSpaceFloor | None

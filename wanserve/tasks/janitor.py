@@ -26,7 +26,7 @@ from datetime import timedelta
 
 from wanserve.storage.base import Storage
 from wanserve.tasks.dispatch import Dispatcher, DispatchError
-from wanserve.tasks.store import TaskStore
+from wanserve.tasks.store import TaskSweeper
 from wanserve.uploads import UploadService
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class Janitor:
     def __init__(
         self,
         *,
-        store: TaskStore,
+        store: TaskSweeper,
         storage: Storage,
         interval_seconds: float,
         stale_after: timedelta,

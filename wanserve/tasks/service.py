@@ -31,7 +31,7 @@ from wanserve.tasks.models import (
     TaskState,
     TaskStatus,
 )
-from wanserve.tasks.store import Quota, QuotaExceeded, TaskStore
+from wanserve.tasks.store import Quota, QuotaExceeded, TaskDesk
 from wanserve.tasks.webhooks import Destinations, check_callback
 from wanserve.uploads import UploadService
 
@@ -60,7 +60,7 @@ class TaskService:
     def __init__(
         self,
         *,
-        store: TaskStore,
+        store: TaskDesk,
         dispatcher: Dispatcher,
         catalog: Catalog,
         features: Features,

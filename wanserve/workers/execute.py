@@ -38,7 +38,7 @@ from wanserve.tasks.models import (
     TaskResult,
     TaskStatus,
 )
-from wanserve.tasks.store import Control, TaskStore
+from wanserve.tasks.store import Control, TaskReporter
 from wanserve.workers.compose import native_frames, render, shot_count
 from wanserve.workers.inputs import ResolvedInputs
 from wanserve.workers.progress import ProgressReporter
@@ -64,7 +64,7 @@ class RunObserver(Protocol):
 class Execution:
     """What the job body needs, built once per worker process."""
 
-    store: TaskStore
+    store: TaskReporter
     runner: Runner
     storage: Storage
     inputs: InputResolver

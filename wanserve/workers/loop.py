@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Collection
 
 from wanserve.tasks.models import Claim
-from wanserve.tasks.store import TaskStore
+from wanserve.tasks.store import TaskClaimer
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ class WorkerLoop:
     def __init__(
         self,
         *,
-        store: TaskStore,
+        store: TaskClaimer,
         run: RunClaim,
         stopping: threading.Event,
         worker_prefix: str,

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from wanserve.engine.request import EngineProgress, Stage
 from wanserve.tasks.models import Claim, Progress, TaskStage
-from wanserve.tasks.store import Control, TaskStore
+from wanserve.tasks.store import Control, ProgressSink
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class ProgressReporter:
     def __init__(
         self,
         claim: Claim,
-        store: TaskStore,
+        store: ProgressSink,
         *,
         on_control: Callable[[Control], None],
         on_step: Callable[[float], None] | None = None,
