@@ -74,11 +74,12 @@ def wait_until(
         time.sleep(interval)
 
 
-def wait_process(proc: subprocess.Popen[Any], seconds: float) -> int:
+def wait_process(proc: subprocess.Popen[Any], seconds: float = STALL_SECONDS) -> int:
     """`proc`'s exit status once it exits; `subprocess.TimeoutExpired` after `scaled(seconds)`.
 
     For a process the test has told to stop (a signal, closed input): the bound is how long its
-    shutdown may take on a busy machine, a hang guard and not a claim about its speed.
+    shutdown may take on a busy machine, a hang guard and not a claim about its speed, so the
+    default is as generous as any other wait's.
     """
     return proc.wait(scaled(seconds))
 

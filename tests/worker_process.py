@@ -76,15 +76,15 @@ class WorkerProcess:
         assert self.proc is not None
         self.proc.send_signal(sig)
 
-    def wait(self, timeout: float) -> int:
-        """The exit status; `timeout` is a bound already scaled (tests/waiting.py)."""
+    def wait(self) -> int:
+        """The exit status, once it exits (bounded by tests/waiting.py)."""
         assert self.proc is not None
-        return self.proc.wait(timeout)
+        return wait_process(self.proc)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
-            wait_process(self.proc, 60)
+            wait_process(self.proc)
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")

@@ -23,6 +23,7 @@ from PIL import Image
 
 from tests.api.test_engine_http import SMALL
 from tests.server import ServerProcess
+from tests.waiting import scaled, wait_process
 
 SECRET = "generate-test-secret-0123456789"
 ENV = {
@@ -43,7 +44,7 @@ def generate(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[s
         env={**ENV, **env},
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=scaled(600),
     )
 
 
@@ -62,7 +63,7 @@ def png(path: Path) -> Path:
     return path
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(scaled(900))
 def test_embedded_run_writes_the_mp4_with_plain_progress_lines(tmp_path: Path) -> None:
     out = generate(
         "a cat in the snow", "-o", "cat.mp4", "--size", "832x480", "--seed", "5", cwd=tmp_path
@@ -122,7 +123,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         yield server
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(scaled(900))
 def test_server_run_uploads_a_local_image_and_downloads_the_video(
     server: ServerProcess, tmp_path: Path
 ) -> None:
@@ -196,13 +197,13 @@ def test_ctrl_c_cancels_the_task_on_the_server(tmp_path: Path) -> None:
             assert first.startswith("wanserve: queued"), first + proc.stderr.read()
             started = time.monotonic()
             proc.send_signal(signal.SIGINT)
-            code = proc.wait(60)
+            code = wait_process(proc)
             took = time.monotonic() - started
             rest = proc.stderr.read()
         finally:
             if proc.poll() is None:
                 proc.kill()
-                proc.wait(10)
+                wait_process(proc)
             for pipe in (proc.stdout, proc.stderr):
                 assert pipe is not None
                 pipe.close()
@@ -210,7 +211,9 @@ def test_ctrl_c_cancels_the_task_on_the_server(tmp_path: Path) -> None:
         assert code == 130, rest
         assert "interrupted; canceling the task" in rest
         listed = httpx.get(
-            f"{api.base}/api/v1/tasks", headers={"Authorization": f"Bearer {key}"}
+            f"{api.base}/api/v1/tasks",
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=scaled(30),
         ).json()
         assert [t["task_status"] for t in listed["tasks"]] == ["CANCELED"]
         assert not (tmp_path / "x.mp4").exists()
