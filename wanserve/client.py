@@ -1,6 +1,7 @@
 """A client of a remote wanserve (or DashScope-compatible) server over its HTTP API: what
-`wanserve generate --server` drives. Wire names stay in `wanserve.api.schemas`; this module
-moves bytes and reads Server-Sent Events.
+`wanserve generate --server` drives. Wire names stay in `wanserve.client_wire` (the client's
+side of DashScope's format; nothing of the server is imported); this module moves bytes and
+reads Server-Sent Events.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from typing import Any
 
 import httpx
 
-from wanserve.api import schemas
-from wanserve.spec import SynthesisRequest
+from wanserve import client_wire as wire
+from wanserve.request import SynthesisRequest
 from wanserve.tasks.models import TaskError, TaskOutcome
 
 CREATE_PATH = "/api/v1/services/aigc/video-generation/video-synthesis"
@@ -59,7 +60,7 @@ class RemoteServer:
             self._http.get("/api/v1/uploads", params={"action": "getPolicy", "model": model})
         )
         content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        form = schemas.upload_form(answer, file_name=path.name, content_type=content_type)
+        form = wire.upload_form(answer, file_name=path.name, content_type=content_type)
         with path.open("rb") as f:
             # The form is authorised by its signed policy; the API key is not sent along.
             res = httpx.post(
@@ -69,19 +70,19 @@ class RemoteServer:
                 timeout=TIMEOUT,
             )
         if res.status_code != 200:
-            raise Refused(schemas.read_error(_json(res), status=res.status_code), status=400)
+            raise Refused(wire.read_error(_json(res), status=res.status_code), status=400)
         return form.oss_url
 
     def create(self, request: SynthesisRequest) -> str:
         res = self._http.post(
             CREATE_PATH,
-            json=schemas.create_body(request),
+            json=wire.create_body(request),
             headers={"X-DashScope-Async": "enable", "X-DashScope-OssResourceResolve": "enable"},
         )
-        return schemas.read_created(self._checked(res))
+        return wire.read_created(self._checked(res))
 
     def get(self, task_id: str) -> TaskOutcome:
-        return schemas.read_outcome(self._checked(self._http.get(f"/api/v1/tasks/{task_id}")))
+        return wire.read_outcome(self._checked(self._http.get(f"/api/v1/tasks/{task_id}")))
 
     def cancel(self, task_id: str) -> None:
         """Ask for a cancel; a task that already ended is refused, which is fine here."""
@@ -110,7 +111,7 @@ class RemoteServer:
         with httpx.stream("GET", url, timeout=TIMEOUT, follow_redirects=True) as res:
             if res.status_code != 200:
                 res.read()
-                raise Refused(schemas.read_error(_json(res), status=res.status_code), status=1)
+                raise Refused(wire.read_error(_json(res), status=res.status_code), status=1)
             with partial.open("wb") as f:
                 for chunk in res.iter_bytes():
                     f.write(chunk)
@@ -119,7 +120,7 @@ class RemoteServer:
     def _checked(self, res: httpx.Response) -> dict[str, Any]:
         body = _json(res)
         if res.status_code != 200 or not isinstance(body, dict):
-            raise Refused(schemas.read_error(body, status=res.status_code), status=res.status_code)
+            raise Refused(wire.read_error(body, status=res.status_code), status=res.status_code)
         return body
 
 

@@ -14,7 +14,6 @@ canceled first).
 
 from __future__ import annotations
 
-import base64
 import mimetypes
 import sys
 import tempfile
@@ -27,9 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TextIO
 
+from wanserve import request as read
 from wanserve.config import Settings
 from wanserve.errors import InvalidApiKey, InvalidParameter, WanserveError
-from wanserve.spec import SynthesisRequest, media_scheme
+from wanserve.request import Inline, Media, MediaKind, MediaSource, SynthesisRequest
+from wanserve.spec import media_scheme
 from wanserve.tasks.models import Progress, TaskError, TaskOutcome, TaskStage, TaskStatus
 
 if TYPE_CHECKING:
@@ -90,32 +91,34 @@ def default_model(options: GenerateOptions) -> str:
 
 
 def build_request(
-    options: GenerateOptions, *, model: str, reference: Callable[[str, str], str]
+    options: GenerateOptions, *, model: str, reference: Callable[[str, str], MediaSource]
 ) -> SynthesisRequest:
-    """The request the options describe; `reference(value, field)` turns a local path into
-    something the server reads (a data URI embedded, an uploaded file remotely)."""
-
-    def ref(value: str | None, field: str) -> str | None:
-        return None if value is None else reference(value, field)
-
+    """The request the options describe (the command line is this door's wire format);
+    `reference(value, field)` turns a local path into something the server reads (its bytes
+    embedded, an uploaded file remotely). Values are read as every door reads them."""
     first_field = "first_frame_url" if options.last_frame is not None else "img_url"
-    image = ref(options.image, first_field)
+    inputs = (
+        (MediaKind.FIRST_FRAME, first_field, options.image),
+        (MediaKind.LAST_FRAME, "last_frame_url", options.last_frame),
+        (MediaKind.DRIVING_AUDIO, "audio_url", options.audio),
+    )
     size = options.size.replace("x", "*").replace("X", "*") if options.size else None
     return SynthesisRequest(
-        model=model,
-        prompt=options.prompt,
-        negative_prompt=options.negative_prompt,
-        img_url=image if first_field == "img_url" else None,
-        first_frame_url=image if first_field == "first_frame_url" else None,
-        last_frame_url=ref(options.last_frame, "last_frame_url"),
-        audio_url=ref(options.audio, "audio_url"),
-        size=size,
+        model=read.model_name(model),
+        prompt=read.text(options.prompt, "prompt"),
+        negative_prompt=read.text(options.negative_prompt, "negative_prompt"),
+        media=tuple(
+            Media(kind, reference(value, name), name)
+            for kind, name, value in inputs
+            if value is not None
+        ),
+        size=read.size(size),
         resolution=options.resolution,
         duration=options.duration,
-        seed=options.seed,
+        seed=read.seed(options.seed),
         prompt_extend=options.prompt_extend,
         watermark=options.watermark,
-        shot_type=options.shot_type,
+        shot_type=read.shot_type(options.shot_type),
         audio=options.generate_audio,
     )
 
@@ -132,9 +135,15 @@ def local_file(value: str, field: str, *, max_bytes: int) -> Path | None:
     return path
 
 
-def data_uri(path: Path) -> str:
+def _sent(value: str, field: str) -> MediaSource:
+    source = read.media_source(value, field)
+    assert source is not None  # a given option is never empty
+    return source
+
+
+def inline(path: Path) -> Inline:
     kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    return f"data:{kind};base64," + base64.b64encode(path.read_bytes()).decode()
+    return Inline(data=path.read_bytes(), media_type=kind)
 
 
 def run(options: GenerateOptions, settings: Settings, *, err: TextIO = sys.stderr) -> int:
@@ -169,12 +178,15 @@ def _embedded(
         settings = settings.model_copy(update={"workers": 1})
         model = options.model or default_model(options)
 
-        def reference(value: str, field: str) -> str:
+        def reference(value: str, field: str) -> MediaSource:
             limit = settings.max_audio_bytes if field == "audio_url" else settings.max_image_bytes
             path = local_file(value, field, max_bytes=limit)
-            return value if path is None else data_uri(path)
+            return _sent(value, field) if path is None else inline(path)
 
-        request = build_request(options, model=model, reference=reference)
+        try:
+            request = build_request(options, model=model, reference=reference)
+        except WanserveError as exc:
+            return _refused(err, TaskError(exc.code, exc.message), usage=_is_usage(exc))
         try:
             components = build_components(settings)
         except ValueError as exc:
@@ -263,12 +275,15 @@ def _remote(options: GenerateOptions, settings: Settings, *, display: Display, e
     task_id: str | None = None
     try:
 
-        def reference(value: str, field: str) -> str:
+        def reference(value: str, field: str) -> MediaSource:
             limit = settings.max_audio_bytes if field == "audio_url" else settings.max_upload_bytes
             path = local_file(value, field, max_bytes=limit)
-            return value if path is None else server.upload(path, model=model)
+            return _sent(value if path is None else server.upload(path, model=model), field)
 
-        request = build_request(options, model=model, reference=reference)
+        try:
+            request = build_request(options, model=model, reference=reference)
+        except WanserveError as exc:
+            return _refused(err, TaskError(exc.code, exc.message), usage=_is_usage(exc))
         task_id = server.create(request)
         outcome = _watch_remote(server, task_id, display=display)
         display.close()
@@ -305,7 +320,7 @@ def _watch_remote(server: RemoteServer, task_id: str, *, display: Display) -> Ta
     """Follow the event stream to the done event, resuming after dropped connections."""
     import httpx
 
-    from wanserve.api import schemas
+    from wanserve import client_wire as wire
 
     last_id: str | None = None
     status, position, progress = TaskStatus.PENDING, None, None
@@ -316,12 +331,12 @@ def _watch_remote(server: RemoteServer, task_id: str, *, display: Display) -> Ta
                 failures = 0
                 last_id = event.id or last_id
                 if event.kind == "done":
-                    return schemas.read_outcome(event.data)
+                    return wire.read_outcome(event.data)
                 if event.kind == "status":
-                    known, position = schemas.read_status_data(event.data)
+                    known, position = wire.read_status_data(event.data)
                     status = known or status
                 elif event.kind == "progress":
-                    progress = schemas.read_progress_data(event.data)
+                    progress = wire.read_progress_data(event.data)
                 display.show(Update(status, position, progress))
         except httpx.TransportError as exc:
             failures += 1

@@ -20,8 +20,8 @@ from starlette.routing import Match
 
 from tests.api.test_endpoints import UUID, assert_error
 from tests.conftest import T2V, FakeRunner, make_settings
+from wanserve.api.dashscope.routes import poll_routes, polls
 from wanserve.api.fastpoll import PollFastPath, poll_target
-from wanserve.api.routes import poll_routes, polls
 from wanserve.compose.embedded import Components, build_components, create_app
 from wanserve.db.engine import make_engine
 from wanserve.keys import KeyStore

@@ -230,13 +230,18 @@ def test_json_input_reference_url_and_object(idle: Harness) -> None:
             "InvalidParameter",
             "input_reference",
         ),
-        ({"prompt": "x", "input_reference": "file:///etc/passwd"}, 400, "InvalidURL", None),
-        # A first frame for a text-to-video model: the shared rule refuses it.
+        (
+            {"prompt": "x", "input_reference": "file:///etc/passwd"},
+            400,
+            "InvalidURL",
+            "input_reference",
+        ),
+        # A first frame for a text-to-video model: the shared rule refuses it, naming the field.
         (
             {"prompt": "x", "input_reference": "https://e.com/a.png", "model": "wan2.1-t2v-turbo"},
             400,
             "InvalidParameter",
-            None,
+            "input_reference",
         ),
     ],
 )

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from tests.requests import dashscope_request
 from wanserve.catalog import Catalog, frames_for
 from wanserve.engine.errors import (
     BadInput,
@@ -34,7 +35,8 @@ from wanserve.engine.families import (
     latent_frames,
 )
 from wanserve.engine.request import GenerationRequest
-from wanserve.spec import SynthesisRequest, build_spec
+from wanserve.request import SynthesisRequest
+from wanserve.spec import build_spec
 from wanserve.workers.inputs import Conditioning
 from wanserve.workers.translation import request_for, task_error
 
@@ -197,7 +199,7 @@ def test_a_request_knows_its_frame_rate() -> None:
 def test_spec_to_request() -> None:
     card = Catalog.build(steps=3).get("wanx2.1-kf2v-plus")
     spec = build_spec(
-        SynthesisRequest(model=card.name, first_frame_url="https://e.com/a.png",
+        dashscope_request(card.name, first_frame_url="https://e.com/a.png",
                          last_frame_url="https://e.com/b.png", seed=5),
         card,
     ).with_image_size(640, 480)  # fmt: skip

@@ -14,11 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.requests import dashscope_request
 from wanserve.catalog import Catalog, Family, Kind, ModelOverride
 from wanserve.engine import dummy, wan
 from wanserve.engine.request import EngineConfig, EngineProgress
 from wanserve.engine.runner import PipelineRunner, build_runner
-from wanserve.spec import GenerationSpec, SynthesisRequest, build_spec
+from wanserve.spec import GenerationSpec, build_spec
 from wanserve.workers.inputs import Conditioning
 from wanserve.workers.translation import request_for
 
@@ -31,12 +32,12 @@ def small(
     card = Catalog.build(overrides, steps=2).get(model)
     if card.kind is Kind.TEXT_TO_VIDEO:
         fields.setdefault("prompt", "a cat runs")
-        spec = build_spec(SynthesisRequest(model=model, seed=3, **fields), card)
+        spec = build_spec(dashscope_request(model, seed=3, **fields), card)
     else:
         fields.setdefault("img_url" if card.kind is Kind.IMAGE_TO_VIDEO else "first_frame_url", IMG)
         if card.kind is Kind.KEYFRAMES_TO_VIDEO:
             fields.setdefault("last_frame_url", IMG)
-        spec = build_spec(SynthesisRequest(model=model, prompt="it moves", seed=3, **fields), card)
+        spec = build_spec(dashscope_request(model, prompt="it moves", seed=3, **fields), card)
     m = spec.size_multiple
     return dataclasses.replace(
         spec, width=2 * m, height=2 * m, gen_width=2 * m, gen_height=2 * m, num_frames=5, duration=1

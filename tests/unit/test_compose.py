@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from tests.conftest import FakeRunner
+from tests.requests import dashscope_request
 from wanserve.catalog import Catalog, Family, Kind
 from wanserve.engine.request import EngineProgress
-from wanserve.spec import GenerationSpec, SynthesisRequest, build_spec
+from wanserve.spec import GenerationSpec, build_spec
 from wanserve.workers.compose import native_frames, plan, render, shot_count
 from wanserve.workers.inputs import Conditioning
 
@@ -24,7 +25,7 @@ def spec(model: str = "wan2.6-t2v", **fields: Any) -> GenerationSpec:
         fields.setdefault("prompt", "a fox")
     else:
         fields.setdefault("img_url", "https://e.com/a.png")
-    built = build_spec(SynthesisRequest(model=model, seed=10, **fields), card)
+    built = build_spec(dashscope_request(model, seed=10, **fields), card)
     return built if built.width is not None else built.with_image_size(640, 480)
 
 

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from wanserve.catalog import Size
 from wanserve.client import StreamEvent, parse_events
+from wanserve.client_wire import create_body
+from wanserve.errors import InvalidParameter
 from wanserve.generate import (
     GenerateOptions,
     Update,
@@ -17,22 +20,50 @@ from wanserve.generate import (
     describe,
     local_file,
 )
+from wanserve.request import Media, MediaKind, MediaSource, WebUrl
 from wanserve.tasks.models import Progress, TaskStage, TaskStatus
 
 
 def test_frames_go_to_the_fields_of_the_model_kind() -> None:
-    def mark(value: str, field: str) -> str:
-        return f"{field}<-{value}"
+    def mark(value: str, field: str) -> MediaSource:
+        return WebUrl(f"https://x/{field}/{value}")
 
     i2v = GenerateOptions(prompt="p", output=Path("o.mp4"), image="a.png", size="832x480")
     assert default_model(i2v) == "wanx2.1-i2v-turbo"
     req = build_request(i2v, model="wanx2.1-i2v-turbo", reference=mark)
-    assert (req.img_url, req.first_frame_url, req.size) == ("img_url<-a.png", None, "832*480")
+    assert req.media == (
+        Media(MediaKind.FIRST_FRAME, WebUrl("https://x/img_url/a.png"), "img_url"),
+    )
+    assert req.size == Size(832, 480)
     kf = GenerateOptions(prompt="p", output=Path("o.mp4"), image="a.png", last_frame="b.png")
     assert default_model(kf) == "wanx2.1-kf2v-plus"
     req = build_request(kf, model="wanx2.1-kf2v-plus", reference=mark)
-    assert (req.img_url, req.first_frame_url) == (None, "first_frame_url<-a.png")
-    assert req.last_frame_url == "last_frame_url<-b.png"
+    assert [(m.kind, m.field) for m in req.media] == [
+        (MediaKind.FIRST_FRAME, "first_frame_url"),
+        (MediaKind.LAST_FRAME, "last_frame_url"),
+    ]
+    # The remote client writes the same fields back: the key frames' first is first_frame_url.
+    body = create_body(req)
+    assert body["input"] == {
+        "prompt": "p",
+        "first_frame_url": "https://x/first_frame_url/a.png",
+        "last_frame_url": "https://x/last_frame_url/b.png",
+    }
+
+
+def test_options_are_read_as_every_door_reads_them() -> None:
+    def mark(value: str, field: str) -> MediaSource:
+        raise AssertionError("no input")
+
+    bad = GenerateOptions(prompt="p", output=Path("o.mp4"), size="16:9")
+    with pytest.raises(InvalidParameter, match="size '16:9' is malformed"):
+        build_request(bad, model="wan2.1-t2v-turbo", reference=mark)
+    with pytest.raises(InvalidParameter, match="seed -1 must be an integer between"):
+        build_request(
+            GenerateOptions(prompt="p", output=Path("o.mp4"), seed=-1),
+            model="wan2.1-t2v-turbo",
+            reference=mark,
+        )
 
 
 def test_urls_pass_through_and_local_files_are_checked(tmp_path: Path) -> None:

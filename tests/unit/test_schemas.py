@@ -1,4 +1,4 @@
-"""The DashScope wire format: request parsing, times, and usage per model generation."""
+"""The DashScope door: request parsing, times, and usage per model generation."""
 
 from __future__ import annotations
 
@@ -6,10 +6,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from wanserve.api import schemas
-from wanserve.catalog import Catalog
+from tests.requests import dashscope_request
+from wanserve.api.dashscope import render as schemas
+from wanserve.api.dashscope.protocol import parse_create_body
+from wanserve.catalog import Catalog, Size
 from wanserve.errors import EmptyInput, InvalidParameter
-from wanserve.spec import SynthesisRequest, build_spec
+from wanserve.request import SynthesisRequest
+from wanserve.spec import build_spec
 from wanserve.tasks.models import Task, TaskError, TaskResult, TaskStatus
 
 CATALOG = Catalog.build()
@@ -26,11 +29,11 @@ def test_utc8_times() -> None:
 
 
 def test_parse_body_ignores_sdk_artefacts_and_reads_parameters() -> None:
-    req = schemas.parse_create_body(
+    req = parse_create_body(
         b'{"model": "m", "parameters": {"size": "832*480", "seed": 3, "custom": 1},'
         b' "input": {"prompt": "p", "extend_prompt": true, "function": "video-synthesis"}}'
     )
-    assert req == SynthesisRequest(model="m", prompt="p", size="832*480", seed=3)
+    assert req == SynthesisRequest(model="m", prompt="p", size=Size(832, 480), seed=3)
 
 
 @pytest.mark.parametrize(
@@ -47,16 +50,16 @@ def test_parse_body_ignores_sdk_artefacts_and_reads_parameters() -> None:
 )
 def test_parse_body_errors(raw: bytes, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
-        schemas.parse_create_body(raw)
+        parse_create_body(raw)
 
 
 def test_null_prompt_counts_as_missing() -> None:
-    assert schemas.parse_create_body(b'{"model": "m", "input": {"prompt": null}}').prompt is None
+    assert parse_create_body(b'{"model": "m", "input": {"prompt": null}}').prompt is None
 
 
 def succeeded(model: str, **params: object) -> Task:
     card = CATALOG.get(model)
-    spec = build_spec(SynthesisRequest(model=model, prompt="p", **params), card)  # type: ignore[arg-type]
+    spec = build_spec(dashscope_request(model, prompt="p", **params), card)
     size = spec.size
     return Task(
         id="t",

@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 
+from tests.requests import dashscope_request
 from wanserve.catalog import DEFAULT_NEGATIVE_PROMPT, Catalog, Kind
 from wanserve.errors import EmptyModel, InvalidParameter, InvalidURL
+from wanserve.request import SEED_MAX, Inline
 from wanserve.spec import (
-    SEED_MAX,
     Features,
     GenerationSpec,
     MediaRef,
-    SynthesisRequest,
     build_spec,
     image_driven_size,
     resolve_card,
@@ -35,7 +35,7 @@ def spec(
         fields.setdefault("img_url", IMG)
     elif kind is Kind.TEXT_TO_VIDEO:
         fields.setdefault("prompt", "a cat")
-    req = SynthesisRequest(model=model, **fields)
+    req = dashscope_request(model, **fields)
     return build_spec(req, resolve_card(req, CATALOG), features=features)
 
 
@@ -49,16 +49,15 @@ def rejects(match: str, **fields: Any) -> None:
 
 @pytest.mark.parametrize("model", [None, ""])
 def test_missing_model(model: object) -> None:
-    req = SynthesisRequest(model=model, prompt="x")
     with pytest.raises(EmptyModel):
-        resolve_card(req, CATALOG)
+        dashscope_request(model, prompt="x")
 
 
 def test_model_must_be_a_known_string() -> None:
     with pytest.raises(InvalidParameter, match="model must be a string"):
-        resolve_card(SynthesisRequest(model=5), CATALOG)
+        dashscope_request(5)
     with pytest.raises(InvalidParameter, match="Model not exist"):
-        resolve_card(SynthesisRequest(model="wan2.1-t2v-turb"), CATALOG)
+        resolve_card(dashscope_request("wan2.1-t2v-turb"), CATALOG)
 
 
 # -- prompts --
@@ -251,7 +250,7 @@ def test_duration_type(duration: object) -> None:
     if duration is None:
         assert spec(duration=None).duration == 5
     else:
-        rejects("duration .* fixed at 5 seconds", duration=duration)
+        rejects("duration .* must be a whole number of seconds", duration=duration)
 
 
 def test_duration_sets_native_frames_and_output_fps() -> None:
@@ -362,10 +361,19 @@ def test_key_frames_need_both_ends() -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["https://a.b/c.png", "http://a.b/c.png", "data:image/png;base64,AAAA", "oss://bucket/x.png"],
+    ["https://a.b/c.png", "http://a.b/c.png", "oss://bucket/x.png", "HTTPS://a.b/c.png"],
 )
 def test_accepted_image_references(url: str) -> None:
-    assert spec("wan2.2-i2v-plus", img_url=url).image == MediaRef("img_url", url)
+    stored = url.replace("HTTPS:", "https:")  # one spelling of the scheme
+    assert spec("wan2.2-i2v-plus", img_url=url).image == MediaRef("img_url", stored)
+
+
+def test_inline_images_are_decoded_and_never_stored_in_the_spec() -> None:
+    made = spec("wan2.2-i2v-plus", img_url="data:image/png;base64,AAAA")
+    assert made.image == MediaRef("img_url", "", inline=Inline(b"\0\0\0", "image/png"))
+    # The task service moves inline bytes to the upload store before the spec is stored.
+    with pytest.raises(ValueError, match="stored as an upload first"):
+        made.to_json()
 
 
 @pytest.mark.parametrize("url", ["file:///tmp/x.png", "/tmp/x.png", "ftp://a/b.png", "cat.png"])
@@ -436,12 +444,8 @@ def test_size_names_the_tier_of_an_image_driven_model() -> None:
 
 
 def test_a_request_may_choose_its_block_cache_preset() -> None:
-    card = Catalog.build().get("wan2.1-t2v-turbo")
-    default = build_spec(SynthesisRequest(model="wan2.1-t2v-turbo", prompt="a cat"), card)
-    assert default.cache == "off"  # the model's own (no override)
+    assert spec().cache == "off"  # the model's own (no override)
     for preset in ("off", "fast", "faster"):
-        chosen = SynthesisRequest(model="wan2.1-t2v-turbo", prompt="a cat", cache=preset)
-        assert build_spec(chosen, card).cache == preset
+        assert spec(cache=preset).cache == preset
     for bad in ("fastest", "", 1, True, ["fast"]):
-        with pytest.raises(InvalidParameter, match="cache"):
-            build_spec(SynthesisRequest(model="wan2.1-t2v-turbo", prompt="a cat", cache=bad), card)
+        rejects("cache", cache=bad)

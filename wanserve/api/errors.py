@@ -24,7 +24,6 @@ from starlette.routing import Match, Mount
 from starlette.types import Scope
 
 from wanserve import errors
-from wanserve.api.schemas import error_body
 from wanserve.storage.base import StorageError, StorageFull, StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -76,7 +75,7 @@ ErrorBody = Callable[[Problem, str], dict[str, Any]]
 
 
 def _dashscope_body(problem: Problem, request_id: str) -> dict[str, Any]:
-    return error_body(problem.code, problem.message, request_id=request_id)
+    return {"request_id": request_id, "code": problem.code, "message": problem.message}
 
 
 def _body_for(request: Request) -> ErrorBody:

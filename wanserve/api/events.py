@@ -39,14 +39,13 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
-from wanserve.api import schemas
+from wanserve.api.dashscope import render
 from wanserve.api.deps import ApiKeyDep, RequestIdDep, Services, ServicesDep, check_url_text
-from wanserve.api.openapi import NEEDS_KEY
-from wanserve.api.schemas import responses
+from wanserve.api.openapi import NEEDS_KEY, responses
 from wanserve.api.streams import StreamLease
 from wanserve.errors import InvalidParameter
 from wanserve.keys import ApiKey
-from wanserve.tasks.models import TaskState, TaskStatus
+from wanserve.tasks.models import TaskStage, TaskState, TaskStatus
 
 events = APIRouter(prefix="/api/v1", dependencies=[Depends(check_url_text)])
 
@@ -114,9 +113,9 @@ class Cursor:
     def changes(self, state: TaskState) -> list[Event]:
         """Status (first) and progress events for `state`; none for an ended task, whose
         status the caller sends with its done event."""
-        sent = [self.offer("status", status_id(state), schemas.status_data(state))]
+        sent = [self.offer("status", status_id(state), status_data(state))]
         if not state.status.is_terminal:
-            sent.append(self.offer("progress", progress_id(state), schemas.progress_data(state)))
+            sent.append(self.offer("progress", progress_id(state), progress_data(state)))
         return [e for e in sent if e is not None]
 
 
@@ -266,6 +265,30 @@ class _Stream:
                 lambda: self._services.tasks.get(self._task_id, api_key_id=self._key.id)
             )
         if task is None:
-            return schemas.unknown(self._task_id, request_id=self._request_id)
+            return render.unknown(self._task_id, request_id=self._request_id)
         url = self._services.video_url(task, base_url=self._base_url)
-        return schemas.task_body(task, request_id=self._request_id, video_url=url)
+        return render.task_body(task, request_id=self._request_id, video_url=url)
+
+
+# -- The `data` of each event kind. --
+
+
+def status_data(state: TaskState) -> dict[str, Any]:
+    return {
+        "task_id": state.task_id,
+        "task_status": state.status.value,
+        "queue_position": state.queue_position,
+    }
+
+
+def progress_data(state: TaskState) -> dict[str, Any]:
+    progress = state.progress
+    # Steps mean something from the first denoising step on.
+    counted = progress.stage not in (TaskStage.QUEUED, TaskStage.LOADING)
+    return {
+        "task_id": state.task_id,
+        "stage": progress.stage.value,
+        "step": progress.step if counted else None,
+        "total_steps": progress.total_steps if counted else None,
+        "progress": progress.percent,
+    }

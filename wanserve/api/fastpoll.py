@@ -35,7 +35,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from wanserve.api import errors as api_errors
-from wanserve.api import schemas
+from wanserve.api.dashscope import render
 from wanserve.api.deps import Services, bearer_token, client_address
 from wanserve.errors import Throttled
 
@@ -71,7 +71,7 @@ class PollFastPath:
             await response(scope, receive, send)
             return
         request_id = api_errors.request_id_of_scope(scope)
-        content = schemas.stamp(body, request_id=request_id)
+        content = render.stamp(body, request_id=request_id)
         headers = [*_HEADERS, (b"content-length", str(len(content)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": content})

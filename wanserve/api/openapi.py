@@ -13,17 +13,54 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
-from wanserve.api import schemas
+from wanserve.api.dashscope.protocol import CreateTaskRequest
 from wanserve.api.openai import schemas as openai_schemas
+from wanserve.api.openai.protocol import VideoCreateRequest
+
+
+class ErrorBody(BaseModel):
+    """Every error outside a door that writes its own: DashScope's code and a message for
+    people."""
+
+    model_config = ConfigDict(extra="forbid")
+    request_id: str
+    code: str
+    message: str
+
+
+_ERROR_WHEN = {
+    400: "InvalidParameter, BadRequest.EmptyModel / EmptyInput, InvalidURL, UnsupportedOperation",
+    401: "InvalidApiKey: no key, or an unknown or revoked one",
+    403: "AccessDenied",
+    413: "BadRequest.TooLarge: the body is over the server's limit",
+    415: "InvalidParameter: the body is not application/json, or is compressed",
+    429: "Throttling, Throttling.RateQuota, Throttling.AuthFailures (with Retry-After)",
+    500: "InternalError",
+}
+
+
+def error_description(status: int) -> str:
+    return _ERROR_WHEN[status]
+
+
+def responses(ok: type[BaseModel] | str, *errors: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` of a route: its 200 body (a model, or a description when the body
+    is empty) and the error statuses it really answers (401 is added where a key is needed)."""
+    success = {"model": ok} if isinstance(ok, type) else {"description": ok}
+    documented: dict[int | str, dict[str, Any]] = {200: success}
+    for status in errors:
+        documented[status] = {"model": ErrorBody, "description": _ERROR_WHEN[status]}
+    return documented
+
 
 SECURITY_SCHEME = "DashScopeApiKey"
 REF = "#/components/schemas/{model}"
 # Bodies read by hand and documented through `openapi_extra` references to these components.
 REQUEST_MODELS: tuple[type[BaseModel], ...] = (
-    schemas.CreateTaskRequest,
-    openai_schemas.VideoCreateRequest,
+    CreateTaskRequest,
+    VideoCreateRequest,
 )
 # Error bodies by path prefix: the OpenAI door writes its own (every other path, DashScope's).
 ERROR_MODELS: tuple[tuple[str, type[BaseModel]], ...] = (("/v1/", openai_schemas.OpenAIError),)
@@ -61,7 +98,7 @@ def build(app: FastAPI) -> dict[str, Any]:
     )
     components = document.setdefault("components", {})
     models = components.setdefault("schemas", {})
-    error_models: list[type[BaseModel]] = [schemas.ErrorBody, *(m for _, m in ERROR_MODELS)]
+    error_models: list[type[BaseModel]] = [ErrorBody, *(m for _, m in ERROR_MODELS)]
     for model in (*REQUEST_MODELS, *error_models):
         schema = model.model_json_schema(ref_template=REF)
         models.update(schema.pop("$defs", {}))
@@ -74,7 +111,7 @@ def build(app: FastAPI) -> dict[str, Any]:
         "description": "`Authorization: Bearer <key>`; keys come from `wanserve keys create`.",
     }
     for route, path in document["paths"].items():
-        error_model = next((m for p, m in ERROR_MODELS if route.startswith(p)), schemas.ErrorBody)
+        error_model = next((m for p, m in ERROR_MODELS if route.startswith(p)), ErrorBody)
         for operation in path.values():
             answers = operation["responses"]
             answers.pop("422", None)
@@ -89,6 +126,6 @@ def build(app: FastAPI) -> dict[str, Any]:
 
 def _error(status: int, model: type[BaseModel]) -> dict[str, Any]:
     return {
-        "description": schemas.error_description(status),
+        "description": error_description(status),
         "content": {"application/json": {"schema": {"$ref": REF.format(model=model.__name__)}}},
     }

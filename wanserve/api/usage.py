@@ -11,8 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from wanserve.api.deps import ApiKeyDep, RequestIdDep, ServicesDep, check_url_text
-from wanserve.api.openapi import NEEDS_KEY
-from wanserve.api.schemas import responses
+from wanserve.api.openapi import NEEDS_KEY, responses
 from wanserve.errors import AccessDenied, InvalidParameter
 from wanserve.tasks.usage import UsageLine, UsageQuery
 

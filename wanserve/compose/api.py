@@ -23,16 +23,17 @@ from wanserve.api import docs as api_docs
 from wanserve.api import errors as api_errors
 from wanserve.api import openapi as api_openapi
 from wanserve.api import playground as api_playground
-from wanserve.api import schemas
-from wanserve.api.catalog import catalog as catalog_router
+from wanserve.api.dashscope import render as dashscope
+from wanserve.api.dashscope.models import catalog as catalog_router
+from wanserve.api.dashscope.routes import api, poll_routes, polls
+from wanserve.api.dashscope.uploads import uploads as uploads_router
 from wanserve.api.deps import Services
 from wanserve.api.events import events as events_router
 from wanserve.api.fastpoll import PollFastPath
 from wanserve.api.openai import routes as openai_routes
 from wanserve.api.openai import schemas as openai_schemas
-from wanserve.api.routes import api, poll_routes, polls, probes
+from wanserve.api.probes import probes
 from wanserve.api.streams import EventStreams
-from wanserve.api.uploads import uploads as uploads_router
 from wanserve.api.usage import usage as usage_router
 from wanserve.compose.shared import Shared, dispatcher_for, features_of
 from wanserve.config import Settings
@@ -122,16 +123,16 @@ def build_deliverer(shared: Shared, *, services: Services) -> Deliverer:
     base_url = settings.public_url or f"http://{settings.host}:{settings.port}/"
     server_key = settings.load_secret_key()
 
-    def render(message: OutboxMessage) -> bytes | None:
+    def body(message: OutboxMessage) -> bytes | None:
         task = services.tasks.get(message.task_id, api_key_id=message.api_key_id)
         if task is None:
             return None
         url = services.video_url(task, base_url=base_url)
-        return render_json(schemas.task_body(task, request_id=message.id, video_url=url))
+        return render_json(dashscope.task_body(task, request_id=message.id, video_url=url))
 
     return Deliverer(
         outbox=SqlOutbox(shared.db, clock=shared.clock),
-        render=render,
+        render=body,
         destinations=shared.fetcher,
         secret_for=lambda key_id: webhook_secret(server_key, key_id),
         backoff=Backoff(

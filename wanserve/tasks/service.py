@@ -10,16 +10,8 @@ from dataclasses import dataclass
 from wanserve.catalog import Catalog
 from wanserve.clock import Clock, utcnow
 from wanserve.errors import InvalidParameter, InvalidURL, NotFound, Throttled, UnsupportedOperation
-from wanserve.media.datauri import parse_data_uri
-from wanserve.spec import (
-    Features,
-    GenerationSpec,
-    MediaRef,
-    MediaScheme,
-    SynthesisRequest,
-    build_spec,
-    resolve_card,
-)
+from wanserve.request import SynthesisRequest
+from wanserve.spec import Features, GenerationSpec, MediaRef, build_spec, resolve_card
 from wanserve.storage.base import Storage
 from wanserve.tasks.dispatch import Dispatcher, DispatchError
 from wanserve.tasks.models import (
@@ -130,16 +122,20 @@ class TaskService:
         )
 
     def _take(self, ref: MediaRef | None, api_key_id: str, max_bytes: int) -> MediaRef | None:
-        if ref is None or ref.scheme.is_web:
+        if ref is None or (ref.inline is None and ref.scheme.is_web):
             return ref
         if self._uploads is None:
             raise InvalidURL(f"{ref.field}: this server takes only http(s) input URLs.")
-        if ref.scheme is MediaScheme.OSS:
+        if ref.inline is None:  # an oss:// upload (a door reads no other reference)
             self._uploads.check(ref.url, api_key_id=api_key_id, field=ref.field)
             return ref
-        media_type, data = parse_data_uri(ref.url, field=ref.field, max_bytes=max_bytes)
+        if len(ref.inline.data) > max_bytes:
+            raise InvalidParameter(f"{ref.field} is larger than {max_bytes // (1024 * 1024)} MB.")
         url = self._uploads.keep_inline(
-            data, api_key_id=api_key_id, content_type=media_type, field=ref.field
+            ref.inline.data,
+            api_key_id=api_key_id,
+            content_type=ref.inline.media_type,
+            field=ref.field,
         )
         return MediaRef(field=ref.field, url=url)
 

@@ -9,7 +9,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from wanserve.api.body import capped_stream, check_identity_encoding, load_json
-from wanserve.api.openai.schemas import ImageFile, parse_form, parse_json
+from wanserve.api.openai.protocol import ImageFile, parse_form, parse_json
 from wanserve.errors import InvalidParameter, UnsupportedMediaType
 
 JSON = "application/json"

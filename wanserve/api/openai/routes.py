@@ -13,7 +13,7 @@ from fastapi.responses import RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
 from wanserve.api.deps import ApiKeyDep, RequestIdDep, ServicesDep, check_url_text
-from wanserve.api.openai import schemas
+from wanserve.api.openai import protocol, schemas
 from wanserve.api.openai.body import read_create
 from wanserve.api.openai.schemas import responses
 from wanserve.api.openapi import NEEDS_KEY, REF
@@ -30,9 +30,9 @@ _CREATE_BODY = NEEDS_KEY | {
         "required": True,
         "content": {
             "application/json": {
-                "schema": {"$ref": REF.format(model=schemas.VideoCreateRequest.__name__)}
+                "schema": {"$ref": REF.format(model=protocol.VideoCreateRequest.__name__)}
             },
-            "multipart/form-data": {"schema": schemas.CREATE_FORM},
+            "multipart/form-data": {"schema": protocol.form_schema()},
         },
     }
 }
@@ -50,10 +50,10 @@ async def create_video(
     """Create a video job (a task, as the DashScope door's create does)."""
     settings = services.settings
     fields, image = await read_create(request, limit=settings.max_body_bytes)
-    synthesis = schemas.synthesis_request(
+    synthesis = protocol.synthesis_request(
         fields,
         image=image,
-        defaults=schemas.Defaults(
+        defaults=protocol.Defaults(
             text_model=settings.openai_default_model,
             image_model=settings.openai_default_image_model,
         ),

@@ -1,12 +1,5 @@
-"""OpenAI's Videos wire format (`/v1/videos`): the only place its field names live.
-
-A create request (JSON, or the multipart form the `openai` SDK always sends) is read leniently
-into a domain `SynthesisRequest`, exactly as the DashScope door's body is; every rule about the
-values is applied later, once, by `wanserve.spec.build_spec`. Only what is OpenAI's own is
-decided here: `size` written `WxH`, `seconds` as a string, `input_reference` as a file, a URL
-or `{image_url}`, form values that arrive as text (the SDK turns `extra_body` numbers into
-strings and nests objects as `input_reference[image_url]`), and which model a request without
-`model` gets.
+"""OpenAI's Videos wire format (`/v1/videos`), its answers: the create body is read by
+`protocol.py`.
 
 Responses are rendered from domain `Task`s: OpenAI's four statuses (a CANCELED task is
 `failed` with error code `Canceled`), unix-second times, an integer `progress`.
@@ -14,19 +7,14 @@ Responses are rendered from domain `Task`s: OpenAI's four statuses (a CANCELED t
 
 from __future__ import annotations
 
-import base64
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from wanserve import text
 from wanserve.api.errors import Problem
 from wanserve.errors import InvalidParameter
-from wanserve.spec import GUIDANCE_MAX, SEED_MAX, STEPS_MAX, SynthesisRequest
 from wanserve.tasks.models import CursorPage, Task, TaskStatus
 
 STATUS: Mapping[TaskStatus, str] = {
@@ -57,162 +45,6 @@ _ERROR_TYPES = {
     403: "permission_error",
     429: "rate_limit_error",
 }
-# ASCII digits only, as the DashScope door's `width*height`; `x` (OpenAI's) or `*` between.
-_SIZE = re.compile(r"[ \t]*([0-9]{1,5})[ \t]*[xX*][ \t]*([0-9]{1,5})[ \t]*")
-_INTEGER = re.compile(r"[ \t]*(-?[0-9]{1,12})[ \t]*")
-_NUMBER = re.compile(r"[ \t]*-?[0-9]{1,12}(\.[0-9]{1,12})?[ \t]*")
-_MEDIA_TYPE = re.compile(r"[\w.+-]+/[\w.+-]+")
-_INPUT = "input_reference"
-
-
-@dataclass(frozen=True)
-class Defaults:
-    """The models a request without `model` is run on (settings)."""
-
-    text_model: str
-    image_model: str
-
-
-@dataclass(frozen=True)
-class ImageFile:
-    """An `input_reference` uploaded as a file part."""
-
-    data: bytes
-    content_type: str | None
-
-
-def parse_json(document: object) -> dict[str, object]:
-    """The fields of a JSON create body (a parsed document), values unchecked."""
-    if not isinstance(document, dict):
-        raise InvalidParameter("The request body must be a JSON object with a prompt.")
-    text.check_document(document)
-    return {str(k): v for k, v in document.items()}
-
-
-def parse_form(fields: Mapping[str, str]) -> dict[str, object]:
-    """The fields of a multipart create form: text values, `input_reference[image_url]`
-    folded back into an object, as the SDK nests it."""
-    out: dict[str, object] = {}
-    nested: dict[str, object] = {}
-    for name, value in fields.items():
-        text.check(name, field="a form field name")
-        text.check(value, field=f"form field {name}")
-        if name.startswith(_INPUT + "[") and name.endswith("]"):
-            nested[name[len(_INPUT) + 1 : -1]] = value
-        else:
-            out[name] = value
-    if nested:
-        if _INPUT in out:
-            raise InvalidParameter("send input_reference once.", field=_INPUT)
-        out[_INPUT] = nested
-    return out
-
-
-def synthesis_request(
-    fields: Mapping[str, object], *, image: ImageFile | None, defaults: Defaults, max_image: int
-) -> SynthesisRequest:
-    """The domain request of a create call; `image` is an uploaded `input_reference` file."""
-    reference = _reference(fields.get(_INPUT), image, max_image=max_image)
-    model = fields.get("model")
-    if model is None or model == "":
-        model = defaults.image_model if reference is not None else defaults.text_model
-    steps = fields.get("num_inference_steps")
-    if steps is None:
-        steps = fields.get("steps")
-    elif fields.get("steps") is not None:
-        raise InvalidParameter("send num_inference_steps or steps, not both.", field="steps")
-    return SynthesisRequest(
-        model=model,
-        prompt=fields.get("prompt"),
-        negative_prompt=fields.get("negative_prompt"),
-        img_url=reference,
-        size=_size(fields.get("size")),
-        size_names_tier=True,
-        duration=_integer(fields.get("seconds"), "seconds"),
-        seed=_integer(fields.get("seed"), "seed"),
-        steps=_integer(steps, "num_inference_steps"),
-        guidance_scale=_number(fields.get("guidance_scale"), "guidance_scale"),
-        # The prompt is used as sent unless asked: OpenAI's API has no prompt rewriting.
-        prompt_extend=_boolean(fields.get("prompt_extend"), "prompt_extend", default=False),
-        watermark=_boolean(fields.get("watermark"), "watermark", default=False),
-    )
-
-
-def _reference(value: object, image: ImageFile | None, *, max_image: int) -> str | None:
-    """`input_reference` as the URL the DashScope door's `img_url` takes: a URL or data URL
-    as sent, or an uploaded file as a data URL (the task service stores it like an upload)."""
-    if image is not None:
-        if value is not None:
-            raise InvalidParameter("send input_reference once: a file or a URL.", field=_INPUT)
-        if len(image.data) > max_image:
-            raise InvalidParameter(
-                f"input_reference is larger than {max_image // (1024 * 1024)} MB.", field=_INPUT
-            )
-        # The worker decodes the bytes whatever they claim to be; the type is only a label.
-        declared = (image.content_type or "").split(";")[0].strip().lower()
-        media_type = declared if _MEDIA_TYPE.fullmatch(declared) else "application/octet-stream"
-        return f"data:{media_type};base64," + base64.b64encode(image.data).decode()
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict):
-        if value.get("file_id") is not None:
-            raise InvalidParameter(
-                "input_reference.file_id is not supported: this server keeps no files API; "
-                "upload the image as input_reference, or send image_url.",
-                field=_INPUT,
-            )
-        url = value.get("image_url")
-        if isinstance(url, str) and url:
-            return url
-    raise InvalidParameter(
-        "input_reference must be an image file, a URL, or an object with image_url.",
-        field=_INPUT,
-    )
-
-
-def _size(value: object) -> object:
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        match = _SIZE.fullmatch(value)
-        if match is not None:
-            return f"{match.group(1)}*{match.group(2)}"
-    raise InvalidParameter(
-        f"size {str(value)[:32]!r} is malformed: write WIDTHxHEIGHT, for example 1280x720.",
-        field="size",
-    )
-
-
-def _integer(value: object, name: str) -> object:
-    """Numbers arrive as text in a form (and `seconds` always as text): read ASCII digits;
-    anything else is left to `build_spec` to refuse with the rule it breaks."""
-    if isinstance(value, str):
-        match = _INTEGER.fullmatch(value)
-        if match is None:
-            raise InvalidParameter(f"{name} {value[:32]!r} must be an integer.", field=name)
-        return int(match.group(1))
-    return value
-
-
-def _number(value: object, name: str) -> object:
-    if isinstance(value, str):
-        if _NUMBER.fullmatch(value) is None:
-            raise InvalidParameter(f"{name} {value[:32]!r} must be a number.", field=name)
-        return float(value)
-    return value
-
-
-def _boolean(value: object, name: str, *, default: bool) -> object:
-    if value is None or value == "":
-        return default
-    if isinstance(value, str):
-        # The SDK writes extra_body booleans as "true" / "false".
-        if value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        raise InvalidParameter(f"{name} {value[:32]!r} must be true or false.", field=name)
-    return value
 
 
 def list_query(*, limit: int | None, order: str | None) -> tuple[int, bool]:
@@ -369,62 +201,6 @@ class OpenAIError(BaseModel):
     model_config = _CLOSED
     error: OpenAIErrorDetail
 
-
-class ImageReference(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    image_url: str | None = None
-    file_id: str | None = None
-
-
-class VideoCreateRequest(BaseModel):
-    """The create body as JSON. The multipart form (what the SDK sends) has the same fields
-    as text, with `input_reference` a file part or `input_reference[image_url]`."""
-
-    model_config = ConfigDict(
-        extra="allow",
-        json_schema_extra={
-            "examples": [{"prompt": "a cat in the snow", "model": "wan2.1-t2v-turbo"}]
-        },
-    )
-    prompt: str | None = Field(default=None, description="required by text-to-video models")
-    model: str | None = Field(
-        default=None,
-        description="a catalogue model; default: openai_default_model, or "
-        "openai_default_image_model with an input_reference",
-    )
-    seconds: str | int | None = Field(default=None, description="the model's durations")
-    size: str | None = Field(default=None, description="WIDTHxHEIGHT, one of the model's sizes")
-    input_reference: str | ImageReference | None = Field(
-        default=None, description="first frame: an http(s) URL, a data URL, or {image_url}"
-    )
-    negative_prompt: str | None = None
-    seed: int | None = Field(default=None, ge=0, le=SEED_MAX)
-    num_inference_steps: int | None = Field(default=None, ge=1, le=STEPS_MAX)
-    steps: int | None = Field(default=None, ge=1, le=STEPS_MAX)
-    guidance_scale: float | None = Field(default=None, ge=0, le=GUIDANCE_MAX)
-    prompt_extend: bool | None = None
-    watermark: bool | None = None
-
-
-_TEXT = {"type": "string"}
-CREATE_FORM: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "prompt": _TEXT,
-        "model": _TEXT,
-        "seconds": _TEXT,
-        "size": _TEXT,
-        "input_reference": {"type": "string", "format": "binary"},
-        "input_reference[image_url]": _TEXT,
-        "negative_prompt": _TEXT,
-        "seed": _TEXT,
-        "num_inference_steps": _TEXT,
-        "steps": _TEXT,
-        "guidance_scale": _TEXT,
-        "prompt_extend": _TEXT,
-        "watermark": _TEXT,
-    },
-}
 
 _ERROR_WHEN = {
     400: "invalid_request_error: a field the model cannot honour, a bad cursor or variant, "

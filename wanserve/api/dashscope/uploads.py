@@ -13,10 +13,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from wanserve import text
-from wanserve.api import schemas
+from wanserve.api.dashscope import docs, render
 from wanserve.api.deps import ApiKeyDep, RequestIdDep, Services, ServicesDep, check_url_text
-from wanserve.api.openapi import NEEDS_KEY
-from wanserve.api.schemas import responses
+from wanserve.api.openapi import NEEDS_KEY, responses
 from wanserve.errors import InvalidParameter, RequestTooLarge
 from wanserve.storage.base import os_errors
 from wanserve.uploads import UploadGrant
@@ -29,7 +28,7 @@ _FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the policy fields
 @uploads.get(
     "/uploads",
     response_model=None,
-    responses=responses(schemas.UploadPolicyResponse, 400, 401, 429, 500),
+    responses=responses(docs.UploadPolicyResponse, 400, 401, 429, 500),
     openapi_extra=NEEDS_KEY,
 )
 def get_policy(
@@ -46,7 +45,7 @@ def get_policy(
     services.catalog.get(model)  # an unknown model is refused here, as DashScope does
     base = (services.settings.public_url or str(request.base_url)).rstrip("/")
     policy = services.uploads.issue(api_key_id=key.id, model=model, upload_host=base + UPLOAD_PATH)
-    return schemas.upload_policy_body(policy, request_id=request_id)
+    return render.upload_policy_body(policy, request_id=request_id)
 
 
 @uploads.post(
@@ -56,7 +55,7 @@ def get_policy(
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"multipart/form-data": {"schema": schemas.UPLOAD_FORM}},
+            "content": {"multipart/form-data": {"schema": docs.UPLOAD_FORM}},
         }
     },
 )

@@ -7,10 +7,9 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
-from wanserve.api import schemas
+from wanserve.api.dashscope import docs, render
 from wanserve.api.deps import ApiKeyDep, RequestIdDep, ServicesDep, check_url_text
-from wanserve.api.openapi import NEEDS_KEY
-from wanserve.api.schemas import responses
+from wanserve.api.openapi import NEEDS_KEY, responses
 
 catalog = APIRouter(prefix="/api/v1", dependencies=[Depends(check_url_text)])
 
@@ -18,11 +17,11 @@ catalog = APIRouter(prefix="/api/v1", dependencies=[Depends(check_url_text)])
 @catalog.get(
     "/models",
     response_model=None,
-    responses=responses(schemas.ModelsResponse, 400, 401, 500),
+    responses=responses(docs.ModelsResponse, 400, 401, 500),
     openapi_extra=NEEDS_KEY,
 )
 @catalog.get("/models/", include_in_schema=False)
 def list_models(services: ServicesDep, _key: ApiKeyDep, request_id: RequestIdDep) -> dict[str, Any]:
     """Every model name with its sizes or resolution tiers, durations, fps, prompt limits,
     inputs and parameters, and which optional features this server can run for it."""
-    return schemas.models_body(services.catalog, features=services.features, request_id=request_id)
+    return render.models_body(services.catalog, features=services.features, request_id=request_id)

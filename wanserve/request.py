@@ -1,0 +1,369 @@
+"""The door-neutral request: what every door turns its wire format into.
+
+A door (DashScope's JSON body, OpenAI's `/v1/videos` JSON or form, the `wanserve generate`
+command line) reads its own field names and spellings and builds one `SynthesisRequest`, whose
+values are already typed: a size is a `Size`, a number an `int` or `float`, every input a
+`Media` with its kind and where its bytes come from. `spec.build_spec` then checks that request
+against the model's card (is this size one of the model's, this duration allowed, this input
+taken by this model) and nothing else.
+
+The readers below turn a JSON value into its typed form with the message every door gives for
+a value of the wrong type or out of its card-independent range; the doors call them from their
+models' validators, so each rule and its message are written once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from urllib.parse import urlsplit
+
+from wanserve.catalog import Size
+from wanserve.engine.adapters import MAX_SCALE, is_valid_name
+from wanserve.engine.options import CachePreset
+from wanserve.errors import EmptyModel, InvalidParameter, InvalidURL
+from wanserve.media.datauri import parse_data_uri
+
+SEED_MAX = 2_147_483_647
+# Prompts past a model's limit are truncated, as the seeds say; past this they are refused, so a
+# client cannot make the server store and echo megabytes of text per task.
+PROMPT_HARD_LIMIT = 10_000
+# Per-request sampling overrides (an extension): bounded so one request cannot hold a worker
+# for thousands of steps, nor ask for a guidance scale no checkpoint was trained near.
+STEPS_MAX = 100
+GUIDANCE_MAX = 20.0
+SHOT_TYPES = ("single", "multi")
+CALLBACK_FIELD = "parameters.callback_url"
+# Longer URLs are refused at submission: the client controls this size, and browsers and
+# proxies commonly stop at about 2 KB anyway.
+MAX_CALLBACK_URL = 2048
+
+
+class MediaKind(StrEnum):
+    """What an input is for, in DashScope's `media[].type` vocabulary."""
+
+    FIRST_FRAME = "first_frame"
+    LAST_FRAME = "last_frame"
+    DRIVING_AUDIO = "driving_audio"  # the video's sound track (wan2.5 and later)
+
+
+@dataclass(frozen=True)
+class WebUrl:
+    """An http(s) URL the worker fetches through the guarded fetcher."""
+
+    url: str
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file the caller uploaded through the SDK's upload flow: `oss://<key>`."""
+
+    url: str
+
+
+@dataclass(frozen=True)
+class Inline:
+    """Bytes sent in the request itself (a base64 data URI, a multipart file part)."""
+
+    data: bytes = field(repr=False)
+    media_type: str
+
+
+MediaSource = WebUrl | Upload | Inline
+
+
+@dataclass(frozen=True)
+class Media:
+    """One input of a request: its kind, its source, and the wire field that carried it (named
+    in errors, e.g. `img_url` or `input_reference`)."""
+
+    kind: MediaKind
+    source: MediaSource
+    field: str
+
+
+@dataclass(frozen=True)
+class Extensions:
+    """wanserve's per-request extensions (docs/api.md), typed; None: the model's own."""
+
+    steps: int | None = None  # denoising steps
+    guidance_scale: float | None = None  # classifier-free guidance
+    lora: str | None = None  # an adapter on this server, by name
+    lora_scale: float | None = None
+    cache: CachePreset | None = None  # transformer block cache preset
+
+
+@dataclass(frozen=True)
+class SynthesisRequest:
+    """A create request from any door, typed; None: absent (the model's default applies)."""
+
+    model: str
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    media: tuple[Media, ...] = ()
+    size: Size | None = None
+    # Image-driven models take a resolution tier, not a size. A door without a resolution field
+    # (OpenAI's /v1/videos) sets this: its `size` then names the tier of one of the model's
+    # sizes, and the video still follows the image's aspect.
+    size_names_tier: bool = False
+    resolution: str | None = None
+    duration: int | None = None
+    seed: int | None = None
+    prompt_extend: bool | None = None
+    watermark: bool | None = None
+    shot_type: str | None = None  # one of SHOT_TYPES
+    audio: bool | None = None  # generate a sound track
+    extensions: Extensions = Extensions()
+    # Not part of the generation: where the task's end is POSTed (see tasks/webhooks.py).
+    callback_url: str | None = None
+
+    def inputs(self, kind: MediaKind) -> tuple[Media, ...]:
+        return tuple(m for m in self.media if m.kind is kind)
+
+
+# -- Readers: a JSON value to its typed form, or the error every door gives. -----------------
+
+
+def model_name(value: object) -> str:
+    if value is None or value == "":
+        raise EmptyModel("Model not specified: set `model` to a model name.", field="model")
+    if not isinstance(value, str):
+        raise InvalidParameter("model must be a string.", field="model")
+    return value
+
+
+def text(value: object, name: str) -> str | None:
+    """A prompt-like text, bounded by PROMPT_HARD_LIMIT (a model's own limit truncates)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidParameter(f"{name} must be a string.", field=name)
+    if len(value) > PROMPT_HARD_LIMIT:
+        raise InvalidParameter(
+            f"{name} has {len(value)} characters; more than {PROMPT_HARD_LIMIT} are refused "
+            "(text past the model's own limit is truncated).",
+            field=name,
+        )
+    return value
+
+
+def integer(value: object) -> int | None:
+    """An integer JSON value (5 and 5.0 alike); None for anything else, booleans included."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def flag(value: object, name: str) -> bool | None:
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise InvalidParameter(f"{name} must be true or false, not {value!r}.", field=name)
+    return value
+
+
+# ASCII digits only: str.isdigit() and int() also take full-width and other Unicode digits
+# ("１２８０*７２０"), which DashScope does not document and no client needs.
+_SIZE = re.compile(r"[ \t]*([0-9]{1,5})[ \t]*\*[ \t]*([0-9]{1,5})[ \t]*")
+
+
+def size(value: object) -> Size | None:
+    """DashScope's `width*height`."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        match = _SIZE.fullmatch(value)
+        if match is not None:
+            return Size(int(match.group(1)), int(match.group(2)))
+    raise InvalidParameter(
+        f"size {value!r} is malformed: write width*height, for example 1280*720 (not a ratio "
+        "or a tier such as 720P).",
+        field="size",
+    )
+
+
+def resolution(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidParameter(
+            f"resolution {value!r} must be a resolution tier such as 720P.", field="resolution"
+        )
+    return value
+
+
+def duration(value: object) -> int | None:
+    if value is None:
+        return None
+    number = integer(value)
+    if number is None:
+        raise InvalidParameter(
+            f"duration {value!r} must be a whole number of seconds.", field="duration"
+        )
+    return number
+
+
+def seed(value: object) -> int | None:
+    if value is None:
+        return None
+    number = integer(value)
+    if number is None or not 0 <= number <= SEED_MAX:
+        raise InvalidParameter(
+            f"seed {value!r} must be an integer between 0 and {SEED_MAX}.", field="seed"
+        )
+    return number
+
+
+def shot_type(value: object) -> str | None:
+    if value is None:
+        return None
+    if value not in SHOT_TYPES:
+        raise InvalidParameter(
+            f"shot_type {value!r} must be 'single' or 'multi'.", field="shot_type"
+        )
+    assert isinstance(value, str)
+    return value
+
+
+def steps(value: object) -> int | None:
+    if value is None:
+        return None
+    number = integer(value)
+    if number is None or not 1 <= number <= STEPS_MAX:
+        raise InvalidParameter(
+            f"steps {value!r} must be an integer between 1 and {STEPS_MAX}.", field="steps"
+        )
+    return number
+
+
+def guidance_scale(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidParameter(
+            f"guidance_scale {value!r} must be a number.", field="guidance_scale"
+        )
+    scale = float(value)
+    if not 0.0 <= scale <= GUIDANCE_MAX:  # also refuses NaN
+        raise InvalidParameter(
+            f"guidance_scale {value!r} must be between 0 and {GUIDANCE_MAX:g}.",
+            field="guidance_scale",
+        )
+    return scale
+
+
+def cache(value: object) -> CachePreset | None:
+    """A block cache preset (lossy: docs/performance.md)."""
+    if value is None:
+        return None
+    for preset in CachePreset:
+        if value == preset.value:
+            return preset
+    presets = ", ".join(p.value for p in CachePreset)
+    raise InvalidParameter(f"cache {value!r} must be one of {presets}.", field="cache")
+
+
+def lora(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not is_valid_name(value):
+        raise InvalidParameter(
+            "lora must be the name of an adapter on this server (letters, digits, '.', '_' "
+            "and '-'; no paths).",
+            field="lora",
+        )
+    return value
+
+
+def lora_scale(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidParameter(
+            f"lora_scale must be a number from 0 to {MAX_SCALE:g}.", field="lora_scale"
+        )
+    if not 0 <= value <= MAX_SCALE:
+        raise InvalidParameter(
+            f"lora_scale {value!r} must be from 0 to {MAX_SCALE:g}.", field="lora_scale"
+        )
+    return float(value)
+
+
+def callback_url(value: object) -> str | None:
+    """Its type and length; `tasks.webhooks.check_callback` decides where it may point."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidParameter(f"{CALLBACK_FIELD} must be a string URL.", field="callback_url")
+    if len(value) > MAX_CALLBACK_URL:
+        raise InvalidParameter(
+            f"{CALLBACK_FIELD} is {len(value)} characters long; at most {MAX_CALLBACK_URL} "
+            "are accepted.",
+            field="callback_url",
+        )
+    return value
+
+
+def media_source(value: object, name: str) -> MediaSource | None:
+    """An input reference as sent: an http(s) URL, a base64 `data:` URI (decoded here; the
+    body cap bounds it, the task service holds it to the input kind's limit), or an `oss://`
+    upload. Refuses at once what no fetch could succeed with."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidParameter(f"{name} must be a string URL.", field=name)
+    if value.startswith(("file://", "/")):
+        raise InvalidURL(
+            f"{name} is a local path, which the server cannot read: send an http(s) URL, a "
+            "base64 data URI, or let the dashscope SDK upload the file (it turns file:// paths "
+            "into oss:// references).",
+            field=name,
+        )
+    scheme, sep, rest = value.partition(":")
+    scheme = scheme.lower() if sep else ""
+    url = f"{scheme}:{rest}"  # one spelling of the scheme from here on (OSS:// is oss://)
+    if scheme in ("http", "https"):
+        _check_web_url(url, name)
+        return WebUrl(url)
+    if scheme == "data":
+        media_type, data = parse_data_uri(url, field=name, max_bytes=len(url))
+        return Inline(data=data, media_type=media_type)
+    if scheme == "oss":
+        if not rest.startswith("//"):
+            raise InvalidURL(f"{name} must be written oss://<key>.", field=name)
+        return Upload(url)
+    raise InvalidURL(
+        f"{name} must be an http(s) URL, a data: URI or an oss:// reference.", field=name
+    )
+
+
+def _check_web_url(url: str, name: str) -> None:
+    """Refuse what no fetch could succeed with: no host, a bad port, a host name that is not
+    valid (internationalised names must encode to IDNA)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+        host = parts.hostname
+        if host and not _is_ip_literal(host):
+            host.encode("idna")
+    except (ValueError, UnicodeError):
+        raise InvalidURL(f"{name} is not a valid URL.", field=name) from None
+    if not host or not parts.netloc:
+        raise InvalidURL(f"{name} has no host.", field=name)
+    if port == 0:
+        raise InvalidURL(f"{name} has an invalid port.", field=name)
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
