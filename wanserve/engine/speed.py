@@ -21,9 +21,10 @@ them.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,6 +194,10 @@ def batched_cfg_fits(transformer: Any, *, tokens: int, device: Any) -> bool:
     return bool(2 * tokens * per_token < free)
 
 
+# The batched-CFG hook's name in each transformer's diffusers `HookRegistry`.
+BATCHED_CFG_HOOK = "wanserve_batched_cfg"
+
+
 @contextmanager
 def batched_cfg(transformers: Sequence[Any], *, negative: Any) -> Iterator[None]:
     """Run each conditional transformer call of the pipeline as one batch-2 forward with
@@ -203,54 +208,75 @@ def batched_cfg(transformers: Sequence[Any], *, negative: Any) -> Iterator[None]
     A call is batched only when it is recognisably the pipeline's conditional one (keyword
     arguments, embeddings shaped like `negative`), and the stored half is handed out only to
     the unconditional call of the same step (same latent and timestep objects, `negative` as
-    embeddings); anything else runs unchanged."""
-    import torch
+    embeddings); anything else runs unchanged.
 
-    with ExitStack() as stack:
-        for transformer in transformers:
-            stack.enter_context(_batched_forward(transformer, negative=negative, torch=torch))
-        yield
+    The mechanism is a diffusers `ModelHook` registered under `BATCHED_CFG_HOOK` in each
+    transformer's `HookRegistry` for the run, and removed after it. It wraps the forward the
+    transformer had when it was registered (an offload hook's, say); the block caches' hooks
+    sit on the blocks, inside that forward, so they see the batch-2 call."""
+    from diffusers.hooks.hooks import HookRegistry
 
-
-@contextmanager
-def _batched_forward(transformer: Any, *, negative: Any, torch: Any) -> Iterator[None]:
-    # An offload hook may have put its own `forward` on the instance: keep it underneath.
-    own = transformer.__dict__.get("forward")
-    original = transformer.forward
-    pending: dict[str, Any] = {}
-
-    def forward(*args: Any, **kwargs: Any) -> Any:
-        hidden, timestep = kwargs.get("hidden_states"), kwargs.get("timestep")
-        embeds = kwargs.get("encoder_hidden_states")
-        return_dict = kwargs.get("return_dict", True)
-        if embeds is negative:
-            held = pending.pop("uncond", None)
-            if held is not None and held[0] is hidden and held[1] is timestep:
-                return _output(held[2], return_dict=return_dict)
-            return original(*args, **kwargs)
-        if args or embeds is None or hidden is None or embeds.shape != negative.shape:
-            return original(*args, **kwargs)
-        image = kwargs.get("encoder_hidden_states_image")
-        both = kwargs | {
-            "hidden_states": torch.cat([hidden, hidden]),
-            "timestep": torch.cat([timestep, timestep]),
-            "encoder_hidden_states": torch.cat([embeds, negative]),
-            "return_dict": False,
-        }
-        if image is not None:
-            both["encoder_hidden_states_image"] = torch.cat([image, image])
-        cond, uncond = original(**both)[0].chunk(2)
-        pending["uncond"] = (hidden, timestep, uncond)
-        return _output(cond, return_dict=return_dict)
-
-    transformer.forward = forward
+    hook = _batched_cfg_hook()
+    registries: list[Any] = []
     try:
+        for transformer in transformers:
+            registry = HookRegistry.check_if_exists_or_initialize(transformer)
+            registry.register_hook(hook(negative), BATCHED_CFG_HOOK)
+            registries.append(registry)
         yield
     finally:
-        if own is None:
-            del transformer.forward
-        else:
-            transformer.forward = own
+        for registry in reversed(registries):
+            registry.remove_hook(BATCHED_CFG_HOOK, recurse=False)
+
+
+@functools.cache
+def _batched_cfg_hook() -> type[Any]:
+    """The hook class, defined on first use: importing this module must not import torch."""
+    import torch
+    from diffusers.hooks.hooks import ModelHook
+
+    class BatchedCfgHook(ModelHook):
+        # Stateful: the unconditional half waits between two calls of a step; diffusers resets
+        # it at the end of each pipeline call (`maybe_free_model_hooks`).
+        _is_stateful = True
+
+        def __init__(self, negative: Any) -> None:
+            super().__init__()
+            self.negative = negative
+            self.held: tuple[Any, Any, Any] | None = None  # latent, timestep, uncond output
+
+        def new_forward(self, module: Any, *args: Any, **kwargs: Any) -> Any:
+            forward: Any = self.fn_ref.original_forward
+            hidden: Any = kwargs.get("hidden_states")
+            timestep: Any = kwargs.get("timestep")
+            embeds: Any = kwargs.get("encoder_hidden_states")
+            return_dict = kwargs.get("return_dict", True)
+            negative = self.negative
+            if embeds is negative:
+                held, self.held = self.held, None
+                if held is not None and held[0] is hidden and held[1] is timestep:
+                    return _output(held[2], return_dict=return_dict)
+                return forward(*args, **kwargs)
+            if args or embeds is None or hidden is None or embeds.shape != negative.shape:
+                return forward(*args, **kwargs)
+            image = kwargs.get("encoder_hidden_states_image")
+            both = kwargs | {
+                "hidden_states": torch.cat([hidden, hidden]),
+                "timestep": torch.cat([timestep, timestep]),
+                "encoder_hidden_states": torch.cat([embeds, negative]),
+                "return_dict": False,
+            }
+            if image is not None:
+                both["encoder_hidden_states_image"] = torch.cat([image, image])
+            cond, uncond = forward(**both)[0].chunk(2)
+            self.held = (hidden, timestep, uncond)
+            return _output(cond, return_dict=return_dict)
+
+        def reset_state(self, module: Any) -> Any:
+            self.held = None
+            return module
+
+    return BatchedCfgHook
 
 
 def _output(sample: Any, *, return_dict: bool) -> Any:
