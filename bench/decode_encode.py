@@ -68,6 +68,7 @@ def main() -> int:
 
 
 def _measure(mode: str, steps: int, size: str, dummy_root: Path) -> dict[str, object]:
+    from wanserve import request as read
     from wanserve.catalog import Catalog
     from wanserve.engine.request import EngineConfig
     from wanserve.engine.runner import build_runner
@@ -79,14 +80,17 @@ def _measure(mode: str, steps: int, size: str, dummy_root: Path) -> dict[str, ob
         output_frames,
     )
     from wanserve.media.watermark import Watermark
-    from wanserve.spec import SynthesisRequest, build_spec
+    from wanserve.request import SynthesisRequest
+    from wanserve.spec import build_spec
     from wanserve.workers.compose import native_frames, render
     from wanserve.workers.inputs import Conditioning
     from wanserve.workers.translation import request_for
 
     card = Catalog.build(steps=steps).get("wan2.1-t2v-turbo")
     spec = build_spec(
-        SynthesisRequest(model=card.name, prompt="a cat", seed=5, size=size, watermark=True),
+        SynthesisRequest(
+            model=card.name, prompt="a cat", seed=5, size=read.size(size), watermark=True
+        ),
         card,
     )
     spec = dataclasses.replace(spec, steps=steps)

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from wanserve.catalog import Size
 from wanserve.compose.shared import build_shared
 from wanserve.compose.worker import build_engine_config, build_execution, preload
 from wanserve.config import Settings
@@ -42,7 +43,8 @@ from wanserve.engine.request import (
     Stage,
 )
 from wanserve.engine.runner import PipelineRunner, build_runner
-from wanserve.spec import Features, SynthesisRequest, build_spec
+from wanserve.request import Extensions, SynthesisRequest
+from wanserve.spec import Features, build_spec
 from wanserve.tasks.models import TaskStatus
 from wanserve.workers.execute import execute
 
@@ -128,10 +130,10 @@ def main() -> int:
             request = SynthesisRequest(
                 model=MODEL,
                 prompt=f"a fox runs through the snow, take {i}",
-                size="832*480",
+                size=Size(832, 480),
                 seed=i,
                 prompt_extend=False,
-                lora=dummy.STYLE_ADAPTER if args.lora else None,
+                extensions=Extensions(lora=dummy.STYLE_ADAPTER if args.lora else None),
             )
             spec = build_spec(request, card, features=features)
             task = shared.store.create(

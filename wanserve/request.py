@@ -14,11 +14,14 @@ models' validators, so each rule and its message are written once.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 from wanserve.catalog import Size
@@ -122,6 +125,16 @@ class SynthesisRequest:
 
     def inputs(self, kind: MediaKind) -> tuple[Media, ...]:
         return tuple(m for m in self.media if m.kind is kind)
+
+    @classmethod
+    def of(cls, *, model: str, media: tuple[Media, ...], values: Mapping[str, Any]) -> Self:
+        """A request from a door's fields matched by name: each is a field of the request or
+        of its `Extensions`, so a door that names a field as the request does declares it
+        once, in its model. A name that is neither is a programming error (TypeError)."""
+        own = {f.name for f in dataclasses.fields(cls)}
+        extensions = {k: v for k, v in values.items() if k not in own}
+        fields = {k: v for k, v in values.items() if k in own}
+        return cls(model=model, media=media, extensions=Extensions(**extensions), **fields)
 
 
 # -- Readers: a JSON value to its typed form, or the error every door gives. -----------------

@@ -8,7 +8,12 @@ import pytest
 
 from tests.requests import dashscope_request
 from wanserve.api.dashscope import render as schemas
-from wanserve.api.dashscope.protocol import parse_create_body
+from wanserve.api.dashscope.protocol import (
+    CreateTaskInput,
+    CreateTaskParameters,
+    parse_create_body,
+    read_body,
+)
 from wanserve.catalog import Catalog, Size
 from wanserve.errors import EmptyInput, InvalidParameter
 from wanserve.request import SynthesisRequest
@@ -130,3 +135,35 @@ def test_failed_output_and_no_usage() -> None:
     body = schemas.task_body(failed, request_id="r", video_url=None)
     assert body["output"]["code"] == "InternalError" and body["output"]["message"] == "boom"
     assert "usage" not in body and "video_url" not in body["output"]
+
+
+# -- The door's models parse, validate and document at once. --
+
+
+def test_the_documented_models_are_the_parsing_ones() -> None:
+    from wanserve.api.dashscope.protocol import CreateTaskRequest
+    from wanserve.api.openai.protocol import VideoCreateRequest
+    from wanserve.api.openapi import REQUEST_MODELS
+
+    assert CreateTaskRequest in REQUEST_MODELS and VideoCreateRequest in REQUEST_MODELS
+
+
+@pytest.mark.parametrize(
+    ("part", "name"),
+    [("input", n) for n in CreateTaskInput.model_fields]
+    + [("parameters", n) for n in CreateTaskParameters.model_fields],
+)
+def test_every_field_refuses_a_wrong_type_in_dashscope_words(part: str, name: str) -> None:
+    """No field is left to pydantic's own messages: each has a reader that names it."""
+    parts: dict[str, dict[str, object]] = {"input": {}, "parameters": {}}
+    parts[part][name] = [1]
+    with pytest.raises(InvalidParameter) as info:
+        read_body({"model": "m", **parts})
+    assert info.value.field == name
+    assert name in info.value.message and "validation error" not in info.value.message
+
+
+def test_a_request_field_is_declared_once() -> None:
+    # Declared door fields are carried by name; a name the request does not have is a bug.
+    with pytest.raises(TypeError):
+        SynthesisRequest.of(model="m", media=(), values={"no_such_field": 1})

@@ -15,7 +15,7 @@ and carry it in `to_request()` (docs/architecture.md, "Add a request field").
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
@@ -40,7 +40,6 @@ from wanserve.request import (
     MAX_CALLBACK_URL,
     SEED_MAX,
     STEPS_MAX,
-    Extensions,
     Media,
     MediaKind,
     MediaSource,
@@ -71,6 +70,13 @@ def _source(name: str, description: str) -> tuple[BeforeValidator, WithJsonSchem
 
 
 _OPEN = ConfigDict(extra="allow")
+# The `input` fields that carry media, and what each carries, in the order they are read.
+_MEDIA_FIELDS = {
+    "img_url": MediaKind.FIRST_FRAME,
+    "first_frame_url": MediaKind.FIRST_FRAME,
+    "last_frame_url": MediaKind.LAST_FRAME,
+    "audio_url": MediaKind.DRIVING_AUDIO,
+}
 Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
 Steps = Annotated[int, Field(ge=1, le=STEPS_MAX)]
 Guidance = Annotated[float, Field(ge=0, le=GUIDANCE_MAX)]
@@ -95,13 +101,8 @@ class CreateTaskInput(BaseModel):
     audio_url: Annotated[MediaSource | None, *_source("audio_url", "sound track (wan2.5+)")] = None
 
     def media(self) -> tuple[Media, ...]:
-        fields = (
-            (MediaKind.FIRST_FRAME, "img_url", self.img_url),
-            (MediaKind.FIRST_FRAME, "first_frame_url", self.first_frame_url),
-            (MediaKind.LAST_FRAME, "last_frame_url", self.last_frame_url),
-            (MediaKind.DRIVING_AUDIO, "audio_url", self.audio_url),
-        )
-        return tuple(Media(kind, source, name) for kind, name, source in fields if source)
+        found = ((kind, name, getattr(self, name)) for name, kind in _MEDIA_FIELDS.items())
+        return tuple(Media(kind, source, name) for kind, name, source in found if source)
 
 
 class CreateTaskParameters(BaseModel):
@@ -195,29 +196,18 @@ class CreateTaskRequest(BaseModel):
         return body if "model" in body else {**body, "model": None}
 
     def to_request(self) -> SynthesisRequest:
+        """The typed request: the media fields as `Media`, every other declared field (not the
+        extra ones the SDK adds) by its name."""
         inp, params = self.input, self.parameters or CreateTaskParameters()
-        return SynthesisRequest(
+        return SynthesisRequest.of(
             model=self.model,
-            prompt=inp.prompt,
-            negative_prompt=inp.negative_prompt,
             media=inp.media(),
-            size=params.size,
-            resolution=params.resolution,
-            duration=params.duration,
-            seed=params.seed,
-            prompt_extend=params.prompt_extend,
-            watermark=params.watermark,
-            shot_type=params.shot_type,
-            audio=params.audio,
-            extensions=Extensions(
-                steps=params.steps,
-                guidance_scale=params.guidance_scale,
-                lora=params.lora,
-                lora_scale=params.lora_scale,
-                cache=params.cache,
-            ),
-            callback_url=params.callback_url,
+            values=_declared(inp, skip=_MEDIA_FIELDS) | _declared(params),
         )
+
+
+def _declared(model: BaseModel, *, skip: Iterable[str] = ()) -> dict[str, Any]:
+    return {name: getattr(model, name) for name in type(model).model_fields if name not in skip}
 
 
 def parse_create_body(raw: bytes) -> SynthesisRequest:
