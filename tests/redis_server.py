@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import redis
 
 from tests.server import free_port
+from tests.waiting import wait_process, wait_until
 
 
 class RedisServer:
@@ -44,15 +44,17 @@ class RedisServer:
             stderr=subprocess.DEVNULL,
         )
         client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                return self
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.05)
+        wait_until(lambda: self._answers(client), lambda up: up, what="redis-server start-up")
+        return self
+
+    def _answers(self, client: redis.Redis) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError("redis-server exited at start-up")
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            return False
 
     def flush(self) -> None:
         redis.Redis.from_url(self.url).flushall()
@@ -60,4 +62,4 @@ class RedisServer:
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.terminate()
-            self.proc.wait(10)
+            wait_process(self.proc)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +17,11 @@ import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from tests.conftest import make_settings
+from tests.conftest import ShiftedClock, make_settings
 from tests.redis_server import RedisServer
+from tests.waiting import scaled, wait_until
 from tests.worker_process import WorkerProcess
+from wanserve.clock import Clock, utcnow
 from wanserve.compose.api import create_api_only
 from wanserve.compose.shared import Shared, build_shared
 from wanserve.config import Settings
@@ -61,9 +63,9 @@ class Fleet:
             "WANSERVE_WEIGHTS": "dummy",
             "WANSERVE_STEPS": "8",
             "WANSERVE_WORKER_MODELS": '["' + '","'.join(models) + '"]',
-            "WANSERVE_HEARTBEAT_SECONDS": "0.2",
-            "WANSERVE_HEARTBEAT_TIMEOUT_SECONDS": "3",
-            "WANSERVE_TASK_TIMEOUT_SECONDS": "60",
+            "WANSERVE_HEARTBEAT_SECONDS": str(s.heartbeat_seconds),
+            "WANSERVE_HEARTBEAT_TIMEOUT_SECONDS": str(s.heartbeat_timeout_seconds),
+            "WANSERVE_TASK_TIMEOUT_SECONDS": str(s.task_timeout_seconds),
             "WANSERVE_X264_PRESET": "ultrafast",
             "TEST_STEP_SECONDS": str(step_seconds),
         }
@@ -88,12 +90,17 @@ class Fleet:
                 {"id": task_id},
             ).one()
 
-    def wait(self, task_id: str, status: str, *, timeout: float = 60) -> Any:
-        deadline = time.monotonic() + timeout
-        while (row := self.row(task_id)).status != status:
-            assert time.monotonic() < deadline, (row, [w.text()[-2000:] for w in self.workers])
-            time.sleep(0.05)
-        return row
+    def wait(self, task_id: str, status: str) -> Any:
+        """The task's row once its status is `status` (bounded while the row stops changing)."""
+        try:
+            return wait_until(
+                lambda: self.row(task_id),
+                lambda row: row.status == status,
+                progress=lambda row: (row.status, row.attempts),
+                what=f"task {task_id} {status}",
+            )
+        except AssertionError as exc:
+            raise AssertionError([str(exc), *(w.text()[-2000:] for w in self.workers)]) from None
 
     def close(self) -> None:
         for w in self.workers:
@@ -109,7 +116,7 @@ def fleet_factory(
     broker.flush()
     fleets: list[Fleet] = []
 
-    def factory(**overrides: Any) -> Fleet:
+    def factory(*, clock: Clock = utcnow, **overrides: Any) -> Fleet:
         settings = make_settings(
             tmp_path / "data",
             **{
@@ -117,15 +124,15 @@ def fleet_factory(
                 "database_url": postgres_url,
                 "broker_url": broker.url,
                 "heartbeat_seconds": 0.2,
-                # 1 s was mistaken for a death on a loaded 2-core machine (a healthy task
-                # requeued and run twice); 3 s still shows a SIGKILL within seconds.
-                "heartbeat_timeout_seconds": 3.0,
+                # The heartbeat timeout stays make_settings' long one: a short one was mistaken
+                # for a death on a loaded machine (a healthy task requeued and run twice). The
+                # SIGKILL test moves the API's clock past it instead.
                 "janitor_interval_seconds": 0.2,
-                "task_timeout_seconds": 60,
+                "task_timeout_seconds": scaled(600),
             }
             | overrides,
         )
-        fleet = Fleet(settings, build_shared(settings), tmp_path)
+        fleet = Fleet(settings, build_shared(settings, clock=clock), tmp_path)
         fleets.append(fleet)
         return fleet
 
@@ -169,19 +176,23 @@ def test_routing_duplicates_and_cancels(
 
 
 def test_sigkill_of_a_worker_mid_task_reruns_elsewhere(fleet_factory: Callable[..., Fleet]) -> None:
-    fleet = fleet_factory()
-    # 8 steps of 0.5 s: time to catch the task mid-run.
-    first = fleet.worker(A, step_seconds=0.5)
+    clock = ShiftedClock()
+    fleet = fleet_factory(clock=clock)
+    # Steps so long that the task is still running when it is killed, however slow the machine.
+    first = fleet.worker(A, step_seconds=scaled(60))
     task_id = fleet.create(A)
     row = fleet.wait(task_id, "RUNNING")
     assert f":{first.pid}:" in row.worker_id
-    second = fleet.worker(A, step_seconds=0.02)
-    killed = time.monotonic()
     first.signal(signal.SIGKILL)
-    first.wait(10)
-    # The API's reaper sees the heartbeat stop, requeues the row and sends the id again.
-    row = fleet.wait(task_id, "SUCCEEDED", timeout=60)
-    print(f"SIGKILL -> SUCCEEDED on the other worker {time.monotonic() - killed:.1f} s later")
+    first.wait()
+    # Later, by more than the heartbeat timeout: the API's reaper sees the heartbeat stopped,
+    # requeues the row and sends the id again. No worker is running anything meanwhile, so
+    # nothing else looks dead; then the clock comes back and another worker takes the task.
+    clock.offset += 2 * timedelta(seconds=fleet.settings.heartbeat_timeout_seconds)
+    row = fleet.wait(task_id, "PENDING")
+    clock.offset = timedelta()
+    second = fleet.worker(A, step_seconds=0.02)
+    row = fleet.wait(task_id, "SUCCEEDED")
     assert f":{second.pid}:" in row.worker_id and row.attempts == 2
 
 
