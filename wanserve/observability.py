@@ -8,7 +8,8 @@ reports runs and denoising steps (`workers.execute.RunObserver`), the deliverer 
 webhook attempts (`tasks.webhooks.DeliveryObserver`), and the API middleware reports requests
 by route template (never the raw path, which holds task ids: one series per task would be
 unbounded). Fleet-wide numbers (tasks by model and status, queue depth, oldest pending task)
-are read from the store when scraped, with one grouped query, cached for `STORE_CACHE_SECONDS`.
+are read from the store when scraped (`TaskStore.counts`, one grouped query), cached for
+`STORE_CACHE_SECONDS`.
 
 `Readiness` runs named probes (the store answers `SELECT 1`, the storage answers its cheap
 `check()`, the process's generation is up) and lists what is not ready. A `wanserve worker`
@@ -41,12 +42,12 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, text
 
 from wanserve.clock import Clock, utcnow
-from wanserve.db.tables import TaskRow, WebhookOutboxRow
 from wanserve.errors import NotReady
 from wanserve.storage.base import Storage, StorageError
+from wanserve.tasks.store import TaskCounter
 
 log = logging.getLogger(__name__)
 
@@ -152,9 +153,9 @@ class Metrics:
         self.engine_resident.set_function(lambda: float(resident_bytes()))
 
     def watch_store(
-        self, db: Engine, *, models: Collection[str], clock: Clock = utcnow
+        self, store: TaskCounter, *, models: Collection[str], clock: Clock = utcnow
     ) -> StoreCollector:
-        collector = StoreCollector(db, models=models, clock=clock)
+        collector = StoreCollector(store, models=models, clock=clock)
         self.registry.register(collector)
         return collector
 
@@ -173,8 +174,8 @@ class StoreSnapshot:
 class StoreCollector(Collector):
     """Task and outbox gauges read from the store at scrape time, cached briefly."""
 
-    def __init__(self, db: Engine, *, models: Collection[str], clock: Clock) -> None:
-        self._db = db
+    def __init__(self, store: TaskCounter, *, models: Collection[str], clock: Clock) -> None:
+        self._store = store
         self._models = sorted(models)
         self._now = clock
         self._lock = threading.Lock()
@@ -189,23 +190,9 @@ class StoreCollector(Collector):
             return self._cached
 
     def _read(self) -> StoreSnapshot:
-        with self._db.connect() as conn:
-            rows = conn.execute(
-                select(
-                    TaskRow.model,
-                    TaskRow.status,
-                    func.count(),
-                    func.min(TaskRow.submit_time),
-                ).group_by(TaskRow.model, TaskRow.status)
-            ).all()
-            outbox = conn.scalar(
-                select(func.count())
-                .select_from(WebhookOutboxRow)
-                .where(WebhookOutboxRow.state == "pending")
-            )
-        tasks = {(model, status): int(count) for model, status, count, _ in rows}
-        oldest = {model: first for model, status, _, first in rows if status == "PENDING"}
-        return StoreSnapshot(tasks, oldest, int(outbox or 0), self._now())
+        counts = self._store.counts()
+        tasks = {(model, status.value): n for (model, status), n in counts.tasks.items()}
+        return StoreSnapshot(tasks, counts.oldest_pending, counts.outbox_pending, self._now())
 
     def describe(self) -> Iterable[Metric]:
         return []  # families depend on the data; nothing to check at registration

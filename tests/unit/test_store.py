@@ -32,7 +32,7 @@ from wanserve.tasks.models import (
     TaskStage,
     TaskStatus,
 )
-from wanserve.tasks.store import Quota, QuotaExceeded, SqlTaskStore
+from wanserve.tasks.store import Quota, QuotaExceeded, SqlTaskStore, TaskCounts
 from wanserve.tasks.usage import UsageLine, UsageQuery, UsageReader
 
 P, R, S, F, C = (
@@ -790,6 +790,53 @@ def test_stranded_tasks_are_unsent_ones_after_a_grace_and_sent_ones_after_a_peri
     assert s.release(claim) is TaskStatus.PENDING
     assert stranded() == ["unsent", "sent"]
     assert s.cancel_pending("unsent") and stranded() == ["sent"]
+
+
+# -- metrics (read through the store, never around it) --
+
+
+def test_counts_group_every_kept_task_by_model_status_and_oldest_pending(
+    store: tuple[SqlTaskStore, str], clock: Clock
+) -> None:
+    """What `/metrics` reads at scrape time: tasks by (model, status), deleted and expired
+    ones included until they are purged, each model's oldest PENDING task, and the webhooks
+    still owed."""
+    s, key = store
+    assert s.counts() == TaskCounts(tasks={}, oldest_pending={}, outbox_pending=0)
+    other = dataclasses.replace(SPEC, model="wan2.2-t2v-plus")
+    start = clock.now
+    for name in ("running", "done", "waiting", "later"):
+        new_task(s, key, name)
+        clock.advance(1)
+    s.create(
+        task_id="failed",
+        api_key_id=key,
+        request_id="r",
+        spec=other,
+        callback_url="https://hooks.example.com/done",
+    )
+    assert s.claim("running", worker_id="w") is not None
+    done = s.claim("done", worker_id="w")
+    assert done is not None and s.succeed(done, RESULT) and s.mark_deleted("done")
+    failed = s.claim("failed", worker_id="w")
+    assert failed is not None and s.fail(failed, TaskError("InternalError", "boom"))
+
+    counts = s.counts()
+    assert counts.tasks == {
+        (SPEC.model, R): 1,
+        (SPEC.model, S): 1,  # deleted, not yet purged: still kept
+        (SPEC.model, P): 2,
+        (other.model, F): 1,
+    }
+    # "running" and "done" were older, but no longer PENDING; "other" has nothing waiting.
+    assert counts.oldest_pending == {SPEC.model: start + timedelta(seconds=2)}
+    assert counts.outbox_pending == 1  # the failed task's callback
+
+    s.delete(["done"])
+    assert s.claim("waiting", worker_id="w") is not None
+    counts = s.counts()
+    assert (SPEC.model, S) not in counts.tasks and counts.tasks[(SPEC.model, R)] == 2
+    assert counts.oldest_pending == {SPEC.model: start + timedelta(seconds=3)}
 
 
 def test_processes_migrating_a_fresh_database_at_once_do_not_collide(postgres_url: str) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from wanserve.db.engine import make_engine
+from wanserve.observability import StoreCollector
 from wanserve.tasks.dispatch import DispatchLog, Recorded
 from wanserve.tasks.janitor import Janitor
 from wanserve.tasks.service import TaskService
@@ -24,6 +25,7 @@ from wanserve.tasks.store import (
     ProgressSink,
     SqlTaskStore,
     TaskClaimer,
+    TaskCounter,
     TaskDesk,
     TaskReporter,
     TaskStore,
@@ -39,6 +41,7 @@ ROLES: list[type] = [
     ProgressSink,
     TaskReporter,
     TaskSweeper,
+    TaskCounter,
     DispatchLog,
 ]
 
@@ -67,9 +70,10 @@ def test_the_sql_store_is_every_role(tmp_path: Path) -> None:
     sink: ProgressSink = store
     reporter: TaskReporter = store
     sweeper: TaskSweeper = store
+    counter: TaskCounter = store
     log: DispatchLog = store
     union: TaskStore = store
-    assert all(r is store for r in (desk, claimer, sink, reporter, sweeper, log, union))
+    assert all(r is store for r in (desk, claimer, sink, reporter, sweeper, counter, log, union))
     engine.dispose()
 
 
@@ -111,6 +115,7 @@ def test_the_split_is_real() -> None:
         (ProgressReporter.__init__, "store", ProgressSink),
         (Execution, "store", TaskReporter),
         (Janitor.__init__, "store", TaskSweeper),
+        (StoreCollector.__init__, "store", TaskCounter),
         (Recorded.__init__, "log", DispatchLog),
     ],
     ids=lambda v: getattr(v, "__qualname__", str(v)),

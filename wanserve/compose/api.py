@@ -94,7 +94,7 @@ def build_services(
         clock=shared.clock,
     )
     # Fleet-wide task gauges come from the API processes, which all read the same store.
-    shared.metrics.watch_store(shared.db, models=shared.catalog.names(), clock=shared.clock)
+    shared.metrics.watch_store(shared.store, models=shared.catalog.names(), clock=shared.clock)
     readiness = Readiness([database_probe(shared.db), storage_probe(shared.storage), *probes])
     return Services(
         settings=settings,

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Connection, Engine, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from wanserve.clock import Clock, utcnow
@@ -63,6 +63,16 @@ def enqueue(s: Session, *, task_id: str, api_key_id: str, url: str, now: datetim
         )
     )
     return message_id
+
+
+def count_pending(conn: Connection | Session) -> int:
+    """Messages not yet delivered or abandoned (the task store's metrics read it too)."""
+    count = conn.scalar(
+        select(func.count())
+        .select_from(WebhookOutboxRow)
+        .where(WebhookOutboxRow.state == DeliveryState.PENDING.value)
+    )
+    return int(count or 0)
 
 
 class SqlOutbox:
@@ -142,12 +152,7 @@ class SqlOutbox:
 
     def pending(self) -> int:
         with self._sessions() as s:
-            count = s.scalar(
-                select(func.count())
-                .select_from(WebhookOutboxRow)
-                .where(WebhookOutboxRow.state == DeliveryState.PENDING.value)
-            )
-            return int(count or 0)
+            return count_pending(s)
 
     def _settle(self, message: OutboxMessage, **values: Any) -> bool:
         """Record an attempt's outcome, unless the claim was lost (the lease ran out and

@@ -23,7 +23,7 @@ import hashlib
 import json
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from sqlalchemy import Engine, Row, bindparam, case, delete, func, select, tuple_, update
@@ -49,7 +49,7 @@ from wanserve.tasks.models import (
     TaskState,
     TaskStatus,
 )
-from wanserve.tasks.outbox import enqueue
+from wanserve.tasks.outbox import count_pending, enqueue
 from wanserve.tasks.usage import meter
 
 
@@ -99,6 +99,16 @@ class ReapReport:
     requeued: list[str]
     failed: list[str]
     canceled: list[str]
+
+
+@dataclass(frozen=True)
+class TaskCounts:
+    """Fleet-wide numbers for the metrics: every task kept in the store (until it is purged),
+    expired and deleted ones included."""
+
+    tasks: dict[tuple[str, TaskStatus], int]  # (model, status) -> count
+    oldest_pending: dict[str, datetime]  # model -> submit time of its oldest PENDING task
+    outbox_pending: int  # webhook messages not yet delivered or abandoned
 
 
 # -- roles: what each caller asks of the store ------------------------------------------------
@@ -174,7 +184,15 @@ class TaskSweeper(Protocol):
     def delete(self, task_ids: Iterable[str]) -> int: ...
 
 
-class TaskStore(TaskDesk, TaskClaimer, TaskReporter, TaskSweeper, DispatchLog, Protocol):
+class TaskCounter(Protocol):
+    """The metrics (`observability.StoreCollector`): fleet-wide counts, read at scrape time."""
+
+    def counts(self) -> TaskCounts: ...
+
+
+class TaskStore(
+    TaskDesk, TaskClaimer, TaskReporter, TaskSweeper, TaskCounter, DispatchLog, Protocol
+):
     """Every role: what a composition root builds and hands out role by role. `DispatchLog`
     (`mark_dispatched`) is the producer's role (`tasks.dispatch.Recorded`)."""
 
@@ -603,6 +621,27 @@ class SqlTaskStore:
             return 0
         with self._sessions.begin() as s:
             return _rowcount(s.execute(delete(TaskRow).where(TaskRow.id.in_(ids))))
+
+    # -- metrics ------------------------------------------------------------------------------
+
+    def counts(self) -> TaskCounts:
+        """Tasks by model and status, each model's oldest PENDING task, and the webhooks
+        still owed: one grouped query and one count, on one connection."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    TaskRow.model,
+                    TaskRow.status,
+                    func.count(),
+                    func.min(TaskRow.submit_time),
+                ).group_by(TaskRow.model, TaskRow.status)
+            ).all()
+            outbox = count_pending(conn)
+        tasks = {(model, TaskStatus(status)): int(n) for model, status, n, _ in rows}
+        oldest = {
+            model: first for model, status, _, first in rows if status == TaskStatus.PENDING.value
+        }
+        return TaskCounts(tasks=tasks, oldest_pending=oldest, outbox_pending=outbox)
 
     # -- helpers ------------------------------------------------------------------------------
 
