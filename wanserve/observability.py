@@ -356,7 +356,7 @@ class MetricsServer:
 
 
 def _error_body(problems: Sequence[str]) -> dict[str, str]:
-    # The same shape the API answers its errors in (`api.schemas.error_body`).
+    # The same shape the API answers its errors in (`api/errors.py`).
     return {
         "request_id": str(uuid.uuid4()),
         "code": NotReady.code,

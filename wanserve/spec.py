@@ -154,7 +154,7 @@ class GenerationSpec:
     frames_per_pass: int = 81
     continuation_checkpoint: str | None = None
     continuation_family: Family | None = None
-    cache: str = "off"  # block cache preset (wanserve.engine.speed.CachePreset)
+    cache: str = "off"  # block cache preset (wanserve.engine.options.CachePreset)
     # LoRA adapters of every pass: the model's own (a preset's), then the request's.
     adapters: tuple[AdapterUse, ...] = ()
 
@@ -183,6 +183,17 @@ class GenerationSpec:
             gen_height=gen.height,
             flow_shift=shift,
         )
+
+    def with_prompt(self, prompt: str) -> GenerationSpec:
+        """The same video conditioned on `prompt` (the extended prompt recorded on the task)."""
+        return dataclasses.replace(self, prompt=prompt)
+
+    def with_inputs(
+        self, *, image: MediaRef | None, last_image: MediaRef | None, audio_ref: MediaRef | None
+    ) -> GenerationSpec:
+        """The same video reading its inputs from these references (inline bytes moved to the
+        upload store, uploads checked)."""
+        return dataclasses.replace(self, image=image, last_image=last_image, audio_ref=audio_ref)
 
     def segment(
         self, *, num_frames: int, prompt: str, seed: int, continued: bool

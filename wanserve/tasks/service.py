@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import uuid
 from dataclasses import dataclass
@@ -114,8 +113,7 @@ class TaskService:
         """Check uploaded references belong to the caller, and move inline (base64) inputs
         out of the request into the upload store, so task rows stay small."""
         images, audio = self._limits.max_image_bytes, self._limits.max_audio_bytes
-        return dataclasses.replace(
-            spec,
+        return spec.with_inputs(
             image=self._take(spec.image, api_key_id, images),
             last_image=self._take(spec.last_image, api_key_id, images),
             audio_ref=self._take(spec.audio_ref, api_key_id, audio),

@@ -10,7 +10,6 @@ cancellation requests back from the store.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import tempfile
 import threading
@@ -274,7 +273,7 @@ def _extend_prompt(
         ex.store.record_extension(claim, recorded)
     if recorded.prompt is None:
         return spec, ShotPlan(subject=recorded.subject, shots=recorded.shots)
-    return dataclasses.replace(spec, prompt=recorded.prompt), None
+    return spec.with_prompt(recorded.prompt), None
 
 
 def _extension(
