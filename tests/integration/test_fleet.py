@@ -42,10 +42,11 @@ from tests.conftest import private_database
 from tests.redis_server import RedisServer
 from tests.s3_server import FAKE_AWS_ENV, client, new_bucket, s3_server
 from tests.server import ServerProcess
+from tests.waiting import scaled, wait_process, wait_until
 
 # About 10 CPU-minutes of processes in all; on a 2-core machine shared with other jobs the
 # first test (fleet start-up and 20 videos) can take most of the default 600 s per test.
-pytestmark = [pytest.mark.postgres, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(scaled(1200))]
 
 T2V = "wan2.1-t2v-turbo"
 I2V = "wanx2.1-i2v-turbo"
@@ -58,17 +59,14 @@ MODELS = {T2V: {"max_area": TINY}, I2V: {"max_area": TINY}, LONG: {"max_area": T
 SERVES = {"t2v": (T2V, LONG), "i2v": (I2V, LONG)}
 QUOTA = 24  # unfinished tasks per key: above the 20 submitted at once below
 SECRET = "fleet-test-secret-0123456789abcdef"
+# Short enough that a dead worker is noticed in seconds, long enough that a heartbeat delayed
+# by a loaded machine is not mistaken for a death (stretched with every other bound).
+HEARTBEAT_TIMEOUT = scaled(5)
 
 
-def wait_for(
-    what: str, check: Callable[[], Any], *, timeout: float = 240, interval: float = 0.05
-) -> Any:
-    """Poll `check` until it returns something truthy; fail naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(interval)
-    return result
+def wait_for(what: str, check: Callable[[], Any]) -> Any:
+    """Poll `check` until it returns something truthy (tests/waiting.py's bound)."""
+    return wait_until(check, lambda result: bool(result), what=what)
 
 
 class Worker:
@@ -93,7 +91,7 @@ class Worker:
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(30)
+            wait_process(self.proc)
 
 
 @dataclass
@@ -135,16 +133,22 @@ class Fleet:
         )
 
 
-def finished(task_id: str, *, key: str, timeout: float = 240) -> Any:
+def finished(task_id: str, *, key: str) -> Any:
     """`VideoSynthesis.fetch` until the task ends (the SDK's own `wait` has no bound)."""
 
-    def ended() -> Any:
+    def fetch() -> Any:
         rsp = VideoSynthesis.fetch(task_id, api_key=key)
         assert rsp.status_code == HTTPStatus.OK, rsp
-        return rsp if rsp.output.task_status not in ("PENDING", "RUNNING") else None
+        return rsp
 
     # Twice a second: well inside the per-key request rate, like the SDK's own polling.
-    return wait_for(f"task {task_id} to end", ended, timeout=timeout, interval=0.5)
+    return wait_until(
+        fetch,
+        lambda rsp: rsp.output.task_status not in ("PENDING", "RUNNING"),
+        progress=lambda rsp: rsp.output.task_status,
+        interval=0.5,
+        what=f"task {task_id} to end",
+    )
 
 
 def use(api: ServerProcess) -> None:
@@ -177,10 +181,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             "WANSERVE_STEPS": "1",
             "WANSERVE_MODELS": json.dumps(MODELS),
             "WANSERVE_X264_PRESET": "ultrafast",
-            # Short enough that a dead worker is noticed in seconds, long enough that a
-            # heartbeat delayed by a loaded machine is not mistaken for a death.
             "WANSERVE_HEARTBEAT_SECONDS": "0.5",
-            "WANSERVE_HEARTBEAT_TIMEOUT_SECONDS": "5",
+            "WANSERVE_HEARTBEAT_TIMEOUT_SECONDS": str(HEARTBEAT_TIMEOUT),
             "WANSERVE_JANITOR_INTERVAL_SECONDS": "0.5",
             "WANSERVE_MAX_ATTEMPTS": "3",
             "WANSERVE_MAX_UNFINISHED_PER_KEY": str(QUOTA),
@@ -229,7 +231,7 @@ def image_file(path: Path, seed: int) -> Path:
 
 def check_video(url: str, path: Path, *, size: tuple[int, int], frames: int) -> None:
     """Download from the presigned S3 URL and decode every frame."""
-    res = httpx.get(url, timeout=60)
+    res = httpx.get(url, timeout=scaled(60))
     assert res.status_code == 200, res.text
     path.write_bytes(res.content)
     with av.open(str(path)) as container:
@@ -386,7 +388,8 @@ def test_sigkill_of_a_worker_mid_task_reruns_on_the_other(fleet: Fleet) -> None:
     succeeded_s = time.monotonic() - killed
     print(
         f"worker SIGKILL: re-claimed by the other worker after {reclaim_s:.1f} s, SUCCEEDED "
-        f"after {succeeded_s:.1f} s (heartbeat timeout 5 s, janitor every 0.5 s)"
+        f"after {succeeded_s:.1f} s (heartbeat timeout {HEARTBEAT_TIMEOUT:g} s, janitor every "
+        "0.5 s)"
     )
     assert reclaimed and done.output.task_status == "SUCCEEDED"
     row = fleet.row(task_id)
@@ -413,7 +416,7 @@ def test_sigkill_of_an_api_replica_loses_no_accepted_task(fleet: Fleet) -> None:
     doomed.kill()  # SIGKILL, right after it answered: nothing of it runs any more
 
     use(survivor)
-    assert httpx.get(f"{survivor.base}/health", timeout=10).status_code == 200
+    assert httpx.get(f"{survivor.base}/health", timeout=scaled(30)).status_code == 200
     for rsp in accepted:
         done = finished(rsp.output.task_id, key=fleet.key)
         assert done.output.task_status == "SUCCEEDED", (done, fleet.logs())
