@@ -189,17 +189,24 @@ _SIZE = re.compile(r"[ \t]*([0-9]{1,5})[ \t]*\*[ \t]*([0-9]{1,5})[ \t]*")
 
 def size(value: object) -> Size | None:
     """DashScope's `width*height`."""
+    return sized(
+        value,
+        _SIZE,
+        hint="write width*height, for example 1280*720 (not a ratio or a tier such as 720P)",
+    )
+
+
+def sized(value: object, pattern: re.Pattern[str], *, hint: str) -> Size | None:
+    """A door's spelling of a size: `pattern` matches it with width and height as its two
+    groups; anything else is refused with `hint`."""
     if value is None:
         return None
     if isinstance(value, str):
-        match = _SIZE.fullmatch(value)
+        match = pattern.fullmatch(value)
         if match is not None:
             return Size(int(match.group(1)), int(match.group(2)))
-    raise InvalidParameter(
-        f"size {value!r} is malformed: write width*height, for example 1280*720 (not a ratio "
-        "or a tier such as 720P).",
-        field="size",
-    )
+    shown = repr(value[:32]) if isinstance(value, str) else repr(value)
+    raise InvalidParameter(f"size {shown} is malformed: {hint}.", field="size")
 
 
 def resolution(value: object) -> str | None:
@@ -224,14 +231,7 @@ def duration(value: object) -> int | None:
 
 
 def seed(value: object) -> int | None:
-    if value is None:
-        return None
-    number = integer(value)
-    if number is None or not 0 <= number <= SEED_MAX:
-        raise InvalidParameter(
-            f"seed {value!r} must be an integer between 0 and {SEED_MAX}.", field="seed"
-        )
-    return number
+    return _integer_in(value, "seed", 0, SEED_MAX)
 
 
 def shot_type(value: object) -> str | None:
@@ -246,12 +246,16 @@ def shot_type(value: object) -> str | None:
 
 
 def steps(value: object) -> int | None:
+    return _integer_in(value, "steps", 1, STEPS_MAX)
+
+
+def _integer_in(value: object, name: str, low: int, high: int) -> int | None:
     if value is None:
         return None
     number = integer(value)
-    if number is None or not 1 <= number <= STEPS_MAX:
+    if number is None or not low <= number <= high:
         raise InvalidParameter(
-            f"steps {value!r} must be an integer between 1 and {STEPS_MAX}.", field="steps"
+            f"{name} {value!r} must be an integer between {low} and {high}.", field=name
         )
     return number
 

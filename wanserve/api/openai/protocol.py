@@ -92,15 +92,8 @@ def _form_flag(value: object, name: str) -> bool | None:
 
 
 def _size(value: object) -> Size | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        match = _SIZE.fullmatch(value)
-        if match is not None:
-            return Size(int(match.group(1)), int(match.group(2)))
-    raise InvalidParameter(
-        f"size {str(value)[:32]!r} is malformed: write WIDTHxHEIGHT, for example 1280x720.",
-        field="size",
+    return read.sized(
+        None if value == "" else value, _SIZE, hint="write WIDTHxHEIGHT, for example 1280x720"
     )
 
 
