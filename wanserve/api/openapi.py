@@ -1,9 +1,10 @@
 """The published OpenAPI document, made to tell the truth about the routes.
 
-FastAPI documents what it parses itself; wanserve parses the create-task body by hand (leniently,
-size-capped) and answers every validation error 400, never FastAPI's 422. So the document is
-finished here: the create-task body's schema and the bearer-key security scheme are added, and
-the 422 entries FastAPI adds are removed. Everything else (response models, error statuses,
+FastAPI documents what it parses itself; wanserve reads the create bodies itself (size-capped,
+JSON or multipart) and validates them with each door's own pydantic models (`protocol.py`),
+answering every validation error 400 in its door's shape, never FastAPI's 422. So the document
+is finished here: the schemas of those same models (`REQUEST_MODELS`) and the bearer-key
+security scheme are added, and the 422 entries FastAPI adds are removed. Everything else (response models, error statuses,
 which routes need a key) is declared on the routes themselves.
 """
 
