@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.server import ServerProcess, free_port
+from tests.waiting import scaled, wait_until
 from tests.webhook_receiver import webhook_receiver
 from tests.worker_process import WorkerProcess
 from wanserve.catalog import Catalog
@@ -28,12 +28,18 @@ CREATE = "/api/v1/services/aigc/video-generation/video-synthesis"
 T2V = {"model": "wan2.1-t2v-turbo", "input": {"prompt": "a fox"}, "parameters": {"size": "832*480"}}
 
 
-def wait_for(check: Callable[[], Any], *, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
-    return result
+def wait_for(check: Callable[[], Any], *, what: str) -> Any:
+    """Poll `check` until it returns something truthy (tests/waiting.py's bound)."""
+    return wait_until(check, lambda result: bool(result), interval=0.2, what=what)
+
+
+def post(server: ServerProcess, body: dict[str, Any], headers: dict[str, str]) -> str:
+    res = httpx.post(f"{server.base}{CREATE}", json=body, headers=headers, timeout=scaled(30))
+    return str(res.json()["output"]["task_id"])
+
+
+def get(url: str) -> httpx.Response:
+    return httpx.get(url, timeout=scaled(30))
 
 
 def samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -53,7 +59,7 @@ def total(found: dict[str, list[tuple[dict[str, str], float]]], name: str, **lab
 
 
 def status_of(server: ServerProcess, task_id: str, headers: dict[str, str]) -> str:
-    res = httpx.get(f"{server.base}/api/v1/tasks/{task_id}", headers=headers, timeout=10)
+    res = httpx.get(f"{server.base}/api/v1/tasks/{task_id}", headers=headers, timeout=scaled(30))
     return str(res.json()["output"]["task_status"])
 
 
@@ -66,8 +72,9 @@ def test_a_webhook_owed_before_a_crash_is_delivered_after_restart(tmp_path: Path
             WANSERVE_STEPS="1",
             WANSERVE_SECRET_KEY=SECRET,
             WANSERVE_FETCH_ALLOW_PRIVATE="true",  # the receiver is on loopback
-            # A long wait after the first failure: the kill lands while the message waits.
-            WANSERVE_WEBHOOK_BACKOFF_SECONDS="[3]",
+            # A wait after the first failure longer than any crash and restart: the kill always
+            # lands while the message waits; the test then makes it due (see below).
+            WANSERVE_WEBHOOK_BACKOFF_SECONDS="[3600]",
         )
         key = server.create_key()
         key_id = server.cli("keys", "list").splitlines()[1].split()[0]
@@ -76,18 +83,17 @@ def test_a_webhook_owed_before_a_crash_is_delivered_after_restart(tmp_path: Path
         server.start()
         try:
             body = {**T2V, "parameters": {**T2V["parameters"], "callback_url": rx.url}}
-            task_id = httpx.post(f"{server.base}{CREATE}", json=body, headers=headers).json()[
-                "output"
-            ]["task_id"]
-            [first] = rx.wait_for(lambda got: len(got) >= 1, timeout=300)
+            task_id = post(server, body, headers)
+            [first] = rx.wait_for(lambda got: len(got) >= 1, timeout=scaled(300))
             # Killed while the message waits for its retry (its failure recorded).
-            wait_for(
-                lambda: _outbox(tmp_path) == [("pending", 1)], timeout=30, what="no retry owed"
-            )
+            wait_for(lambda: _outbox(tmp_path) == [("pending", 1)], what="a retry owed")
             server.kill()  # SIGKILL: nothing is flushed, no shutdown hook runs
+            # The server stays down past the retry's due time: its backoff is over.
+            with sqlite3.connect(tmp_path / "wanserve.db") as db:
+                db.execute("UPDATE webhook_outbox SET next_attempt_at = created_at")
             rx.script = [503, 200]
             server.start()
-            got = rx.wait_for(lambda got: any(r.answered == 200 for r in got), timeout=120)
+            got = rx.wait_for(lambda got: any(r.answered == 200 for r in got), timeout=scaled(300))
             assert status_of(server, task_id, headers) == "SUCCEEDED"
         finally:
             server.stop()
@@ -116,29 +122,25 @@ def test_metrics_of_a_server_that_ran_tasks(tmp_path: Path) -> None:
     key = server.create_key()
     headers = {"Authorization": f"Bearer {key}", "X-DashScope-Async": "enable"}
     with server:
-        assert httpx.get(f"{server.base}/health").status_code == 200
-        before = samples(httpx.get(f"{server.base}/metrics").text)
-        ids = [
-            httpx.post(f"{server.base}{CREATE}", json=T2V, headers=headers).json()["output"][
-                "task_id"
-            ]
-            for _ in range(2)
-        ]
+        assert get(f"{server.base}/health").status_code == 200
+        before = samples(get(f"{server.base}/metrics").text)
+        ids = [post(server, T2V, headers) for _ in range(2)]
         for task_id in ids:
-            wait_for(
-                lambda t=task_id: status_of(server, t, headers) == "SUCCEEDED",
-                timeout=300,
-                what="task never succeeded",
+            wait_until(
+                lambda t=task_id: status_of(server, t, headers),
+                lambda status: status == "SUCCEEDED",
+                progress=lambda status: status,
+                interval=0.2,
+                what=f"task {task_id} SUCCEEDED",
             )
-        ready = httpx.get(f"{server.base}/ready")
+        ready = get(f"{server.base}/ready")
         after = wait_for(
             lambda: (
-                (s := samples(httpx.get(f"{server.base}/metrics").text))
+                (s := samples(get(f"{server.base}/metrics").text))
                 and total(s, "wanserve_tasks", model="wan2.1-t2v-turbo", status="SUCCEEDED") == 2
                 and s
             ),
-            timeout=30,
-            what="the task gauges never showed both tasks",
+            what="the task gauges to show both tasks",
         )
     assert ready.status_code == 200 and ready.json() == {"status": "ready"}
     # HTTP requests by route template: one series for every task's polls, none per id.
@@ -188,27 +190,25 @@ def test_ready_follows_the_database(tmp_path: Path, postgres_url: str) -> None:
         WANSERVE_DATABASE_URL=postgres_url,
     )
     with server:
-        assert httpx.get(f"{server.base}/ready").status_code == 200
-        up = samples(httpx.get(f"{server.base}/metrics").text)
+        assert get(f"{server.base}/ready").status_code == 200
+        up = samples(get(f"{server.base}/metrics").text)
         assert total(up, "wanserve_store_up") == 1
         name = postgres_url.rsplit("/", 1)[1]
         admin = postgres_url.rsplit("/", 1)[0].replace("postgresql+psycopg", "postgresql")
         with psycopg.connect(f"{admin}/postgres", autocommit=True) as conn:
             conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         res = wait_for(
-            lambda: (r := httpx.get(f"{server.base}/ready", timeout=30)).status_code == 503 and r,
-            timeout=60,
-            what="/ready never noticed the database was gone",
+            lambda: (r := get(f"{server.base}/ready")).status_code == 503 and r,
+            what="/ready to notice the database was gone",
         )
-        assert httpx.get(f"{server.base}/health").status_code == 200  # alive, not ready
+        assert get(f"{server.base}/health").status_code == 200  # alive, not ready
         down = wait_for(
             lambda: (
-                (s := samples(httpx.get(f"{server.base}/metrics", timeout=30).text))
+                (s := samples(get(f"{server.base}/metrics").text))
                 and total(s, "wanserve_store_up") == 0
                 and s
             ),
-            timeout=30,
-            what="the metrics never reported the store down",
+            what="the metrics to report the store down",
         )
     body = res.json()
     assert body["code"] == "ServiceUnavailable" and body["request_id"]
@@ -239,25 +239,21 @@ def test_a_worker_serves_its_own_metrics(tmp_path: Path) -> None:
         ).start()
         base = f"http://127.0.0.1:{port}"
         try:
-            wait_for(lambda: _get(f"{base}/ready") == 200, timeout=60, what="worker never ready")
+            wait_for(lambda: _get(f"{base}/ready") == 200, what="the worker to be ready")
             assert _get(f"{base}/health") == 200
             assert _get(f"{base}/nowhere") == 404
-            task_id = httpx.post(f"{api.base}{CREATE}", json=T2V, headers=headers).json()["output"][
-                "task_id"
-            ]
+            task_id = post(api, T2V, headers)
             wait_for(
                 lambda: status_of(api, task_id, headers) == "SUCCEEDED",
-                timeout=120,
-                what="the worker never ran the task",
+                what="the worker to run the task",
             )
             found = wait_for(
                 lambda: (
-                    (s := samples(httpx.get(f"{base}/metrics").text))
+                    (s := samples(get(f"{base}/metrics").text))
                     and total(s, "wanserve_task_duration_seconds_count", status="SUCCEEDED") == 1
                     and s
                 ),
-                timeout=30,
-                what="the worker's metrics never counted the task",
+                what="the worker's metrics to count the task",
             )
         finally:
             proc.stop()
@@ -267,6 +263,6 @@ def test_a_worker_serves_its_own_metrics(tmp_path: Path) -> None:
 
 def _get(url: str) -> int:
     try:
-        return httpx.get(url, timeout=5).status_code
+        return get(url).status_code
     except httpx.HTTPError:
         return 0
