@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.waiting import scaled, wait_until
+from tests.waiting import POLL, scaled, wait_until
 from wanserve.clock import Clock, utcnow
 from wanserve.compose.embedded import Components, build_components, create_app
 from wanserve.config import Settings
@@ -62,7 +62,7 @@ class FakeRunner:
         on_progress(EngineProgress(Stage.DENOISE, 1, request.steps))
         self.started.set()
         if self.gate is not None:
-            while not self.gate.wait(0.02):
+            while not self.gate.wait(POLL):
                 if should_cancel():
                     raise Canceled()
         if self.error is not None:

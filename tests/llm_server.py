@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import re
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.waiting import pause
 
 
 @dataclass
@@ -39,7 +40,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.script.requests.append(body)
         self.script.headers.append(dict(self.headers))
-        time.sleep(self.script.delay)
+        pause(self.script.delay)  # a slow model
         if self.script.hold is not None:
             self.script.hold.wait()
         system = body["messages"][0]["content"]

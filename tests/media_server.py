@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests.waiting import pause
 
 ROUTES: dict[str, tuple[int, dict[str, str], bytes]] = {}
 
@@ -25,12 +26,12 @@ class Handler(BaseHTTPRequestHandler):
                 for _ in range(200):
                     self.wfile.write(b"x")
                     self.wfile.flush()
-                    time.sleep(0.3)
+                    pause(0.3)
             except OSError:
                 pass
             return
         if path == "/hang":  # headers never come
-            time.sleep(5)
+            pause(5)
             return
         if path == "/stream-big":  # no Content-Length, more bytes than any cap
             self.send_response(200)

@@ -4,10 +4,10 @@ loader is exercised by the other engine tests)."""
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.waiting import join, pause
 from wanserve.engine.families import Family, Kind
 from wanserve.engine.manager import ModelManager, Prepared
 
@@ -27,7 +27,7 @@ class FakeLoader:
     def load(self, prepared: Prepared, family: Family) -> Any:
         with self.lock:
             self.events.append(f"load {prepared.location}")
-        time.sleep(self.load_seconds)
+        pause(self.load_seconds)  # a slow load, so that concurrent ones overlap
         return prepared.location
 
     def view(self, base: Any, family: Family, kind: Kind) -> Any:
@@ -73,7 +73,7 @@ def test_concurrent_loads_reserve_room_for_each_other() -> None:
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        join(t, what="a load")
     # b and c loaded together; the second to start counted the first's reservation and
     # unloaded "a" before loading, so at no point were 120 GB resident.
     assert loader.events.index("release") < loader.events.index("load c") or (

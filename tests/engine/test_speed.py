@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from tests.engine.test_families import small as family_small
 from tests.engine.test_wan import small
+from tests.waiting import join
 from wanserve.catalog import Catalog, Family, ModelOverride, checkpoint_speeds
 from wanserve.engine import dummy, speed, wan
 from wanserve.engine.options import CachePreset, CfgBatch, CheckpointSpeed, CompileMode
@@ -414,7 +415,7 @@ def test_concurrent_cached_runs_on_two_pipelines_do_not_share_state(
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=600)
+        join(t, stall=600, what="a concurrent run")
     for solo, clip in zip(alone, together, strict=True):
         assert clip is not None
         assert np.array_equal(solo.frames, clip.frames) and solo.blocks == clip.blocks

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from tests.media_server import media_server
-from tests.waiting import scaled
+from tests.waiting import expiring, scaled
 from wanserve.errors import InvalidParameter, InvalidURL
 from wanserve.media.fetch import FetchPolicy, SafeFetcher, address_allowed, system_resolver
 
@@ -161,10 +161,13 @@ def test_address_rules(address: str, private_ok: bool, allowed: bool) -> None:
 def test_failures_are_clear_and_bounded(
     port: int, path: str, error: type[Exception], message: str
 ) -> None:
-    # The time limits under test: far below what /slow (60 s of trickle) and /hang (5 s of
-    # silence) take, so they trip whatever the machine's speed. Other paths keep generous ones,
-    # so a busy machine cannot turn their error into a timeout.
-    limits = {"read_timeout": 1.0, "total_timeout": 3.0} if path in ("/slow", "/hang") else {}
+    # The time limit under test: far below what /slow (60 s of trickle) and /hang (5 s of
+    # silence) take, so it trips whatever the machine's speed. The other limit, and both on
+    # other paths, are generous, so a busy machine cannot turn their error into a timeout.
+    limits = {
+        "/slow": {"read_timeout": scaled(30), "total_timeout": expiring(3.0)},
+        "/hang": {"read_timeout": expiring(1.0), "total_timeout": scaled(60)},
+    }.get(path, {})
     with pytest.raises(error, match=message):
         get(f"http://public.test:{port}{path}", **limits)
 
