@@ -1,8 +1,9 @@
 """Refuse a wait on the clock in tests outside `tests/waiting.py` (run by `make lint`).
 
-`python tests/check_waits.py [PATH ...]` (default: every `tests/**/*.py`) prints `file:line:col:
-message` for each finding and exits 1 if there is any. It reads the syntax tree, not the text,
-so a string, a comment or a dict's default value is never taken for a timeout. It refuses:
+`python tests/check_waits.py [PATH ...]` (files or folders; default: every `tests/**/*.py`)
+prints `file:line:col: message` for each finding and exits 1 if there is any. It reads the
+syntax tree, not the text, so a string, a comment or a dict's default value is never taken for
+a timeout. It refuses:
 
 1. A sleep: any call of `time.sleep` or `asyncio.sleep` (through any alias of the module, or
    the function imported by name), and Playwright's `wait_for_timeout`, whatever the argument.
@@ -317,7 +318,8 @@ def check_source(source: str, filename: str = "<source>") -> list[Finding]:
 def main(argv: list[str]) -> int:
     tests = Path(__file__).resolve().parent
     exempt = tests / "waiting.py"
-    paths = [Path(a) for a in argv] or sorted(tests.rglob("*.py"))
+    roots = [Path(a) for a in argv] or [tests]
+    paths = [p for root in roots for p in (sorted(root.rglob("*.py")) if root.is_dir() else [root])]
     bad = 0
     for path in paths:
         if path.resolve() == exempt:

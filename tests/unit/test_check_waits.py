@@ -152,3 +152,5 @@ def test_the_command_lists_findings_and_fails(
     assert main([str(good)]) == 0
     assert main([str(good), str(bad)]) == 1
     assert f"{bad}:3:1: a sleep" in capsys.readouterr().out
+    assert main([str(tmp_path)]) == 1  # a folder: every .py file under it
+    assert f"{bad}:3:1: a sleep" in capsys.readouterr().out
