@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.waiting import scaled
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -21,6 +23,6 @@ def test_the_in_process_poll_bench_runs_and_prints_a_ratio() -> None:
         check=True,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=scaled(300),
     ).stdout
     assert re.search(r"\[sqlite\] wanserve +[0-9.]+ us/poll .* ratio [0-9.]+$", out, re.M), out

@@ -17,6 +17,7 @@ from tests.conftest import T2V, Harness
 from tests.s3_server import client, fake_aws_env, new_bucket, s3_server
 from tests.unit.test_image import encode, noise
 from tests.unit.test_storage import SIGNER
+from tests.waiting import scaled
 from wanserve.storage import build_storage
 from wanserve.storage.base import StorageUnavailable
 from wanserve.storage.s3 import S3Location, S3Storage, parse_storage_url
@@ -76,7 +77,7 @@ def test_presigned_urls_fetch_the_object_and_live_as_long_as_the_task(
     # proves the URL names the object on the right endpoint.
     assert query["X-Amz-Expires"] == [str(24 * 3600)]
     assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"] and query["X-Amz-Signature"]
-    res = httpx.get(url)
+    res = httpx.get(url, timeout=scaled(30))
     assert (res.status_code, res.content) == (200, b"the video")
     # SigV4 caps a presigned URL at seven days; polls hand out fresh ones.
     month = s3.url("videos/t.mp4", expires_at=NOW + timedelta(days=30), base_url="")
@@ -167,7 +168,7 @@ def test_a_task_video_is_served_from_the_bucket(on_s3: Harness, endpoint: str) -
     assert out["task_status"] == "SUCCEEDED", out
     url = out["video_url"]
     assert url.startswith(f"{endpoint}/") and "X-Amz-Signature=" in url
-    video = httpx.get(url)
+    video = httpx.get(url, timeout=scaled(30))
     assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
     assert video.content[4:8] == b"ftyp"  # an MP4
     assert not (on_s3.settings.data_dir / "files").exists()  # nothing stored locally
