@@ -105,7 +105,8 @@ def expiring(seconds: float) -> float:
 
 
 def pause(seconds: float) -> None:
-    """Simulated work in a fake (a denoising step, a slow model load, a peer slow to answer):
-    the delay is the behaviour under test, not a wait for something, and is not scaled. A test
-    never sleeps to let something happen: it waits for it (`wait_until`)."""
+    """Simulated work in a fake (a denoising step, a slow model load, a peer slow to answer),
+    or a client's own poll interval that a test records and keeps: the delay is the behaviour
+    under test, not a wait for something, and is not scaled. A test never sleeps to let
+    something happen: it waits for it (`wait_until`)."""
     time.sleep(seconds)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from PIL import Image
 
 from tests.api.test_engine_http import SMALL
 from tests.server import ServerProcess
+from tests.waiting import pause, scaled, wait_until
 
 pytestmark = [
     pytest.mark.slow,
@@ -65,7 +65,9 @@ def png() -> bytes:
 
 def dashscope(server: ServerProcess, key: str, method: str, path: str, **kw: Any) -> Any:
     headers = {"Authorization": f"Bearer {key}", "X-DashScope-Async": "enable"}
-    res = httpx.request(method, f"{server.base}/api/v1{path}", headers=headers, timeout=30, **kw)
+    res = httpx.request(
+        method, f"{server.base}/api/v1{path}", headers=headers, timeout=scaled(30), **kw
+    )
     assert res.status_code == 200, res.text
     return res.json()
 
@@ -77,7 +79,7 @@ def test_create_and_poll_honours_poll_after_then_download(
 
     def sleep(seconds: float) -> None:
         slept.append(seconds)
-        time.sleep(seconds)
+        pause(seconds)  # the interval the server asked for, kept
 
     # The SDK's poll() sleeps through the resource's _sleep: record what it was told to wait.
     client.videos._sleep = sleep  # type: ignore[method-assign]
@@ -151,10 +153,12 @@ def test_delete_cancels_a_running_video(
     video = client.videos.create(
         prompt="a long one", model="wan2.5-t2v-preview", extra_body={"steps": 100}
     )
-    deadline = time.monotonic() + 300
-    while client.videos.retrieve(video.id).status != "in_progress":
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_until(
+        lambda: client.videos.retrieve(video.id).status,
+        lambda status: status == "in_progress",
+        interval=0.1,
+        what=f"video {video.id} in progress",
+    )
     deleted = client.videos.delete(video.id)
     assert deleted.id == video.id and deleted.deleted and deleted.object == "video.deleted"
     with pytest.raises(openai.NotFoundError):
@@ -162,9 +166,12 @@ def test_delete_cancels_a_running_video(
     gone = dashscope(server, key, "GET", f"/tasks/{video.id}")["output"]
     assert gone["task_status"] == "UNKNOWN"
     # The run stopped: it is metered as canceled once the worker ends it at its next step.
-    while dashscope(server, key, "GET", "/usage")["total"]["canceled"] == before:
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    wait_until(
+        lambda: dashscope(server, key, "GET", "/usage")["total"]["canceled"],
+        lambda canceled: canceled > before,
+        interval=0.2,
+        what="the run metered as canceled",
+    )
 
 
 def test_errors_in_openai_shape(client: openai.OpenAI, server: ServerProcess) -> None:
