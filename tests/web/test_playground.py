@@ -13,7 +13,6 @@ import io
 import json
 import os
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,12 +23,13 @@ import pytest
 from PIL import Image
 
 from tests.server import ServerProcess
+from tests.waiting import scaled, wait_until
 from wanserve.catalog import Catalog
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, ConsoleMessage, Page, Request
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = pytest.mark.timeout(scaled(900))
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "playground"
@@ -121,6 +121,9 @@ def watched(browser: Browser) -> Iterator[Callable[..., Watched]]:
 
     def open_page(viewport: dict[str, int] = DESKTOP) -> Watched:
         page = browser.new_page(viewport=viewport)  # type: ignore[arg-type]
+        # Playwright's own waits (`wait_for()`, clicks, navigation) default to 30 s: a hang
+        # guard like any other, so stretched like any other (milliseconds).
+        page.set_default_timeout(scaled(60) * 1000)
         pages.append(page)
         return Watched(page)
 
@@ -129,16 +132,9 @@ def watched(browser: Browser) -> Iterator[Callable[..., Watched]]:
         page.close()
 
 
-def wait_for(check: Callable[[], Any], *, what: str, timeout: float = 300.0) -> Any:
-    """Poll `check` until it returns something truthy (generous bound for a loaded CPU)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
+def wait_for(check: Callable[[], Any], *, what: str) -> Any:
+    """Poll `check` until it returns something truthy (tests/waiting.py's bound)."""
+    return wait_until(check, lambda value: bool(value), interval=0.1, what=what)
 
 
 def save_screenshot(page: Page, tmp_path: Path, name: str) -> Path:
@@ -191,12 +187,12 @@ def test_generate_watch_play_and_list(
 
     # The MP4 loads and plays in the page's own <video controls>.
     video = page.locator("#video")
-    wait_for(lambda: video.evaluate("v => v.readyState >= 2"), what="video data", timeout=60)
+    wait_for(lambda: video.evaluate("v => v.readyState >= 2"), what="video data")
     video.evaluate("v => { v.muted = true; return v.play(); }")
-    wait_for(lambda: video.evaluate("v => v.currentTime > 0"), what="playback", timeout=60)
+    wait_for(lambda: video.evaluate("v => v.currentTime > 0"), what="playback")
     src = video.evaluate("v => v.currentSrc")
     assert page.locator("#download").get_attribute("href") == src
-    assert httpx.get(src, timeout=30).headers["content-type"] == "video/mp4"
+    assert httpx.get(src, timeout=scaled(30)).headers["content-type"] == "video/mp4"
 
     # The recent list shows the task with its status and a download link.
     row = page.locator(f'#tasks li[data-task-id="{task_id}"]')
@@ -263,7 +259,9 @@ def test_an_image_model_uploads_its_frame(
     )
     assert not page.locator("#error").is_visible(), page.locator("#error").text_content()
     done = httpx.get(
-        f"{server.base}/api/v1/tasks/{task_id}", headers={"Authorization": f"Bearer {key}"}
+        f"{server.base}/api/v1/tasks/{task_id}",
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=scaled(30),
     ).json()
     assert done["output"]["task_status"] == "SUCCEEDED"
     assert done["usage"]["video_ratio"] == "544*720"  # the 3:4 frame's aspect at 480P
