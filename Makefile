@@ -35,6 +35,7 @@ lint: install-test
 	$(BIN)/ruff check wanserve tests bench
 	$(BIN)/ruff format --check wanserve tests bench
 	$(BIN)/mypy
+	$(BIN)/python tests/check_waits.py  # no sleeps or literal timeouts outside tests/waiting.py
 
 # The playground's browser tests drive Debian's Chromium (Playwright never downloads one). As
 # root (CI) it is installed when missing; anyone else gets a note, and those tests skip.
