@@ -4,8 +4,9 @@ FastAPI documents what it parses itself; wanserve reads the create bodies itself
 JSON or multipart) and validates them with each door's own pydantic models (`protocol.py`),
 answering every validation error 400 in its door's shape, never FastAPI's 422. So the document
 is finished here: the schemas of those same models (`REQUEST_MODELS`) and the bearer-key
-security scheme are added, and the 422 entries FastAPI adds are removed. Everything else (response models, error statuses,
-which routes need a key) is declared on the routes themselves.
+security scheme are added, and the 422 entries FastAPI adds are removed. Everything else
+(response models, error statuses, which routes need a key) is declared on the routes
+themselves.
 """
 
 from __future__ import annotations
