@@ -35,6 +35,14 @@ ENV = {
 }
 for name in ("WANSERVE_API_KEY", "DASHSCOPE_API_KEY", "WANSERVE_DATA_DIR"):
     ENV.pop(name, None)
+# `python -m wanserve` with Ctrl-C's default meaning. A process started in the background by a
+# shell without job control (a CI script, `make test &`) inherits SIGINT ignored, and Python then
+# installs no KeyboardInterrupt handler: the SIGINT this file sends for a terminal's Ctrl-C would
+# be dropped, and the client would wait on its event stream for ever.
+AS_AT_A_TERMINAL = (
+    "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_module('wanserve', run_name='__main__', alter_sys=True)"
+)
 
 
 def generate(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -184,7 +192,7 @@ def test_ctrl_c_cancels_the_task_on_the_server(tmp_path: Path) -> None:
         key = api.create_key()
         argv = ["generate", "a cat", "-o", "x.mp4", "--server", api.base, "--api-key", key]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "wanserve", *argv],
+            [sys.executable, "-c", AS_AT_A_TERMINAL, *argv],
             cwd=tmp_path,
             env=ENV,
             stdout=subprocess.PIPE,
