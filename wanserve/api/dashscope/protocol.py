@@ -30,7 +30,7 @@ from pydantic import (
 
 from wanserve import request as read
 from wanserve import text
-from wanserve.api.body import load_json
+from wanserve.api.body import invalid, load_json
 from wanserve.catalog import Size
 from wanserve.engine.adapters import MAX_SCALE
 from wanserve.engine.options import CachePreset
@@ -222,12 +222,3 @@ def read_body(document: object) -> SynthesisRequest:
         return CreateTaskRequest.model_validate(document).to_request()
     except ValidationError as exc:
         raise invalid(exc) from None
-
-
-def invalid(exc: ValidationError) -> InvalidParameter:
-    """A check of pydantic's own that no reader made first (every reader checks the bounds
-    its field documents, so a passing test suite never sees this), as a DashScope error."""
-    error = exc.errors()[0]
-    path = ".".join(str(part) for part in error["loc"])
-    name = str(error["loc"][-1]) if error["loc"] else None
-    return InvalidParameter(f"{path}: {error['msg']}.", field=name)

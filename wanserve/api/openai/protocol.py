@@ -21,6 +21,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from wanserve import request as read
 from wanserve import text
+from wanserve.api.body import invalid
 from wanserve.catalog import Size
 from wanserve.errors import InvalidParameter
 from wanserve.request import (
@@ -278,9 +279,7 @@ def synthesis_request(
     try:
         body = VideoCreateRequest.model_validate(dict(fields))
     except ValidationError as exc:
-        error = exc.errors()[0]
-        name = str(error["loc"][0]) if error["loc"] else None
-        raise InvalidParameter(f"{name}: {error['msg']}.", field=name) from None
+        raise invalid(exc) from None
     return body.to_request(image=image, defaults=defaults)
 
 
