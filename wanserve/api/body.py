@@ -11,10 +11,10 @@ decompression runs and the size cap holds for what is parsed.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 
 from fastapi import Request
-from pydantic import ValidationError
+from pydantic import BeforeValidator, ValidationError
 
 from wanserve.errors import InvalidParameter, RequestTooLarge, UnsupportedMediaType
 
@@ -94,3 +94,9 @@ def invalid(exc: ValidationError) -> InvalidParameter:
     path = ".".join(str(part) for part in error["loc"])
     name = str(error["loc"][-1]) if error["loc"] else None
     return InvalidParameter(f"{path}: {error['msg']}.", field=name)
+
+
+def named(reader: Callable[[object, str], object], name: str) -> BeforeValidator:
+    """A door model's validator that reads its field with a reader taking the field's name
+    (for the message), e.g. `named(request.text, "prompt")`."""
+    return BeforeValidator(lambda value: reader(value, name))

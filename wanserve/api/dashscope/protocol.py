@@ -15,8 +15,8 @@ and carry it in `to_request()` (docs/architecture.md, "Add a request field").
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Annotated, Any, Literal, TypeVar
+from collections.abc import Iterable
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -30,7 +30,7 @@ from pydantic import (
 
 from wanserve import request as read
 from wanserve import text
-from wanserve.api.body import invalid, load_json
+from wanserve.api.body import invalid, load_json, named
 from wanserve.catalog import Size
 from wanserve.engine.adapters import MAX_SCALE
 from wanserve.engine.options import CachePreset
@@ -46,16 +46,6 @@ from wanserve.request import (
     SynthesisRequest,
 )
 
-T = TypeVar("T")
-
-
-def _by(reader: Callable[[object], T]) -> BeforeValidator:
-    return BeforeValidator(reader)
-
-
-def _named(reader: Callable[[object, str], T], name: str) -> BeforeValidator:
-    return BeforeValidator(lambda value: reader(value, name))
-
 
 def _as_string(description: str) -> WithJsonSchema:
     """The documented JSON of a field its reader turns from a string into a typed value."""
@@ -66,7 +56,7 @@ def _as_string(description: str) -> WithJsonSchema:
 
 def _source(name: str, description: str) -> tuple[BeforeValidator, WithJsonSchema]:
     url = "an http(s) URL, a base64 data URI, or an oss:// upload"
-    return _named(read.media_source, name), _as_string(f"{description}: {url}")
+    return named(read.media_source, name), _as_string(f"{description}: {url}")
 
 
 _OPEN = ConfigDict(extra="allow")
@@ -89,8 +79,8 @@ class CreateTaskInput(BaseModel):
     which the SDK adds, and any other field are accepted and ignored)."""
 
     model_config = _OPEN
-    prompt: Annotated[str | None, _named(read.text, "prompt")] = None
-    negative_prompt: Annotated[str | None, _named(read.text, "negative_prompt")] = None
+    prompt: Annotated[str | None, named(read.text, "prompt")] = None
+    negative_prompt: Annotated[str | None, named(read.text, "negative_prompt")] = None
     img_url: Annotated[MediaSource | None, *_source("img_url", "first frame")] = None
     first_frame_url: Annotated[MediaSource | None, *_source("first_frame_url", "first frame")] = (
         None
@@ -109,27 +99,31 @@ class CreateTaskParameters(BaseModel):
     """`parameters`: checked against the model's card; unknown ones are ignored."""
 
     model_config = _OPEN
-    size: Annotated[Size | None, _by(read.size), _as_string("width*height in ASCII digits")] = None
-    resolution: Annotated[
-        str | None, _by(read.resolution), Field(description="480P, 720P or 1080P")
+    size: Annotated[
+        Size | None, BeforeValidator(read.size), _as_string("width*height in ASCII digits")
     ] = None
-    duration: Annotated[int | None, _by(read.duration), Field(description="seconds")] = None
-    seed: Annotated[Seed | None, _by(read.seed)] = None
-    prompt_extend: Annotated[bool | None, _named(read.flag, "prompt_extend")] = None
-    watermark: Annotated[bool | None, _named(read.flag, "watermark")] = None
-    shot_type: Annotated[Literal["single", "multi"] | None, _by(read.shot_type)] = None
-    audio: Annotated[bool | None, _named(read.flag, "audio")] = None
+    resolution: Annotated[
+        str | None, BeforeValidator(read.resolution), Field(description="480P, 720P or 1080P")
+    ] = None
+    duration: Annotated[
+        int | None, BeforeValidator(read.duration), Field(description="seconds")
+    ] = None
+    seed: Annotated[Seed | None, BeforeValidator(read.seed)] = None
+    prompt_extend: Annotated[bool | None, named(read.flag, "prompt_extend")] = None
+    watermark: Annotated[bool | None, named(read.flag, "watermark")] = None
+    shot_type: Annotated[Literal["single", "multi"] | None, BeforeValidator(read.shot_type)] = None
+    audio: Annotated[bool | None, named(read.flag, "audio")] = None
     steps: Annotated[
-        Steps | None, _by(read.steps), Field(description="extension: denoising steps")
+        Steps | None, BeforeValidator(read.steps), Field(description="extension: denoising steps")
     ] = None
     guidance_scale: Annotated[
         Guidance | None,
-        _by(read.guidance_scale),
+        BeforeValidator(read.guidance_scale),
         Field(description="extension: classifier-free guidance"),
     ] = None
     callback_url: Annotated[
         Url | None,
-        _by(read.callback_url),
+        BeforeValidator(read.callback_url),
         Field(
             description="wanserve extension: an http(s) URL POSTed the task's GET body, "
             "signed the Standard Webhooks way, when it ends",
@@ -137,17 +131,17 @@ class CreateTaskParameters(BaseModel):
     ] = None
     lora: Annotated[
         str | None,
-        _by(read.lora),
+        BeforeValidator(read.lora),
         Field(description="extension: a LoRA adapter on this server, by name"),
     ] = None
     lora_scale: Annotated[
         Strength | None,
-        _by(read.lora_scale),
+        BeforeValidator(read.lora_scale),
         Field(description="extension: the adapter's strength (default 1)"),
     ] = None
     cache: Annotated[
         CachePreset | None,
-        _by(read.cache),
+        BeforeValidator(read.cache),
         Field(
             description="extension: transformer block cache for this task (lossy; default: "
             "the model's, see docs/performance.md)"
@@ -170,7 +164,7 @@ class CreateTaskRequest(BaseModel):
             ]
         },
     )
-    model: Annotated[str, _by(read.model_name)]
+    model: Annotated[str, BeforeValidator(read.model_name)]
     input: CreateTaskInput
     parameters: CreateTaskParameters | None = None
 

@@ -13,15 +13,15 @@ rest against the model's card.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
 
 from wanserve import request as read
 from wanserve import text
-from wanserve.api.body import invalid
+from wanserve.api.body import invalid, named
 from wanserve.catalog import Size
 from wanserve.errors import InvalidParameter
 from wanserve.request import (
@@ -36,7 +36,6 @@ from wanserve.request import (
     SynthesisRequest,
 )
 
-T = TypeVar("T")
 _INPUT = "input_reference"
 # ASCII digits only, as the DashScope door's `width*height`; `x` (OpenAI's) or `*` between.
 _SIZE = re.compile(r"[ \t]*([0-9]{1,5})[ \t]*[xX*][ \t]*([0-9]{1,5})[ \t]*")
@@ -120,24 +119,6 @@ def _reference(value: object) -> MediaSource | None:
     return read.media_source(value, _INPUT)
 
 
-def _by(reader: Callable[[object], T]) -> BeforeValidator:
-    return BeforeValidator(reader)
-
-
-def _form(
-    parse: Callable[[object, str], object], reader: Callable[[object], T], name: str
-) -> BeforeValidator:
-    return BeforeValidator(lambda value: reader(parse(value, name)))
-
-
-def _text(name: str) -> BeforeValidator:
-    return BeforeValidator(lambda value: read.text(value, name))
-
-
-def _flag(name: str) -> BeforeValidator:
-    return BeforeValidator(lambda value: _form_flag(value, name))
-
-
 _STRING: dict[str, object] = {"anyOf": [{"type": "string"}, {"type": "null"}]}
 
 
@@ -152,11 +133,13 @@ class VideoCreateRequest(BaseModel):
         },
     )
     prompt: Annotated[
-        str | None, _text("prompt"), Field(description="required by text-to-video models")
+        str | None,
+        named(read.text, "prompt"),
+        Field(description="required by text-to-video models"),
     ] = None
     model: Annotated[
         str | None,
-        _by(lambda v: None if v is None or v == "" else read.model_name(v)),
+        BeforeValidator(lambda v: None if v is None or v == "" else read.model_name(v)),
         Field(
             description="a catalogue model; default: openai_default_model, or "
             "openai_default_image_model with an input_reference"
@@ -164,17 +147,17 @@ class VideoCreateRequest(BaseModel):
     ] = None
     seconds: Annotated[
         int | None,
-        _form(_form_integer, read.duration, "seconds"),
+        BeforeValidator(lambda v: read.duration(_form_integer(v, "seconds"))),
         WithJsonSchema(_STRING | {"description": "the model's durations, as a string"}),
     ] = None
     size: Annotated[
         Size | None,
-        _by(_size),
+        BeforeValidator(_size),
         WithJsonSchema(_STRING | {"description": "WIDTHxHEIGHT, one of the model's sizes"}),
     ] = None
     input_reference: Annotated[
         MediaSource | None,
-        _by(_reference),
+        BeforeValidator(_reference),
         WithJsonSchema(
             {
                 "anyOf": [
@@ -190,26 +173,27 @@ class VideoCreateRequest(BaseModel):
             }
         ),
     ] = None
-    negative_prompt: Annotated[str | None, _text("negative_prompt")] = None
+    negative_prompt: Annotated[str | None, named(read.text, "negative_prompt")] = None
     seed: Annotated[
-        Annotated[int, Field(ge=0, le=SEED_MAX)] | None, _form(_form_integer, read.seed, "seed")
+        Annotated[int, Field(ge=0, le=SEED_MAX)] | None,
+        BeforeValidator(lambda v: read.seed(_form_integer(v, "seed"))),
     ] = None
     num_inference_steps: Annotated[
         Annotated[int, Field(ge=1, le=STEPS_MAX)] | None,
-        _form(_form_integer, read.steps, "num_inference_steps"),
+        BeforeValidator(lambda v: read.steps(_form_integer(v, "num_inference_steps"))),
     ] = None
     steps: Annotated[
         Annotated[int, Field(ge=1, le=STEPS_MAX)] | None,
-        _form(_form_integer, read.steps, "steps"),
+        BeforeValidator(lambda v: read.steps(_form_integer(v, "steps"))),
     ] = None
     guidance_scale: Annotated[
         Annotated[float, Field(ge=0, le=GUIDANCE_MAX)] | None,
-        _form(_form_number, read.guidance_scale, "guidance_scale"),
+        BeforeValidator(lambda v: read.guidance_scale(_form_number(v, "guidance_scale"))),
     ] = None
     prompt_extend: Annotated[
-        bool | None, _flag("prompt_extend"), Field(description="default false")
+        bool | None, named(_form_flag, "prompt_extend"), Field(description="default false")
     ] = None
-    watermark: Annotated[bool | None, _flag("watermark")] = None
+    watermark: Annotated[bool | None, named(_form_flag, "watermark")] = None
 
     def to_request(self, *, image: ImageFile | None, defaults: Defaults) -> SynthesisRequest:
         """The door-neutral request; `image` is an uploaded `input_reference` file."""
