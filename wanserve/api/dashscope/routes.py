@@ -55,11 +55,14 @@ async def create_task(
     if (x_dashscope_async or "").lower() != "enable":
         raise AccessDenied("current user api does not support synchronous calls")
     raw = await read_json(request, limit=services.settings.max_body_bytes)
-    synthesis = parse_create_body(raw)
-    task = await run_in_threadpool(
-        services.tasks.submit, synthesis, api_key_id=key.id, request_id=request_id
-    )
+    # Parsed off the event loop too: it decodes inline (base64) inputs, megabytes each.
+    task = await run_in_threadpool(_submit, services, raw, key.id, request_id)
     return render.created(task, request_id=request_id)
+
+
+def _submit(services: Services, raw: bytes, api_key_id: str, request_id: str) -> Task:
+    synthesis = parse_create_body(raw)
+    return services.tasks.submit(synthesis, api_key_id=api_key_id, request_id=request_id)
 
 
 @polls.get(

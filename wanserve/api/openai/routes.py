@@ -50,18 +50,19 @@ async def create_video(
     """Create a video job (a task, as the DashScope door's create does)."""
     settings = services.settings
     fields, image = await read_create(request, limit=settings.max_body_bytes)
-    synthesis = protocol.synthesis_request(
-        fields,
-        image=image,
-        defaults=protocol.Defaults(
-            text_model=settings.openai_default_model,
-            image_model=settings.openai_default_image_model,
-        ),
-        max_image=settings.max_image_bytes,
+    defaults = protocol.Defaults(
+        text_model=settings.openai_default_model,
+        image_model=settings.openai_default_image_model,
     )
-    task = await run_in_threadpool(
-        services.tasks.submit, synthesis, api_key_id=key.id, request_id=request_id
-    )
+
+    def submit() -> Task:
+        # Off the event loop: reading decodes an inline (data URL) image, megabytes of it.
+        synthesis = protocol.synthesis_request(
+            fields, image=image, defaults=defaults, max_image=settings.max_image_bytes
+        )
+        return services.tasks.submit(synthesis, api_key_id=key.id, request_id=request_id)
+
+    task = await run_in_threadpool(submit)
     return schemas.video(task)
 
 
