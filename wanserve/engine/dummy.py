@@ -34,6 +34,8 @@ from diffusers import (
     WanImageToVideoPipeline,
     WanPipeline,
     WanTransformer3DModel,
+    WanVACEPipeline,
+    WanVACETransformer3DModel,
 )
 from safetensors.torch import save_file
 from transformers import (
@@ -88,7 +90,7 @@ def build_tokenizer() -> T5Tokenizer:
     return T5Tokenizer(vocab=vocab, extra_ids=0)
 
 
-def _transformer(**overrides: Any) -> WanTransformer3DModel:
+def _transformer(cls: type[Any] = WanTransformer3DModel, **overrides: Any) -> Any:
     config: dict[str, Any] = {
         "patch_size": (1, 2, 2),
         "num_attention_heads": _HEADS,
@@ -103,7 +105,7 @@ def _transformer(**overrides: Any) -> WanTransformer3DModel:
         "qk_norm": "rms_norm_across_heads",
         "rope_max_seq_len": 1024,
     }
-    return WanTransformer3DModel(**(config | overrides))
+    return cls(**(config | overrides))
 
 
 def _vae(family: Family) -> AutoencoderKLWan:
@@ -170,6 +172,11 @@ def build_pipeline(family: Family) -> Any:
                 boundary_ratio=profile.boundary_ratio,
                 **common,
             )
+        if family is Family.WAN21_VACE:
+            # Context blocks beside block 0; their input is the source video's inactive and
+            # reactive latents (16 + 16 channels) and the mask folded to 8x8 = 64 channels.
+            vace = _transformer(WanVACETransformer3DModel, vace_layers=[0], vace_in_channels=96)
+            return WanVACEPipeline(transformer=vace, **common)
         if family is Family.WAN22_TI2V_5B:
             return WanPipeline(
                 transformer=_transformer(in_channels=48, out_channels=48),

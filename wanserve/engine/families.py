@@ -27,6 +27,10 @@ class Kind(StrEnum):
     TEXT_TO_VIDEO = "t2v"
     IMAGE_TO_VIDEO = "i2v"
     KEYFRAMES_TO_VIDEO = "kf2v"
+    # VACE's composite conditioning: a source video with a mask of what to generate in it
+    # (extension, in- and outpainting, repainting from a control video) and reference images
+    # of subjects to put in it; any of them may be absent.
+    COMPOSITE = "vace"
 
 
 class Family(StrEnum):
@@ -38,6 +42,7 @@ class Family(StrEnum):
     WAN22_I2V_A14B = "wan2.2-i2v-a14b"
     WAN22_TI2V_5B = "wan2.2-ti2v-5b"
     WAN21_FLF2V = "wan2.1-flf2v"
+    WAN21_VACE = "wan2.1-vace"
 
 
 # The official Wan negative prompt (Wan-Video/Wan2.x `sample_neg_prompt`), used when a request
@@ -131,6 +136,9 @@ class FamilyProfile:
     # The checkpoint is an image-to-video pipeline; with `clip`, it has a CLIP image encoder.
     image_pipeline: bool = False
     clip: bool = False
+    # The checkpoint is a VACE pipeline (`WanVACEPipeline`): a Wan2.1 text-to-video model with
+    # context blocks that read the source video, its mask and reference images.
+    composite: bool = False
 
 
 _T2V = frozenset({Kind.TEXT_TO_VIDEO})
@@ -201,6 +209,21 @@ FAMILIES: Mapping[Family, FamilyProfile] = {
             image_pipeline=True,
             clip=True,
         ),
+        FamilyProfile(
+            # Wan2.1-VACE (1.3B, 14B): the Wan2.1 T2V defaults (Wan-Video/Wan2.1 vace configs).
+            family=Family.WAN21_VACE,
+            sampling=Sampling(
+                steps=50,
+                guidance_scale=5.0,
+                guidance_scale_2=None,
+                flow_shift=5.0,
+                low_res_flow_shift=3.0,
+            ),
+            native_fps=16,
+            size_multiple=16,
+            kinds=frozenset({Kind.COMPOSITE}),
+            composite=True,
+        ),
     )
 }
 
@@ -240,4 +263,7 @@ CHECKPOINTS: Mapping[str, Checkpoint] = {
     "flf2v-720p": Checkpoint(
         _HUB + "Wan2.1-FLF2V-14B-720P-Diffusers", Family.WAN21_FLF2V, 1280 * 720
     ),
+    # The VACE repositories spell the suffix in lower case.
+    "vace-1.3b": Checkpoint(_HUB + "Wan2.1-VACE-1.3B-diffusers", Family.WAN21_VACE, 832 * 480),
+    "vace-14b": Checkpoint(_HUB + "Wan2.1-VACE-14B-diffusers", Family.WAN21_VACE, 1280 * 720),
 }

@@ -27,6 +27,7 @@ from wanserve.engine.families import FAMILIES, Family, Kind, is_valid_frame_coun
 from wanserve.engine.options import BlockCount, CachePreset, CheckpointSpeed
 
 Frames = NDArray[np.uint8]  # (frames, height, width, 3), RGB
+Masks = NDArray[np.uint8]  # (frames, height, width): 255 generate, 0 keep
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,6 +51,14 @@ class GenerationRequest:
     flow_shift: float | None = None  # None: the checkpoint scheduler's own
     first_frame: Image.Image | None = None  # image- and key-frame-to-video
     last_frame: Image.Image | None = None  # key-frame-to-video
+    # Composite (VACE) conditioning, each optional: a source video of `num_frames` frames at
+    # the denoising size; a mask of the same shape (255: generate this pixel, 0: keep the
+    # source's); reference images of subjects (any size: the pipeline fits them); how
+    # strongly the video and mask steer the result (VACE's context scale).
+    video: Frames | None = None
+    mask: Masks | None = None
+    reference_images: tuple[Image.Image, ...] = ()
+    conditioning_scale: float = 1.0
     # Transformer block cache for this run (lossy; see wanserve/engine/speed.py).
     cache: CachePreset = CachePreset.OFF
     # LoRA adapters active for this run (by name, in `EngineConfig.lora_dir`); none: the
@@ -72,14 +81,39 @@ class GenerationRequest:
             raise BadInput(f"{self.num_frames} frames is not 4n+1")
         if self.steps < 1:
             raise BadInput("at least one denoising step is needed")
-        if (self.kind is Kind.TEXT_TO_VIDEO) != (self.first_frame is None):
+        framed = self.kind in (Kind.IMAGE_TO_VIDEO, Kind.KEYFRAMES_TO_VIDEO)
+        if framed != (self.first_frame is not None):
             raise BadInput(
                 f"{self.kind.value} needs a first frame"
                 if self.first_frame is None
-                else "text-to-video takes no first frame"
+                else f"{self.kind.value} takes no first frame"
             )
         if (self.kind is Kind.KEYFRAMES_TO_VIDEO) != (self.last_frame is not None):
             raise BadInput("a last frame is needed for key frames, and taken by nothing else")
+        self._check_composite()
+
+    def _check_composite(self) -> None:
+        composite = (self.video, self.mask, self.reference_images)
+        if self.kind is not Kind.COMPOSITE:
+            if any(x is not None and len(x) for x in composite):
+                raise BadInput(f"{self.kind.value} takes no source video, mask or references")
+            return
+        if self.mask is not None and self.video is None:
+            raise BadInput("a mask needs the source video it masks")
+        shape = (self.num_frames, self.height, self.width)
+        if self.video is not None and (
+            self.video.shape != (*shape, 3) or self.video.dtype != np.uint8
+        ):
+            raise BadInput(
+                f"the source video is {self.video.shape}, not {shape} frames of RGB at the "
+                "denoising size"
+            )
+        if self.mask is not None and (self.mask.shape != shape or self.mask.dtype != np.uint8):
+            raise BadInput(f"the mask is {self.mask.shape}, not {shape}")
+        if self.cache is not CachePreset.OFF:
+            raise BadInput("the block cache is not calibrated for composite (VACE) runs")
+        if not 0.0 <= self.conditioning_scale <= 2.0:
+            raise BadInput(f"conditioning scale {self.conditioning_scale} is not in [0, 2]")
 
     @property
     def fps(self) -> int:

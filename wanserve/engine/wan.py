@@ -25,9 +25,10 @@ import diffusers
 import numpy as np
 import torch
 import transformers
-from diffusers import AutoencoderKLWan, WanImageToVideoPipeline, WanPipeline
+from diffusers import AutoencoderKLWan, WanImageToVideoPipeline, WanPipeline, WanVACEPipeline
 from diffusers.models.autoencoders.autoencoder_kl_wan import WanRMS_norm, unpatchify
 from diffusers.pipelines.wan.pipeline_wan import prompt_clean
+from PIL import Image
 from transformers import CLIPVisionModel
 
 from wanserve.engine import dummy, random_weights, speed
@@ -137,7 +138,13 @@ class WanLoader:
         if isinstance(location, random_weights.Layout):
             return self._load_random(location, settings=self.config.speed_for(prepared.source))
         profile = FAMILIES[family]
-        cls = WanImageToVideoPipeline if profile.image_pipeline else WanPipeline
+        cls = (
+            WanVACEPipeline
+            if profile.composite
+            else WanImageToVideoPipeline
+            if profile.image_pipeline
+            else WanPipeline
+        )
         common: dict[str, Any] = {"local_files_only": True}
         try:
             # The Wan VAE and CLIP encoder stay in fp32 whatever the transformer runs in
@@ -407,6 +414,8 @@ def generate(
                 kwargs["image"] = request.first_frame
                 if request.last_frame is not None:
                     kwargs["last_image"] = request.last_frame
+            if isinstance(pipe, WanVACEPipeline):
+                kwargs |= _composite_inputs(request)
             stack.enter_context(
                 speed.block_cache(
                     transformers,
@@ -421,6 +430,9 @@ def generate(
             )
             if on_frames is not None and _decodes_in_time(pipe.vae, request):
                 latents = pipe(**(kwargs | {"output_type": "latent"})).frames
+                # VACE denoises each reference image as a latent frame ahead of the video, and
+                # drops them only when it decodes itself.
+                latents = latents[:, :, len(request.reference_images) :]
                 _decode_streaming(pipe, latents, on_frames)
                 result = np.empty((0, request.height, request.width, 3), dtype=np.uint8)
             else:
@@ -443,10 +455,25 @@ def generate(
     return Clip(frames=np.ascontiguousarray(result), fps=request.fps, blocks=counter.result())
 
 
+def _composite_inputs(request: GenerationRequest) -> dict[str, Any]:
+    """VACE's inputs as `WanVACEPipeline` takes them: frames and masks as PIL images (its video
+    processor's common form), references as a list; absent ones left out (the pipeline then
+    conditions on a blank video and an all-generate mask)."""
+    inputs: dict[str, Any] = {"conditioning_scale": request.conditioning_scale}
+    if request.video is not None:
+        inputs["video"] = [Image.fromarray(frame) for frame in request.video]
+    if request.mask is not None:
+        inputs["mask"] = [Image.fromarray(frame, mode="L") for frame in request.mask]
+    if request.reference_images:
+        inputs["reference_images"] = list(request.reference_images)
+    return inputs
+
+
 def _batch_cfg(
     pipe: Any, request: GenerationRequest, mode: speed.CfgBatch, device: torch.device
 ) -> bool:
-    if mode is speed.CfgBatch.OFF:
+    if mode is speed.CfgBatch.OFF or isinstance(pipe, WanVACEPipeline):
+        # VACE's context (`control_hidden_states`) would need batching too: not done yet.
         return False
     if mode is speed.CfgBatch.ON:
         return True
