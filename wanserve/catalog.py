@@ -44,11 +44,46 @@ class Generation(StrEnum):
     WAN22 = "wan2.2"
     WAN25 = "wan2.5"
     WAN26 = "wan2.6"
+    WAN27 = "wan2.7"
+    WAN30 = "wan3.0"
 
     @property
     def returns_actual_prompt(self) -> bool:
         # "The wan2.6 model does not return this field, regardless of prompt_extend."
         return self is not Generation.WAN26
+
+
+class Sizing(StrEnum):
+    """How a model's request names its output size."""
+
+    SIZE = "size"  # `size`: one of the model's width*height sizes
+    TIER = "tier"  # `resolution`: a tier; the video keeps its input image's (or clip's) aspect
+    RATIO = "ratio"  # `resolution` and `ratio`; "adaptive" follows the input frame, if any
+
+
+@dataclass(frozen=True)
+class Route:
+    """One way a model serves a mix of inputs (`media[]` models choose by what is sent): the
+    engine kind and checkpoint it runs, the input kinds it needs and those it takes besides.
+    Kinds are `wanserve.request.MediaKind` values."""
+
+    kind: Kind
+    checkpoint: Checkpoint
+    requires: frozenset[str]
+    accepts: frozenset[str] = frozenset()
+    sampling: Sampling | None = None  # set by `Catalog.build`: the family's, with overrides
+
+    def serves(self, present: frozenset[str]) -> bool:
+        return self.requires <= present <= self.requires | self.accepts
+
+    def describe(self) -> str:
+        need = " + ".join(sorted(self.requires)) or "no frame (text only)"
+        more = sorted(self.accepts - self.requires)
+        return need + (f" (+ {', '.join(more)})" if more else "")
+
+
+def _route(kind: Kind, ckpt: str, requires: Iterable[str], accepts: Iterable[str] = ()) -> Route:
+    return Route(kind, CHECKPOINTS[ckpt], frozenset(requires), frozenset(accepts))
 
 
 @dataclass(frozen=True, order=True)
@@ -76,6 +111,32 @@ TIER_SIZES: Mapping[str, tuple[Size, ...]] = {
 }
 TIER_AREA: Mapping[str, int] = {"480P": 832 * 480, "720P": 1280 * 720, "1080P": 1920 * 1080}
 TIER_SR: Mapping[str, int] = {"480P": 480, "720P": 720, "1080P": 1080}
+# wan2.7 and wan3.0 name sizes by tier and aspect ratio (their 4:3 sizes differ from the
+# legacy ones); the 480P 4:3 pair is ours (DashScope lists none): the 480P budget at 4:3 in
+# multiples of 16.
+RATIO_SIZES: Mapping[str, Mapping[str, Size]] = {
+    "480P": {
+        "16:9": Size(832, 480),
+        "9:16": Size(480, 832),
+        "1:1": Size(624, 624),
+        "4:3": Size(736, 544),
+        "3:4": Size(544, 736),
+    },
+    "720P": {
+        "16:9": Size(1280, 720),
+        "9:16": Size(720, 1280),
+        "1:1": Size(960, 960),
+        "4:3": Size(1104, 832),
+        "3:4": Size(832, 1104),
+    },
+    "1080P": {
+        "16:9": Size(1920, 1080),
+        "9:16": Size(1080, 1920),
+        "1:1": Size(1440, 1440),
+        "4:3": Size(1648, 1248),
+        "3:4": Size(1248, 1648),
+    },
+}
 
 
 def tier_of(size: Size) -> str:
@@ -119,6 +180,15 @@ class ModelCard:
     # An image-to-video checkpoint that continues this model's videos past one pass (the last
     # frame of a segment conditions the next). Image-driven models continue themselves.
     continuation: Checkpoint | None = None
+    # `media[]` models: the routes by the inputs sent (the first that serves them is taken),
+    # and how many of each input kind a request may send. Empty: the legacy single kind.
+    routes: tuple[Route, ...] = ()
+    media_limits: Mapping[str, int] = field(default_factory=dict)
+    sizing: Sizing | None = None  # None: SIZE for text-to-video, TIER for the rest
+    # Seconds: -1 asks the model to choose (wan3.0); it then makes `durations.default`.
+    auto_duration: bool = False
+    negative_prompt: bool = True  # wan3.0 takes none
+    editing: bool = False  # takes `input.function` (the VACE model)
     # Lossless speed-ups of the checkpoint, and the block cache tasks use unless they ask.
     speed: CheckpointSpeed = field(default_factory=CheckpointSpeed)
     cache: CachePreset = CachePreset.OFF
@@ -136,11 +206,18 @@ class ModelCard:
         return FAMILIES[self.checkpoint.family]
 
     @property
+    def size_rule(self) -> Sizing:
+        if self.sizing is not None:
+            return self.sizing
+        return Sizing.SIZE if self.kind is Kind.TEXT_TO_VIDEO else Sizing.TIER
+
+    @property
     def continued_by(self) -> Checkpoint | None:
         """The checkpoint that extends this model's videos, or None if they cannot be."""
-        if self.kind is not Kind.TEXT_TO_VIDEO or self.checkpoint.family is Family.WAN22_TI2V_5B:
+        framed = self.kind in (Kind.IMAGE_TO_VIDEO, Kind.KEYFRAMES_TO_VIDEO)
+        if framed or self.checkpoint.family is Family.WAN22_TI2V_5B:
             return self.checkpoint
-        return self.continuation
+        return self.continuation  # text-only and composite passes continue from an image
 
 
 def _card(name: str, *, ckpt: str, **kw: object) -> ModelCard:
@@ -154,11 +231,85 @@ def _card(name: str, *, ckpt: str, **kw: object) -> ModelCard:
 
 
 _2_TO_15 = Durations(tuple(range(2, 16)), 5)
+_2_TO_10 = Durations(tuple(range(2, 11)), 5)
+_2_TO_30 = Durations(tuple(range(2, 31)), 5)
 _5_OR_10 = Durations((5, 10), 5)
 _FIXED_5 = Durations((5,), 5)
 _T, _I = Kind.TEXT_TO_VIDEO, Kind.IMAGE_TO_VIDEO
 _W21, _W22, _W25, _W26 = Generation.WAN21, Generation.WAN22, Generation.WAN25, Generation.WAN26
 _ALL_TIERS = ("480P", "720P", "1080P")
+_K, _C = Kind.KEYFRAMES_TO_VIDEO, Kind.COMPOSITE
+_W27, _W30 = Generation.WAN27, Generation.WAN30
+# Input kinds, by their `media[].type` names.
+_FF, _LF, _AUDIO, _CLIP = "first_frame", "last_frame", "driving_audio", "first_clip"
+_REF_IMAGE, _REF_VIDEO, _REF_AUDIO = "reference_image", "reference_video", "reference_audio"
+_VACE = "vace-14b"
+MEDIA_TOTAL = "total"  # a `media_limits` key: reference images and videos together
+_WAN3 = {
+    "kind": _T,
+    "generation": _W30,
+    "tiers": _ALL_TIERS,
+    "default_tier": "1080P",
+    "sizing": Sizing.RATIO,
+    "durations": _2_TO_30,
+    "auto_duration": True,
+    "fps": 30,
+    "prompt_limit": 20_000,
+    "negative_prompt": False,
+    "audio": True,
+    "continuation": CHECKPOINTS["i2v-a14b"],
+    "routes": (
+        _route(_T, "t2v-a14b", ()),
+        _route(_I, "i2v-a14b", (_FF,)),
+        _route(_K, "flf2v-720p", (_FF, _LF)),
+        _route(_C, _VACE, (_REF_IMAGE,)),
+    ),
+    "media_limits": {_FF: 1, _LF: 1, _REF_IMAGE: 10, _REF_VIDEO: 5, _REF_AUDIO: 5},
+}
+_R2V26 = {
+    "kind": _C,
+    "generation": _W26,
+    "tiers": ("720P", "1080P"),
+    "default_size": Size(1920, 1080),
+    "sizing": Sizing.SIZE,
+    "durations": _2_TO_10,
+    "fps": 24,
+    "prompt_limit": 1500,
+    "audio": True,
+    "multi_shot": True,
+    "continuation": CHECKPOINTS["i2v-a14b"],
+    "routes": (_route(_C, _VACE, (_REF_IMAGE,)),),
+    "media_limits": {_REF_IMAGE: 5, _REF_VIDEO: 3, MEDIA_TOTAL: 5},
+}
+_VACE_PLUS = {
+    "kind": _C,
+    "generation": _W21,
+    "tiers": ("720P",),
+    "default_size": Size(1280, 720),
+    "sizing": Sizing.SIZE,
+    "durations": _FIXED_5,
+    "fps": 30,
+    "prompt_limit": 800,
+    "editing": True,
+    "routes": (
+        _route(
+            _C,
+            _VACE,
+            (),
+            (_REF_IMAGE, "video", "mask_image", "mask_video", _FF, _LF, _CLIP, "last_clip"),
+        ),
+    ),
+    "media_limits": {
+        _REF_IMAGE: 3,
+        "video": 1,
+        "mask_image": 1,
+        "mask_video": 1,
+        _FF: 1,
+        _LF: 1,
+        _CLIP: 1,
+        "last_clip": 1,
+    },
+}
 
 _CARDS: tuple[ModelCard, ...] = (
     # Text-to-video (seeds 000, 001).
@@ -319,8 +470,57 @@ _CARDS: tuple[ModelCard, ...] = (
     ),
 )
 
-# DashScope accepts both spellings of the Wan 2.1 text-to-video names.
-_ALIASES = {"wanx2.1-t2v-turbo": "wan2.1-t2v-turbo", "wanx2.1-t2v-plus": "wan2.1-t2v-plus"}
+_CARDS += (
+    # The media[] protocol (wan2.7, wan3.0): one model, several routes by the inputs sent.
+    _card(
+        "wan2.7-i2v",
+        ckpt="i2v-a14b",
+        kind=_I,
+        generation=_W27,
+        tiers=("720P", "1080P"),
+        default_tier="1080P",
+        durations=_2_TO_15,
+        fps=30,
+        prompt_limit=5000,
+        audio=True,
+        routes=(
+            _route(_I, "i2v-a14b", (_FF,), (_AUDIO,)),
+            _route(_K, "flf2v-720p", (_FF, _LF), (_AUDIO,)),
+            _route(_C, _VACE, (_CLIP,), (_LF,)),
+        ),
+        media_limits={_FF: 1, _LF: 1, _AUDIO: 1, _CLIP: 1},
+    ),
+    _card("wan3.0-video", ckpt="t2v-a14b", **_WAN3),
+    _card("wan3.0-video-prime", ckpt="t2v-a14b", **_WAN3),
+    # Reference-to-video: subjects from reference images (VACE), named in the prompt.
+    _card("wan2.6-r2v", ckpt=_VACE, **_R2V26),
+    _card("wan2.6-r2v-flash", ckpt=_VACE, **_R2V26),
+    _card(
+        "wan2.7-r2v",
+        ckpt=_VACE,
+        kind=_C,
+        generation=_W27,
+        tiers=("720P", "1080P"),
+        default_tier="1080P",
+        sizing=Sizing.RATIO,
+        durations=_2_TO_15,
+        fps=30,
+        prompt_limit=5000,
+        audio=True,
+        continuation=CHECKPOINTS["i2v-a14b"],
+        routes=(_route(_C, _VACE, (_REF_IMAGE,), (_FF,)),),
+        media_limits={_REF_IMAGE: 5, _REF_VIDEO: 5, _FF: 1, MEDIA_TOTAL: 5},
+    ),
+    # VACE editing: five functions on one checkpoint.
+    _card("wan2.1-vace-plus", ckpt=_VACE, **_VACE_PLUS),
+)
+
+# DashScope accepts both spellings of the Wan 2.1 names.
+_ALIASES = {
+    "wanx2.1-t2v-turbo": "wan2.1-t2v-turbo",
+    "wanx2.1-t2v-plus": "wan2.1-t2v-plus",
+    "wanx2.1-vace-plus": "wan2.1-vace-plus",
+}
 
 
 class ModelOverride(BaseModel):
@@ -343,6 +543,11 @@ class ModelOverride(BaseModel):
         default=None, description="image-to-video checkpoint that extends long videos"
     )
     continuation_family: Family | None = None
+    composite_checkpoint: str | None = Field(
+        default=None,
+        description="VACE checkpoint (wan2.1-vace family) for reference, clip and editing "
+        "inputs of media[] models",
+    )
     # Speed (docs/performance.md). Lossless: output within one 8-bit level of plain diffusers.
     cfg_batch: CfgBatch | None = Field(
         default=None, description="auto | on | off: both guidance passes in one batch-2 forward"
@@ -483,6 +688,16 @@ def _apply_override(card: ModelCard, o: ModelOverride | None, steps: int | None)
         adapter=o.lora if o is not None else None,
         adapter_scale=o.lora_scale if o is not None and o.lora_scale is not None else 1.0,
     )
+    built = dataclasses.replace(
+        built,
+        routes=_routes(
+            card,
+            checkpoint,
+            sampling,
+            o.composite_checkpoint if o else None,
+            o.steps if o and o.steps else steps,
+        ),
+    )
     effective = built.continued_by
     if effective is not None and effective is not checkpoint:
         cont = FAMILIES[effective.family]
@@ -498,6 +713,30 @@ def _apply_override(card: ModelCard, o: ModelOverride | None, steps: int | None)
                 f"{FAMILIES[checkpoint.family].native_fps} fps"
             )
     return built
+
+
+def _routes(
+    card: ModelCard,
+    checkpoint: Checkpoint,
+    sampling: Sampling,
+    composite: str | None,
+    steps: int | None,
+) -> tuple[Route, ...]:
+    """The card's routes on this deployment: the model's own checkpoint (overridden or not)
+    where a route runs it, the configured VACE checkpoint for composite routes, and each
+    other checkpoint's official sampling at the global step count."""
+    routes = []
+    for route in card.routes:
+        if route.checkpoint == card.checkpoint:
+            routes.append(dataclasses.replace(route, checkpoint=checkpoint, sampling=sampling))
+            continue
+        target = route.checkpoint
+        if route.kind is Kind.COMPOSITE and composite is not None:
+            target = dataclasses.replace(target, source=composite)
+        base = FAMILIES[target.family].sampling
+        own = dataclasses.replace(base, steps=steps or base.steps)
+        routes.append(dataclasses.replace(route, checkpoint=target, sampling=own))
+    return tuple(routes)
 
 
 def checkpoint_speeds(catalog: Catalog) -> dict[str, CheckpointSpeed]:

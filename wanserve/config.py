@@ -171,6 +171,12 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(default=4096 * 4096, ge=256)
     max_audio_bytes: int = Field(default=15 * 1024 * 1024, ge=1024)
+    max_video_bytes: int = Field(
+        default=100 * 1024 * 1024, ge=1024, description="an input video (clips, VACE sources)"
+    )
+    max_video_seconds: float = Field(
+        default=30.0, gt=0, le=600, description="an input video's length; longer is refused"
+    )
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     upload_ttl_seconds: int = Field(default=48 * 3600, ge=60)
     upload_quota_bytes: int = Field(

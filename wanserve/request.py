@@ -33,7 +33,7 @@ from wanserve.media.datauri import parse_data_uri
 SEED_MAX = 2_147_483_647
 # Prompts past a model's limit are truncated, as the seeds say; past this they are refused, so a
 # client cannot make the server store and echo megabytes of text per task.
-PROMPT_HARD_LIMIT = 10_000
+PROMPT_HARD_LIMIT = 20_000  # wan3.0 takes 20,000 characters
 # Per-request sampling overrides (an extension): bounded so one request cannot hold a worker
 # for thousands of steps, nor ask for a guidance scale no checkpoint was trained near.
 STEPS_MAX = 100
@@ -45,12 +45,42 @@ CALLBACK_FIELD = "parameters.callback_url"
 MAX_CALLBACK_URL = 2048
 
 
+class Medium(StrEnum):
+    IMAGE = "image"
+    VIDEO = "video"
+    AUDIO = "audio"
+
+
 class MediaKind(StrEnum):
-    """What an input is for, in DashScope's `media[].type` vocabulary."""
+    """What an input is for, in DashScope's `media[].type` vocabulary (the VACE model's flat
+    `*_url` fields map onto the same kinds)."""
 
     FIRST_FRAME = "first_frame"
     LAST_FRAME = "last_frame"
     DRIVING_AUDIO = "driving_audio"  # the video's sound track (wan2.5 and later)
+    FIRST_CLIP = "first_clip"  # a video to continue
+    LAST_CLIP = "last_clip"  # a video to lead into (VACE video_extension)
+    REFERENCE_IMAGE = "reference_image"  # a subject or background to put in the video
+    REFERENCE_VIDEO = "reference_video"
+    REFERENCE_AUDIO = "reference_audio"
+    VIDEO = "video"  # the source video an edit works on
+    MASK_IMAGE = "mask_image"  # white: edit, black: keep
+    MASK_VIDEO = "mask_video"
+
+    @property
+    def medium(self) -> Medium:
+        return _MEDIUM.get(self, Medium.IMAGE)
+
+
+_MEDIUM = {
+    MediaKind.DRIVING_AUDIO: Medium.AUDIO,
+    MediaKind.REFERENCE_AUDIO: Medium.AUDIO,
+    MediaKind.FIRST_CLIP: Medium.VIDEO,
+    MediaKind.LAST_CLIP: Medium.VIDEO,
+    MediaKind.REFERENCE_VIDEO: Medium.VIDEO,
+    MediaKind.VIDEO: Medium.VIDEO,
+    MediaKind.MASK_VIDEO: Medium.VIDEO,
+}
 
 
 @dataclass(frozen=True)
@@ -99,6 +129,34 @@ class Extensions:
     cache: CachePreset | None = None  # transformer block cache preset
 
 
+class Function(StrEnum):
+    """The VACE model's editing functions (`input.function`)."""
+
+    IMAGE_REFERENCE = "image_reference"
+    VIDEO_REPAINTING = "video_repainting"
+    VIDEO_EDIT = "video_edit"
+    VIDEO_EXTENSION = "video_extension"
+    VIDEO_OUTPAINTING = "video_outpainting"
+
+
+@dataclass(frozen=True)
+class Edit:
+    """How an editing model uses its inputs (the VACE parameters); None: its default."""
+
+    function: Function | None = None
+    obj_or_bg: tuple[str, ...] | None = None  # per reference image: "obj" or "bg"
+    control_condition: str | None = None  # video_repainting: posebodyface|posebody|depth|scribble
+    strength: float | None = None  # video_repainting: 0..1
+    mask_type: str | None = None  # video_edit: tracking | fixed
+    expand_ratio: float | None = None  # video_edit: 0..1
+    expand_mode: str | None = None  # video_edit: hull | bbox | original
+    mask_frame_id: int | None = None  # video_edit: the frame the mask image belongs to (1-based)
+    top_scale: float | None = None  # video_outpainting: 1..2 each
+    bottom_scale: float | None = None
+    left_scale: float | None = None
+    right_scale: float | None = None
+
+
 @dataclass(frozen=True)
 class SynthesisRequest:
     """A create request from any door, typed; None: absent (the model's default applies)."""
@@ -119,6 +177,8 @@ class SynthesisRequest:
     watermark: bool | None = None
     shot_type: str | None = None  # one of SHOT_TYPES
     audio: bool | None = None  # generate a sound track
+    ratio: str | None = None  # an aspect ratio such as 16:9, or "adaptive" (media[] models)
+    edit: Edit = Edit()
     extensions: Extensions = Extensions()
     # Not part of the generation: where the task's end is POSTed (see tasks/webhooks.py).
     callback_url: str | None = None
@@ -128,13 +188,18 @@ class SynthesisRequest:
 
     @classmethod
     def of(cls, *, model: str, media: tuple[Media, ...], values: Mapping[str, Any]) -> Self:
-        """A request from a door's fields matched by name: each is a field of the request or
-        of its `Extensions`, so a door that names a field as the request does declares it
-        once, in its model. A name that is neither is a programming error (TypeError)."""
+        """A request from a door's fields matched by name: each is a field of the request,
+        of its `Edit` or of its `Extensions`, so a door that names a field as the request
+        does declares it once, in its model. A name that is none of them is a programming
+        error (TypeError)."""
         own = {f.name for f in dataclasses.fields(cls)}
-        extensions = {k: v for k, v in values.items() if k not in own}
+        edits = {f.name for f in dataclasses.fields(Edit)}
+        extensions = {k: v for k, v in values.items() if k not in own and k not in edits}
+        edit = Edit(**{k: v for k, v in values.items() if k in edits})
         fields = {k: v for k, v in values.items() if k in own}
-        return cls(model=model, media=media, extensions=Extensions(**extensions), **fields)
+        return cls(
+            model=model, media=media, edit=edit, extensions=Extensions(**extensions), **fields
+        )
 
 
 # -- Readers: a JSON value to its typed form, or the error every door gives. -----------------
@@ -384,3 +449,179 @@ def _is_ip_literal(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+# -- Editing and media[] readers. -------------------------------------------------------------
+
+RATIOS = ("16:9", "9:16", "1:1", "4:3", "3:4")
+ADAPTIVE = "adaptive"
+CONTROL_CONDITIONS = ("posebodyface", "posebody", "depth", "scribble")
+MASK_TYPES = ("tracking", "fixed")
+EXPAND_MODES = ("hull", "bbox", "original")
+# Inputs one request may list (`input.media` and the reference lists): DashScope's largest
+# model takes 22 (10 images, 5 videos, 5 audio clips, 2 frames); more is refused at once.
+MAX_MEDIA = 24
+
+
+def ratio(value: object) -> str | None:
+    if value is None:
+        return None
+    if value not in (*RATIOS, ADAPTIVE):
+        raise InvalidParameter(
+            f"ratio {value!r} must be one of {', '.join(RATIOS)} or {ADAPTIVE}.", field="ratio"
+        )
+    assert isinstance(value, str)
+    return value
+
+
+def function(value: object) -> Function | None:
+    """`input.function`: a VACE function; the SDK's own default ("video-synthesis", which it
+    sends on every call) and anything else that is not a VACE function read as absent, and
+    the models that need one say so."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidParameter("input.function must be a string.", field="function")
+    try:
+        return Function(value)
+    except ValueError:
+        return None
+
+
+def choice(value: object, name: str, options: tuple[str, ...]) -> str | None:
+    if value is None:
+        return None
+    if value not in options:
+        raise InvalidParameter(f"{name} {value!r} must be one of {', '.join(options)}.", field=name)
+    assert isinstance(value, str)
+    return value
+
+
+def number_in(value: object, name: str, low: float, high: float) -> float | None:
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not low <= value <= high
+    ):
+        raise InvalidParameter(
+            f"{name} {value!r} must be a number from {low:g} to {high:g}.", field=name
+        )
+    return float(value)
+
+
+def mask_frame_id(value: object) -> int | None:
+    return _integer_in(value, "mask_frame_id", 1, 10_000)
+
+
+def obj_or_bg(value: object) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) > MAX_MEDIA:
+        raise InvalidParameter(
+            f"obj_or_bg must be a list of at most {MAX_MEDIA} entries, each 'obj' or 'bg'.",
+            field="obj_or_bg",
+        )
+    for item in value:
+        if item not in ("obj", "bg"):
+            raise InvalidParameter(
+                f"obj_or_bg entries must be 'obj' or 'bg', not {item!r}.", field="obj_or_bg"
+            )
+    return tuple(value)
+
+
+def media_list(value: object, name: str, kind: MediaKind) -> tuple[Media, ...]:
+    """A list of URLs of one kind (`ref_images_url`, `reference_video_urls`): each item is a
+    source, named `name[i]` in errors."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise InvalidParameter(f"{name} must be a list of URLs.", field=name)
+    _check_count(value, name)
+    found = []
+    for i, item in enumerate(value):
+        source = media_source(item, f"{name}[{i}]")
+        if source is None:
+            raise InvalidParameter(f"{name}[{i}] is empty.", field=f"{name}[{i}]")
+        found.append(Media(kind, source, f"{name}[{i}]"))
+    return tuple(found)
+
+
+_VIDEO_SUFFIXES = (".mp4", ".mov")
+
+
+def reference_list(value: object, name: str) -> tuple[Media, ...]:
+    """wan2.6-r2v's `reference_urls`: images and videos in one list, told apart as DashScope
+    does, by the file (a video's path ends in .mp4 or .mov; a data URI names its type)."""
+    return tuple(
+        dataclasses.replace(media, kind=MediaKind.REFERENCE_VIDEO)
+        if _is_video(media.source)
+        else media
+        for media in media_list(value, name, MediaKind.REFERENCE_IMAGE)
+    )
+
+
+def _is_video(source: MediaSource) -> bool:
+    if isinstance(source, Inline):
+        return source.media_type.startswith("video/")
+    return urlsplit(source.url).path.lower().endswith(_VIDEO_SUFFIXES)
+
+
+def media_items(value: object) -> tuple[Media, ...]:
+    """`input.media`: a list of `{"type": ..., "url": ...}`, each named `media[i]`."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise InvalidParameter(
+            'input.media must be a list of {"type": ..., "url": ...} objects.', field="media"
+        )
+    _check_count(value, "input.media")
+    kinds = ", ".join(k.value for k in MediaKind if k in _MEDIA_TYPES)
+    found = []
+    for i, item in enumerate(value):
+        name = f"media[{i}]"
+        if not isinstance(item, dict):
+            raise InvalidParameter(
+                f'input.{name} must be an object with "type" and "url".', field=name
+            )
+        kind = item.get("type")
+        if not isinstance(kind, str) or kind not in _MEDIA_TYPES:
+            raise InvalidParameter(
+                f"input.{name}.type {kind!r} is not a media type; one of {kinds}.", field=name
+            )
+        source = media_source(item.get("url"), f"input.{name}.url")
+        if source is None:
+            raise InvalidParameter(f"input.{name}.url is required.", field=name)
+        if item.get("reference_voice") is not None:
+            raise InvalidParameter(
+                f"input.{name}.reference_voice is not supported: no open model clones a voice "
+                "from a sample yet.",
+                field=name,
+            )
+        found.append(Media(MediaKind(kind), source, f"input.{name}"))
+    return tuple(found)
+
+
+# The types `input.media[].type` may name (the VACE masks and last clip have flat fields only).
+_MEDIA_TYPES = frozenset(
+    {
+        MediaKind.FIRST_FRAME,
+        MediaKind.LAST_FRAME,
+        MediaKind.DRIVING_AUDIO,
+        MediaKind.FIRST_CLIP,
+        MediaKind.REFERENCE_IMAGE,
+        MediaKind.REFERENCE_VIDEO,
+        MediaKind.REFERENCE_AUDIO,
+        MediaKind.VIDEO,
+    }
+)
+
+
+def _check_count(value: list[Any], name: str) -> None:
+    if len(value) > MAX_MEDIA:
+        raise InvalidParameter(
+            f"{name} lists {len(value)} inputs; at most {MAX_MEDIA} are accepted.",
+            field=name,
+        )

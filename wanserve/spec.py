@@ -23,21 +23,28 @@ from typing import Any
 from wanserve.catalog import (
     DEFAULT_NEGATIVE_PROMPT,
     FAMILIES,
+    MEDIA_TOTAL,
+    RATIO_SIZES,
     TIER_AREA,
     Catalog,
+    Checkpoint,
     Family,
     Generation,
     Kind,
     ModelCard,
+    Route,
+    Sampling,
     Size,
+    Sizing,
     frames_for,
     generation_size,
     tier_of,
 )
+from wanserve.editing import EditPlan, edit_plan, implicit_plan
 from wanserve.engine.adapters import AdapterDirectory, AdapterUse
 from wanserve.engine.families import flow_shift_at
 from wanserve.errors import InvalidParameter
-from wanserve.request import SEED_MAX, Inline, Media, MediaKind, SynthesisRequest
+from wanserve.request import ADAPTIVE, SEED_MAX, Inline, Media, MediaKind, SynthesisRequest
 
 __all__ = ["SEED_MAX", "SynthesisRequest"]  # re-exported: the request every spec is built from
 
@@ -80,13 +87,15 @@ class MediaRef:
     field: str  # the request field that carried it, named in errors
     url: str  # http(s), or oss:// (data: in rows written by earlier versions); "" while inline
     inline: Inline | None = None
+    kind: str = ""  # its MediaKind, for composite inputs ("" for the legacy image/audio slots)
 
     @classmethod
-    def of(cls, media: Media) -> MediaRef:
+    def of(cls, media: Media, *, kinded: bool = False) -> MediaRef:
+        kind = media.kind.value if kinded else ""
         source = media.source
         if isinstance(source, Inline):
-            return cls(field=media.field, url="", inline=source)
-        return cls(field=media.field, url=source.url)
+            return cls(field=media.field, url="", inline=source, kind=kind)
+        return cls(field=media.field, url=source.url, kind=kind)
 
     @property
     def scheme(self) -> MediaScheme:
@@ -98,7 +107,8 @@ class MediaRef:
     def to_dict(self) -> dict[str, str]:
         if self.inline is not None:
             raise ValueError(f"{self.field}: inline bytes are stored as an upload first")
-        return {"field": self.field, "url": self.url}
+        kind = {"kind": self.kind} if self.kind else {}
+        return {"field": self.field, "url": self.url, **kind}
 
 
 @dataclass(frozen=True)
@@ -157,6 +167,12 @@ class GenerationSpec:
     cache: str = "off"  # block cache preset (wanserve.engine.options.CachePreset)
     # LoRA adapters of every pass: the model's own (a preset's), then the request's.
     adapters: tuple[AdapterUse, ...] = ()
+    # Composite (VACE) passes: the inputs by kind (reference images, source video, masks,
+    # clips and frames to extend) and how they are used.
+    inputs: tuple[MediaRef, ...] = ()
+    edit: EditPlan | None = None
+    # The first pass's known frames come from a clip (first_clip): its size follows the clip.
+    sized_by_clip: bool = False
 
     @property
     def size(self) -> Size:
@@ -189,11 +205,22 @@ class GenerationSpec:
         return dataclasses.replace(self, prompt=prompt)
 
     def with_inputs(
-        self, *, image: MediaRef | None, last_image: MediaRef | None, audio_ref: MediaRef | None
+        self,
+        *,
+        image: MediaRef | None,
+        last_image: MediaRef | None,
+        audio_ref: MediaRef | None,
+        inputs: tuple[MediaRef, ...] = (),
     ) -> GenerationSpec:
         """The same video reading its inputs from these references (inline bytes moved to the
         upload store, uploads checked)."""
-        return dataclasses.replace(self, image=image, last_image=last_image, audio_ref=audio_ref)
+        return dataclasses.replace(
+            self, image=image, last_image=last_image, audio_ref=audio_ref, inputs=inputs
+        )
+
+    def with_size(self, size: Size) -> GenerationSpec:
+        """The same video at `size` (a composite pass sized by its clip)."""
+        return self._sized(size)
 
     def segment(
         self, *, num_frames: int, prompt: str, seed: int, continued: bool
@@ -201,7 +228,7 @@ class GenerationSpec:
         """One denoising pass of this video: its own frame count, prompt and seed; `continued`
         passes are conditioned on an image through the continuation checkpoint."""
         changes: dict[str, Any] = {"num_frames": num_frames, "prompt": prompt, "seed": seed}
-        if continued and self.kind is Kind.TEXT_TO_VIDEO:
+        if continued and self.kind in (Kind.TEXT_TO_VIDEO, Kind.COMPOSITE):
             if self.continuation_checkpoint is None or self.continuation_family is None:
                 raise ValueError(f"{self.model} has no image-to-video checkpoint to continue with")
             sampling = FAMILIES[self.continuation_family].sampling
@@ -213,6 +240,8 @@ class GenerationSpec:
                 "guidance_scale": sampling.guidance_scale,
                 "guidance_scale_2": sampling.guidance_scale_2,
                 "flow_shift": sampling.flow_shift_for(area),
+                "inputs": (),
+                "edit": None,
             }
         return dataclasses.replace(self, **changes)
 
@@ -221,6 +250,7 @@ class GenerationSpec:
         for key in _MEDIA_FIELDS:
             ref = getattr(self, key)
             data[key] = None if ref is None else ref.to_dict()
+        data["inputs"] = [ref.to_dict() for ref in self.inputs]
         return json.dumps(data, ensure_ascii=False, sort_keys=True)
 
     @classmethod
@@ -235,6 +265,12 @@ class GenerationSpec:
         if data.get("continuation_family") is not None:
             data["continuation_family"] = Family(data["continuation_family"])
         data["adapters"] = tuple(AdapterUse(**a) for a in data.get("adapters", ()))
+        data["inputs"] = tuple(MediaRef(**ref) for ref in data.get("inputs", ()))
+        edit = data.get("edit")
+        if edit is not None:
+            edit["roles"] = tuple(edit["roles"])
+            edit["scales"] = tuple(edit["scales"])
+            data["edit"] = EditPlan(**edit)
         return cls(**data)
 
 
@@ -267,15 +303,33 @@ def build_spec(
 
     The request's values are typed already (its door read them); what is checked here is what
     depends on the model: its sizes, tiers, durations, inputs and features."""
-    t2v = card.kind is Kind.TEXT_TO_VIDEO
-    if t2v and (req.prompt is None or not req.prompt.strip()):
+    route = _route(req, card)
+    kind = route.kind if route is not None else card.kind
+    if kind in (Kind.TEXT_TO_VIDEO, Kind.COMPOSITE) and (
+        req.prompt is None or not req.prompt.strip()
+    ):
         raise InvalidParameter("input.prompt is required and must not be empty.", field="prompt")
+    if req.negative_prompt is not None and not card.negative_prompt:
+        raise InvalidParameter(
+            f"negative_prompt is not a parameter of {card.name}: describe what to avoid in "
+            "the prompt.",
+            field="negative_prompt",
+        )
+    if req.edit.function is not None and not card.editing:
+        raise InvalidParameter(
+            f"input.function {req.edit.function.value!r} is a parameter of wan2.1-vace-plus, "
+            f"not of {card.name}.",
+            field="function",
+        )
 
-    size, tier = _size_and_tier(req, card)
+    size, tier = _size_and_tier(req, card, kind)
     duration = _duration(req.duration, card)
     prompt_extend = True if req.prompt_extend is None else req.prompt_extend
     shot_type = _shot_type(req.shot_type, card, prompt_extend=prompt_extend, features=features)
-    image, last_image = _images(req, card)
+    if route is None:
+        image, last_image = _images(req, card)
+    else:
+        image, last_image = _framed(req, kind)
     audio_ref = _one(req, MediaKind.DRIVING_AUDIO)
     if audio_ref is not None and not card.audio:
         raise InvalidParameter(
@@ -284,12 +338,36 @@ def build_spec(
             field=audio_ref.field,
         )
     audio = _audio(req.audio, card, has_audio_url=audio_ref is not None, features=features)
+    inputs: tuple[MediaRef, ...] = ()
+    edit: EditPlan | None = None
+    if kind is Kind.COMPOSITE:
+        edit = edit_plan(req, card.name) if card.editing else implicit_plan(req)
+        inputs = tuple(
+            MediaRef.of(m, kinded=True) for m in req.media if m.kind is not MediaKind.DRIVING_AUDIO
+        )
+        if req.extensions.cache is not None and req.extensions.cache.value != "off":
+            raise InvalidParameter(
+                f"cache is not available for {card.name}'s VACE passes: the block caches are "
+                "not calibrated for it.",
+                field="cache",
+            )
+    checkpoint = route.checkpoint if route is not None else card.checkpoint
+    sampling = route.sampling if route is not None and route.sampling else card.sampling
     extensions = req.extensions
-    guidance, guidance_2 = _guidance(extensions.guidance_scale, card)
+    guidance, guidance_2 = _guidance(extensions.guidance_scale, sampling)
     adapters = _adapters(extensions.lora, extensions.lora_scale, card, features=features)
 
-    profile = FAMILIES[card.checkpoint.family]
-    continuation = card.continued_by
+    profile = FAMILIES[checkpoint.family]
+    continuation = card.continued_by if kind is card.kind else _continued_by(kind, route, card)
+    if kind is Kind.KEYFRAMES_TO_VIDEO and frames_for(duration, profile.native_fps) > (
+        profile.frames_per_pass
+    ):
+        raise InvalidParameter(
+            f"duration {duration} is too long for a first and last frame video on this server: "
+            f"{checkpoint.family.value} makes one pass of at most "
+            f"{profile.frames_per_pass // profile.native_fps} seconds between its two frames.",
+            field="duration",
+        )
     multiple = profile.size_multiple
     if continuation is not None:
         # Every segment shares one denoising size, so it must suit both checkpoints.
@@ -297,10 +375,10 @@ def build_spec(
     negative = req.negative_prompt
     spec = GenerationSpec(
         model=card.name,
-        kind=card.kind,
+        kind=kind,
         generation=card.generation,
-        checkpoint=card.checkpoint.source,
-        family=card.checkpoint.family,
+        checkpoint=checkpoint.source,
+        family=checkpoint.family,
         orig_prompt=req.prompt,
         prompt=(req.prompt or "")[: card.prompt_limit],
         negative_prompt=(
@@ -311,18 +389,18 @@ def build_spec(
         fps=card.fps,
         native_fps=profile.native_fps,
         num_frames=frames_for(duration, profile.native_fps),
-        steps=card.sampling.steps if extensions.steps is None else extensions.steps,
+        steps=sampling.steps if extensions.steps is None else extensions.steps,
         guidance_scale=guidance,
         guidance_scale_2=guidance_2,
-        flow_shift=card.sampling.flow_shift,
-        low_res_flow_shift=card.sampling.low_res_flow_shift,
+        flow_shift=sampling.flow_shift,
+        low_res_flow_shift=sampling.low_res_flow_shift,
         # Chosen now and stored, so a retried or restarted task makes the same video.
         seed=secrets.randbelow(SEED_MAX + 1) if req.seed is None else req.seed,
         watermark=bool(req.watermark),
         prompt_extend=prompt_extend,
         shot_type=shot_type,
         audio=audio,
-        max_area=card.checkpoint.max_area,
+        max_area=checkpoint.max_area,
         size_multiple=multiple,
         frames_per_pass=profile.frames_per_pass,
         continuation_checkpoint=continuation.source if continuation else None,
@@ -332,12 +410,109 @@ def build_spec(
         last_image=last_image,
         audio_ref=audio_ref,
         adapters=adapters,
+        inputs=inputs,
+        edit=edit,
+        sized_by_clip=size is None and bool(req.inputs(MediaKind.FIRST_CLIP)),
     )
     return spec._sized(size) if size is not None else spec
 
 
-def _size_and_tier(req: SynthesisRequest, card: ModelCard) -> tuple[Size | None, str]:
-    if card.kind is Kind.TEXT_TO_VIDEO:
+_LEGACY_INPUTS = (MediaKind.FIRST_FRAME, MediaKind.LAST_FRAME, MediaKind.DRIVING_AUDIO)
+
+
+def _route(req: SynthesisRequest, card: ModelCard) -> Route | None:
+    """The route that serves the inputs sent (None for a model of one kind), after checking
+    each input kind is the model's and within its count."""
+    if not card.routes:
+        for media in req.media:
+            if media.kind not in _LEGACY_INPUTS:
+                raise InvalidParameter(
+                    f"{media.field} ({media.kind.value}) is not an input of {card.name}.",
+                    field=media.field,
+                )
+        return None
+    seen: dict[str, int] = {}
+    references = 0
+    total = card.media_limits.get(MEDIA_TOTAL)
+    for media in req.media:
+        kind = media.kind.value
+        limit = card.media_limits.get(kind)
+        if limit is None:
+            takes = ", ".join(k for k in card.media_limits if k != MEDIA_TOTAL)
+            raise InvalidParameter(
+                f"{media.field} ({kind}) is not an input of {card.name}; it takes {takes}.",
+                field=media.field,
+            )
+        seen[kind] = seen.get(kind, 0) + 1
+        if seen[kind] > limit:
+            raise InvalidParameter(
+                f"{media.field}: {card.name} takes at most {limit} {kind} input"
+                f"{'s' if limit > 1 else ''}.",
+                field=media.field,
+            )
+        if media.kind in (MediaKind.REFERENCE_IMAGE, MediaKind.REFERENCE_VIDEO):
+            references += 1
+            if total is not None and references > total:
+                raise InvalidParameter(
+                    f"{media.field}: {card.name} takes at most {total} reference images and "
+                    "videos together.",
+                    field=media.field,
+                )
+    present = frozenset(seen)
+    for route in card.routes:
+        if route.serves(present):
+            return route
+    served = frozenset().union(*(r.requires | r.accepts for r in card.routes))
+    for media in req.media:
+        if media.kind.value not in served:
+            raise InvalidParameter(
+                f"{media.field}: {card.name} on this server cannot take {media.kind.value} "
+                "inputs: no open checkpoint it runs conditions on them yet (see "
+                "docs/models.md).",
+                field=media.field,
+            )
+    sent = " + ".join(sorted(present)) or "no inputs"
+    offered = "; ".join(r.describe() for r in card.routes)
+    field = req.media[-1].field if req.media else "media"
+    raise InvalidParameter(f"{card.name} takes {offered}; this request sends {sent}.", field=field)
+
+
+def _framed(req: SynthesisRequest, kind: Kind) -> tuple[MediaRef | None, MediaRef | None]:
+    """The first and last frame of a route that conditions on them (its route checked they
+    are there); a composite route reads its frames among its inputs instead."""
+    if kind not in (Kind.IMAGE_TO_VIDEO, Kind.KEYFRAMES_TO_VIDEO):
+        return None, None
+    first = _one(req, MediaKind.FIRST_FRAME)
+    last = _one(req, MediaKind.LAST_FRAME) if kind is Kind.KEYFRAMES_TO_VIDEO else None
+    return first, last
+
+
+def _continued_by(kind: Kind, route: Route | None, card: ModelCard) -> Checkpoint | None:
+    """The checkpoint that continues a route's video past one pass."""
+    if route is not None and kind is Kind.IMAGE_TO_VIDEO:
+        return route.checkpoint
+    if card.continuation is not None:
+        return card.continuation
+    if Kind.IMAGE_TO_VIDEO in FAMILIES[card.checkpoint.family].kinds:
+        return card.checkpoint
+    return None
+
+
+def _size_and_tier(req: SynthesisRequest, card: ModelCard, kind: Kind) -> tuple[Size | None, str]:
+    rule = card.size_rule
+    if rule is not Sizing.RATIO and req.ratio is not None:
+        raise InvalidParameter(
+            f"ratio is not a parameter of {card.name}: "
+            + (
+                "set size."
+                if rule is Sizing.SIZE
+                else "the video keeps the aspect ratio of its input frame or clip."
+            ),
+            field="ratio",
+        )
+    if rule is Sizing.RATIO:
+        return _ratio_size(req, card, kind)
+    if rule is Sizing.SIZE:
         if req.resolution is not None:
             raise InvalidParameter(
                 f"resolution is not a parameter of text-to-video model {card.name}: set size to "
@@ -354,6 +529,31 @@ def _size_and_tier(req: SynthesisRequest, card: ModelCard) -> tuple[Size | None,
                 field="size",
             )
         return req.size, tier_of(req.size)
+    return _tier(req, card)
+
+
+def _ratio_size(req: SynthesisRequest, card: ModelCard, kind: Kind) -> tuple[Size | None, str]:
+    """A `resolution` tier and a `ratio`: that size; "adaptive" (the default) follows the
+    input frame where there is one, else 16:9."""
+    if req.size is not None and not req.size_names_tier:
+        raise InvalidParameter(
+            f"size is not a parameter of {card.name}: set resolution (one of "
+            f"{', '.join(card.tiers)}) and ratio.",
+            field="size",
+        )
+    _, tier = _tier(req, card)  # the tier (an openai size names one)
+    ratio = req.ratio or ADAPTIVE
+    framed = kind in (Kind.IMAGE_TO_VIDEO, Kind.KEYFRAMES_TO_VIDEO) or bool(
+        req.inputs(MediaKind.FIRST_FRAME)
+    )
+    if ratio == ADAPTIVE:
+        if framed:
+            return None, tier
+        ratio = "16:9"
+    return RATIO_SIZES[tier][ratio], tier
+
+
+def _tier(req: SynthesisRequest, card: ModelCard) -> tuple[Size | None, str]:
     if req.size is not None and req.size_names_tier:
         if req.resolution is not None:
             raise InvalidParameter("send size or resolution, not both.", field="size")
@@ -384,23 +584,25 @@ def _size_and_tier(req: SynthesisRequest, card: ModelCard) -> tuple[Size | None,
 
 
 def _duration(value: int | None, card: ModelCard) -> int:
-    if value is None:
+    if value is None or (value == -1 and card.auto_duration):
+        # -1: "the model chooses"; it makes its default length.
         return card.durations.default
     if value not in card.durations.allowed:
         raise InvalidParameter(
             f"duration {value!r} is not supported by {card.name}: it is "
-            f"{card.durations.describe()} (seconds).",
+            f"{card.durations.describe()} (seconds)"
+            + (", or -1 to let the model choose." if card.auto_duration else "."),
             field="duration",
         )
     return value
 
 
-def _guidance(value: float | None, card: ModelCard) -> tuple[float, float | None]:
+def _guidance(value: float | None, sampling: Sampling) -> tuple[float, float | None]:
     """(guidance_scale, guidance_scale_2): a requested scale applies to both experts of a
     two-expert (Wan2.2 A14B) checkpoint, so that 1.0 turns guidance off for the whole run."""
     if value is None:
-        return card.sampling.guidance_scale, card.sampling.guidance_scale_2
-    return value, (value if card.sampling.guidance_scale_2 is not None else None)
+        return sampling.guidance_scale, sampling.guidance_scale_2
+    return value, (value if sampling.guidance_scale_2 is not None else None)
 
 
 def _shot_type(

@@ -43,8 +43,41 @@ def catalog() -> Catalog:
     return Catalog.build()
 
 
-def test_every_seed_model_is_served_plus_key_frames(catalog: Catalog) -> None:
-    assert set(catalog.names()) == SEED_MODELS | {"wanx2.1-kf2v-plus"}
+# DashScope's models past the seeds (anchors-2026-12-07): key frames, the media[] protocol,
+# reference-to-video and VACE editing.
+LATER_MODELS = {
+    "wanx2.1-kf2v-plus",
+    "wan2.7-i2v",
+    "wan3.0-video",
+    "wan3.0-video-prime",
+    "wan2.6-r2v",
+    "wan2.6-r2v-flash",
+    "wan2.7-r2v",
+    "wan2.1-vace-plus",
+    "wanx2.1-vace-plus",
+}
+
+
+def test_every_seed_model_is_served_plus_the_later_ones(catalog: Catalog) -> None:
+    assert set(catalog.names()) == SEED_MODELS | LATER_MODELS
+
+
+def test_routes_follow_the_inputs_and_overrides_reach_them() -> None:
+    built = Catalog.build(
+        {"wan3.0-video": ModelOverride(composite_checkpoint="/weights/vace")}, steps=3
+    )
+    card = built.get("wan3.0-video")
+    kinds = [(r.kind, r.checkpoint.family) for r in card.routes]
+    assert kinds == [
+        (Kind.TEXT_TO_VIDEO, Family.WAN22_T2V_A14B),
+        (Kind.IMAGE_TO_VIDEO, Family.WAN22_I2V_A14B),
+        (Kind.KEYFRAMES_TO_VIDEO, Family.WAN21_FLF2V),
+        (Kind.COMPOSITE, Family.WAN21_VACE),
+    ]
+    assert card.routes[-1].checkpoint.source == "/weights/vace"
+    assert all(r.sampling is not None and r.sampling.steps == 3 for r in card.routes)
+    assert card.routes[0].serves(frozenset()) and not card.routes[0].serves({"first_frame"})
+    assert card.routes[2].serves(frozenset({"first_frame", "last_frame"}))
 
 
 def test_first_and_last_frame_model(catalog: Catalog) -> None:

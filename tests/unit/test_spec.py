@@ -96,9 +96,9 @@ def test_long_prompts_are_truncated_not_rejected(model: str, limit: int) -> None
 
 
 def test_absurdly_long_text_is_refused() -> None:
-    assert spec(prompt="x" * 10_000).orig_prompt == "x" * 10_000
-    rejects("prompt has 10001 characters; more than 10000 are refused", prompt="x" * 10_001)
-    rejects("negative_prompt has 20000 characters", negative_prompt="x" * 20_000)
+    assert spec(prompt="x" * 20_000).orig_prompt == "x" * 20_000
+    rejects("prompt has 20001 characters; more than 20000 are refused", prompt="x" * 20_001)
+    rejects("negative_prompt has 20001 characters", negative_prompt="x" * 20_001)
 
 
 def test_negative_prompt_truncated_to_500_or_defaulted() -> None:

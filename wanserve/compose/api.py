@@ -86,6 +86,7 @@ def build_services(
             max_queue=settings.max_queue,
             max_image_bytes=settings.max_image_bytes,
             max_audio_bytes=settings.max_audio_bytes,
+            max_video_bytes=settings.max_video_bytes,
         ),
         cancel_running=settings.cancel_running,
         destinations=shared.fetcher,

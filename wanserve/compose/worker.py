@@ -35,6 +35,7 @@ from wanserve.engine.prompt import (
 from wanserve.engine.request import AudioDrivenVideo, AudioGenerator, EngineConfig, Runner
 from wanserve.engine.runner import PipelineRunner, build_runner
 from wanserve.media.audio import AudioLimits
+from wanserve.media.clips import VideoLimits
 from wanserve.media.image import ImageLimits
 from wanserve.media.video import EncodeSettings
 from wanserve.observability import (
@@ -85,6 +86,9 @@ def build_execution(
                 max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
             ),
             audio_limits=AudioLimits(max_bytes=settings.max_audio_bytes),
+            video_limits=VideoLimits(
+                max_bytes=settings.max_video_bytes, max_seconds=settings.max_video_seconds
+            ),
         ),
         scratch_dir=settings.data_dir / "tmp",
         free_space=shared.free_space,

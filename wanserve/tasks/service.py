@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from typing import overload
 
 from wanserve.catalog import Catalog
 from wanserve.clock import Clock, utcnow
 from wanserve.errors import InvalidParameter, InvalidURL, NotFound, Throttled, UnsupportedOperation
-from wanserve.request import SynthesisRequest
+from wanserve.request import MediaKind, Medium, SynthesisRequest
 from wanserve.spec import Features, GenerationSpec, MediaRef, build_spec, resolve_card
 from wanserve.storage.base import Storage
 from wanserve.tasks.dispatch import Dispatcher, DispatchError
@@ -35,6 +36,7 @@ class Limits:
     max_queue: int
     max_image_bytes: int
     max_audio_bytes: int
+    max_video_bytes: int = 100 * 1024 * 1024
 
 
 def _throttled(scope: str, limit: int) -> Throttled:
@@ -113,12 +115,26 @@ class TaskService:
         """Check uploaded references belong to the caller, and move inline (base64) inputs
         out of the request into the upload store, so task rows stay small."""
         images, audio = self._limits.max_image_bytes, self._limits.max_audio_bytes
+        by_medium = {
+            Medium.IMAGE: images,
+            Medium.AUDIO: audio,
+            Medium.VIDEO: self._limits.max_video_bytes,
+        }
+        inputs = tuple(
+            self._take(ref, api_key_id, by_medium[MediaKind(ref.kind).medium])
+            for ref in spec.inputs
+        )
         return spec.with_inputs(
             image=self._take(spec.image, api_key_id, images),
             last_image=self._take(spec.last_image, api_key_id, images),
             audio_ref=self._take(spec.audio_ref, api_key_id, audio),
+            inputs=tuple(ref for ref in inputs if ref is not None),
         )
 
+    @overload
+    def _take(self, ref: MediaRef, api_key_id: str, max_bytes: int) -> MediaRef: ...
+    @overload
+    def _take(self, ref: None, api_key_id: str, max_bytes: int) -> None: ...
     def _take(self, ref: MediaRef | None, api_key_id: str, max_bytes: int) -> MediaRef | None:
         if ref is None or (ref.inline is None and ref.scheme.is_web):
             return ref
@@ -135,7 +151,7 @@ class TaskService:
             content_type=ref.inline.media_type,
             field=ref.field,
         )
-        return MediaRef(field=ref.field, url=url)
+        return MediaRef(field=ref.field, url=url, kind=ref.kind)
 
     def get(self, task_id: str, *, api_key_id: str) -> Task | None:
         """The caller's task, or None when it never existed, expired, or is another key's."""

@@ -7,16 +7,21 @@ URLs go through the one guarded fetcher, and `oss://` references come from the u
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Protocol
 
 from PIL import Image
 
+from wanserve.engine.families import Kind
 from wanserve.errors import InvalidURL
 from wanserve.media.audio import AudioClip, AudioLimits, decode_audio
+from wanserve.media.clips import VideoLimits, decode_video, probe_video
 from wanserve.media.datauri import parse_data_uri
 from wanserve.media.fetch import Fetched
 from wanserve.media.image import ImageLimits, decode_image, fit
+from wanserve.media.video import Frames
+from wanserve.request import MediaKind
 from wanserve.spec import GenerationSpec, MediaRef, MediaScheme
 
 
@@ -29,12 +34,29 @@ class UploadReader(Protocol):
 
 
 @dataclass(frozen=True)
+class Sources:
+    """A composite (VACE) pass's inputs, decoded: images as sent, videos as frames at the
+    checkpoint's native frame rate (sources fitted to the denoising size, except an
+    outpainting source, which keeps its own)."""
+
+    references: tuple[Image.Image, ...] = ()
+    video: Frames | None = None
+    mask_image: Image.Image | None = None
+    mask_video: Frames | None = None
+    first_frame: Image.Image | None = None
+    last_frame: Image.Image | None = None
+    first_clip: Frames | None = None
+    last_clip: Frames | None = None
+
+
+@dataclass(frozen=True)
 class Conditioning:
     """Input images resolved by the worker (decoded, fitted to the denoising size), which
     `translation.request_for` hands to the engine."""
 
     image: Image.Image | None = None
     last_image: Image.Image | None = None
+    sources: Sources | None = None
 
 
 @dataclass(frozen=True)
@@ -52,11 +74,13 @@ class MediaResolver:
         uploads: UploadReader | None = None,
         image_limits: ImageLimits | None = None,
         audio_limits: AudioLimits | None = None,
+        video_limits: VideoLimits | None = None,
     ) -> None:
         self._fetcher = fetcher
         self._uploads = uploads
         self._image_limits = image_limits or ImageLimits()
         self._audio_limits = audio_limits or AudioLimits()
+        self._video_limits = video_limits or VideoLimits()
 
     def resolve(self, spec: GenerationSpec, *, owner: str) -> ResolvedInputs:
         """Decode `spec`'s inputs for the task of API key `owner` (uploads must be theirs)."""
@@ -64,6 +88,9 @@ class MediaResolver:
         if spec.audio_ref is not None:
             data = self._bytes(spec.audio_ref, "audio", self._audio_limits.max_bytes, owner)
             audio = decode_audio(data, field=spec.audio_ref.field, limits=self._audio_limits)
+        if spec.kind is Kind.COMPOSITE:
+            spec, sources = self._sources(spec, owner)
+            return ResolvedInputs(spec, Conditioning(sources=sources), audio)
         if spec.image is None:
             return ResolvedInputs(spec, Conditioning(), audio)
         first = self.image(spec.image, owner)
@@ -75,6 +102,64 @@ class MediaResolver:
         if spec.last_image is not None:
             last = fit(self.image(spec.last_image, owner), *size)
         return ResolvedInputs(spec, Conditioning(image=fit(first, *size), last_image=last), audio)
+
+    def _sources(self, spec: GenerationSpec, owner: str) -> tuple[GenerationSpec, Sources]:
+        """Decode a composite spec's inputs, sizing it first from its first frame or clip
+        where the video follows them."""
+        refs = {kind: [r for r in spec.inputs if r.kind == kind] for kind in MediaKind}
+        images = {k: [self.image(r, owner) for r in refs[k]] for k in _IMAGE_KINDS}
+        if spec.width is None:
+            if images[MediaKind.FIRST_FRAME]:
+                spec = spec.with_image_size(*images[MediaKind.FIRST_FRAME][0].size)
+            else:
+                clip = refs[MediaKind.FIRST_CLIP][0]
+                width, height, _ = probe_video(
+                    self._bytes(clip, "video", self._video_limits.max_bytes, owner),
+                    field=clip.field,
+                    limits=self._clip_limits(),
+                )
+                spec = spec.with_image_size(width, height)
+        assert spec.gen_width is not None and spec.gen_height is not None
+        size = (spec.gen_width, spec.gen_height)
+        fps = spec.native_fps
+        seconds = spec.frames_per_pass / fps
+
+        def video(kind: MediaKind, *, fitted: bool = True, clip: bool = False) -> Frames | None:
+            if not refs[kind]:
+                return None
+            ref = refs[kind][0]
+            limits = self._clip_limits() if clip else self._video_limits
+            data = self._bytes(ref, "video", limits.max_bytes, owner)
+            decoded = decode_video(
+                data,
+                field=ref.field,
+                limits=limits,
+                fps=fps,
+                max_seconds=None if clip else seconds,
+                size=size if fitted else None,
+            )
+            return decoded.frames
+
+        outpainting = spec.edit is not None and spec.edit.function == "video_outpainting"
+        sources = Sources(
+            references=tuple(images[MediaKind.REFERENCE_IMAGE]),
+            video=video(MediaKind.VIDEO, fitted=not outpainting),
+            mask_image=_first(images[MediaKind.MASK_IMAGE]),
+            mask_video=video(MediaKind.MASK_VIDEO),
+            first_frame=_first(images[MediaKind.FIRST_FRAME]),
+            last_frame=_first(images[MediaKind.LAST_FRAME]),
+            first_clip=video(MediaKind.FIRST_CLIP, clip=True),
+            last_clip=video(MediaKind.LAST_CLIP, clip=True),
+        )
+        return spec, sources
+
+    def _clip_limits(self) -> VideoLimits:
+        """A clip to continue or lead into: DashScope's 2 to 10 seconds."""
+        return dataclasses.replace(
+            self._video_limits,
+            min_seconds=max(self._video_limits.min_seconds, CLIP_SECONDS[0]),
+            max_seconds=min(self._video_limits.max_seconds, CLIP_SECONDS[1]),
+        )
 
     def image(self, ref: MediaRef, owner: str) -> Image.Image:
         data = self._bytes(ref, "image", self._image_limits.max_bytes, owner)
@@ -91,3 +176,17 @@ class MediaResolver:
         if scheme is MediaScheme.OSS and self._uploads is not None:
             return self._uploads.open(ref.url, field=ref.field, max_bytes=max_bytes, owner=owner)[1]
         raise InvalidURL(f"{ref.field}: {scheme.value} references cannot be read by this server.")
+
+
+_IMAGE_KINDS = (
+    MediaKind.REFERENCE_IMAGE,
+    MediaKind.MASK_IMAGE,
+    MediaKind.FIRST_FRAME,
+    MediaKind.LAST_FRAME,
+)
+# A clip to continue (first_clip) or to lead into (last_clip), in seconds.
+CLIP_SECONDS = (1.0, 10.0)
+
+
+def _first(images: list[Image.Image]) -> Image.Image | None:
+    return images[0] if images else None

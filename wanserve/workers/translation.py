@@ -16,12 +16,20 @@ else: the engine knows nothing of specs, model names or error codes.
 
 from __future__ import annotations
 
+import dataclasses
+
+from wanserve.editing import EditPlan
 from wanserve.engine.errors import BadInput, EngineError, OutOfMemory, WeightsUnavailable
+from wanserve.engine.families import Kind
 from wanserve.engine.options import CachePreset
 from wanserve.engine.request import GenerationRequest
-from wanserve.errors import InternalError, ModelUnavailable, WanserveError
+from wanserve.errors import InternalError, InvalidParameter, ModelUnavailable, WanserveError
+from wanserve.media.video import Frames
+from wanserve.request import Function
 from wanserve.spec import GenerationSpec
-from wanserve.workers.inputs import Conditioning
+from wanserve.workers import composite
+from wanserve.workers.composite import CompositeInputs
+from wanserve.workers.inputs import Conditioning, Sources
 
 
 def request_for(spec: GenerationSpec, *, conditioning: Conditioning) -> GenerationRequest:
@@ -29,6 +37,20 @@ def request_for(spec: GenerationSpec, *, conditioning: Conditioning) -> Generati
     sized by the input resolver first)."""
     if spec.gen_width is None or spec.gen_height is None:
         raise ValueError("spec has no size yet (image-to-video specs are sized by the worker)")
+    composite = None
+    if spec.kind is Kind.COMPOSITE:
+        if spec.edit is None or conditioning.sources is None:
+            raise ValueError("a composite pass needs its plan and its decoded inputs")
+        try:
+            composite = composite_inputs(
+                spec.edit,
+                conditioning.sources,
+                num_frames=spec.num_frames,
+                width=spec.gen_width,
+                height=spec.gen_height,
+            )
+        except ValueError as exc:  # what the inputs sent cannot make (a clip too long, ...)
+            raise InvalidParameter(f"The inputs cannot make this video: {exc}.") from None
     return GenerationRequest(
         checkpoint=spec.checkpoint,
         family=spec.family,
@@ -47,7 +69,64 @@ def request_for(spec: GenerationSpec, *, conditioning: Conditioning) -> Generati
         last_frame=conditioning.last_image,
         cache=CachePreset(spec.cache),
         adapters=spec.adapters,
+        video=composite.video if composite else None,
+        mask=composite.mask if composite else None,
+        reference_images=composite.references if composite else (),
+        conditioning_scale=composite.conditioning_scale if composite else 1.0,
     )
+
+
+def composite_inputs(
+    plan: EditPlan, sources: Sources, *, num_frames: int, width: int, height: int
+) -> CompositeInputs:
+    """A composite pass's video, mask and references, as its plan's function builds them
+    from the decoded inputs (`workers/composite.py`)."""
+    size = {"num_frames": num_frames, "width": width, "height": height}
+    function = Function(plan.function)
+    if function is Function.VIDEO_EXTENSION:
+        inputs = composite.extension(
+            **size,
+            first_clip=_context(sources.first_clip, num_frames, keep="end"),
+            last_clip=_context(sources.last_clip, num_frames, keep="start"),
+            first_frame=sources.first_frame,
+            last_frame=sources.last_frame,
+        )
+    elif function is Function.VIDEO_OUTPAINTING:
+        assert sources.video is not None
+        top, bottom, left, right = plan.scales
+        inputs = composite.outpainting(
+            sources.video, **size, top=top, bottom=bottom, left=left, right=right
+        )
+    elif function is Function.VIDEO_EDIT:
+        assert sources.video is not None
+        inputs = composite.masked_edit(
+            sources.video,
+            sources.mask_image,
+            **size,
+            mask_video=sources.mask_video,
+            expand_ratio=plan.expand_ratio,
+            mask_frame_id=plan.mask_frame_id,
+        )
+    elif function is Function.VIDEO_REPAINTING:
+        assert sources.video is not None
+        inputs = composite.repainting(sources.video, **size, strength=plan.strength)
+    else:
+        inputs = composite.CompositeInputs(video=None, mask=None, references=())
+    if not sources.references:
+        return inputs
+    roles = plan.roles if len(plan.roles) == len(sources.references) else None
+    references = composite.references(sources.references, roles, width=width, height=height)
+    return dataclasses.replace(inputs, references=references)
+
+
+def _context(clip: Frames | None, num_frames: int, *, keep: str) -> Frames | None:
+    """The part of a clip a pass can take as known frames: at most half the pass (the rest
+    is what it generates), the clip's end for a clip to continue, its start for one to lead
+    into."""
+    if clip is None:
+        return None
+    most = max(1, (num_frames - 1) // 2)
+    return clip[-most:] if keep == "end" else clip[:most]
 
 
 def task_error(exc: EngineError, *, spec: GenerationSpec) -> WanserveError:

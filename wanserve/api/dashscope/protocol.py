@@ -40,6 +40,7 @@ from wanserve.request import (
     MAX_CALLBACK_URL,
     SEED_MAX,
     STEPS_MAX,
+    Function,
     Media,
     MediaKind,
     MediaSource,
@@ -54,24 +55,44 @@ def _as_string(description: str) -> WithJsonSchema:
     )
 
 
+def _as_list(description: str) -> WithJsonSchema:
+    return WithJsonSchema(
+        {"anyOf": [{"type": "array"}, {"type": "null"}], "description": description}
+    )
+
+
 def _source(name: str, description: str) -> tuple[BeforeValidator, WithJsonSchema]:
     url = "an http(s) URL, a base64 data URI, or an oss:// upload"
     return named(read.media_source, name), _as_string(f"{description}: {url}")
 
 
 _OPEN = ConfigDict(extra="allow")
-# The `input` fields that carry media, and what each carries, in the order they are read.
+# The `input` fields that carry one input, and what each carries, in the order they are read.
 _MEDIA_FIELDS = {
     "img_url": MediaKind.FIRST_FRAME,
     "first_frame_url": MediaKind.FIRST_FRAME,
     "last_frame_url": MediaKind.LAST_FRAME,
     "audio_url": MediaKind.DRIVING_AUDIO,
+    "first_clip_url": MediaKind.FIRST_CLIP,
+    "last_clip_url": MediaKind.LAST_CLIP,
+    "video_url": MediaKind.VIDEO,
+    "mask_image_url": MediaKind.MASK_IMAGE,
+    "mask_video_url": MediaKind.MASK_VIDEO,
 }
+# The VACE inputs the dashscope SDK sends in `parameters` when they are passed as keywords
+# (its HTTP documentation puts them in `input`): read from either place.
+_VACE_MEDIA = ("first_clip_url", "last_clip_url", "video_url", "mask_image_url", "mask_video_url")
+# The `input` fields that carry lists of inputs.
+_LIST_FIELDS = ("media", "ref_images_url", "reference_urls", "reference_video_urls")
 Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
 Steps = Annotated[int, Field(ge=1, le=STEPS_MAX)]
 Guidance = Annotated[float, Field(ge=0, le=GUIDANCE_MAX)]
 Strength = Annotated[float, Field(ge=0, le=MAX_SCALE)]
 Url = Annotated[str, Field(max_length=MAX_CALLBACK_URL)]
+
+
+def _scale(name: str) -> Any:
+    return lambda value: read.number_in(value, name, 1, 2)
 
 
 class CreateTaskInput(BaseModel):
@@ -89,10 +110,61 @@ class CreateTaskInput(BaseModel):
         MediaSource | None, *_source("last_frame_url", "last frame (kf2v)")
     ] = None
     audio_url: Annotated[MediaSource | None, *_source("audio_url", "sound track (wan2.5+)")] = None
+    first_clip_url: Annotated[MediaSource | None, *_source("first_clip_url", "VACE: video")] = None
+    last_clip_url: Annotated[MediaSource | None, *_source("last_clip_url", "VACE: video")] = None
+    video_url: Annotated[MediaSource | None, *_source("video_url", "VACE: source video")] = None
+    mask_image_url: Annotated[
+        MediaSource | None, *_source("mask_image_url", "VACE: white edits, black keeps")
+    ] = None
+    mask_video_url: Annotated[MediaSource | None, *_source("mask_video_url", "VACE")] = None
+    media: Annotated[
+        tuple[Media, ...],
+        BeforeValidator(read.media_items),
+        _as_list(
+            "the inputs (wan2.7, wan3.0): {type, url} objects, type one of first_frame, "
+            "last_frame, driving_audio, first_clip, reference_image, reference_video, "
+            "reference_audio, video"
+        ),
+    ] = ()
+    ref_images_url: Annotated[
+        tuple[Media, ...],
+        BeforeValidator(lambda v: read.media_list(v, "ref_images_url", MediaKind.REFERENCE_IMAGE)),
+        _as_list("VACE: reference images (1-3)"),
+    ] = ()
+    reference_urls: Annotated[
+        tuple[Media, ...],
+        BeforeValidator(lambda v: read.reference_list(v, "reference_urls")),
+        _as_list("wan2.6-r2v: reference images and videos, character1.. in the prompt"),
+    ] = ()
+    reference_video_urls: Annotated[
+        tuple[Media, ...],
+        BeforeValidator(
+            lambda v: read.media_list(v, "reference_video_urls", MediaKind.REFERENCE_VIDEO)
+        ),
+        _as_list("wan2.6-r2v (older name): reference videos"),
+    ] = ()
+    function: Annotated[
+        Function | None,
+        BeforeValidator(read.function),
+        Field(
+            description="VACE: image_reference, video_repainting, video_edit, "
+            "video_extension or video_outpainting"
+        ),
+    ] = None
 
-    def media(self) -> tuple[Media, ...]:
-        found = ((kind, name, getattr(self, name)) for name, kind in _MEDIA_FIELDS.items())
-        return tuple(Media(kind, source, name) for kind, name, source in found if source)
+    def media_from(self, parameters: CreateTaskParameters) -> tuple[Media, ...]:
+        """Every input, flat fields first, then the lists in order; a VACE input the SDK put
+        in `parameters` counts as sent in `input`."""
+        found = []
+        for name, kind in _MEDIA_FIELDS.items():
+            source = getattr(self, name) or (
+                getattr(parameters, name) if name in _VACE_MEDIA else None
+            )
+            if source:
+                found.append(Media(kind, source, name))
+        lists = [getattr(self, name) for name in _LIST_FIELDS]
+        lists.append(() if self.ref_images_url else parameters.ref_images_url)
+        return tuple(found) + tuple(m for items in lists for m in items)
 
 
 class CreateTaskParameters(BaseModel):
@@ -113,6 +185,61 @@ class CreateTaskParameters(BaseModel):
     watermark: Annotated[bool | None, named(read.flag, "watermark")] = None
     shot_type: Annotated[Literal["single", "multi"] | None, BeforeValidator(read.shot_type)] = None
     audio: Annotated[bool | None, named(read.flag, "audio")] = None
+    ratio: Annotated[
+        str | None,
+        BeforeValidator(read.ratio),
+        Field(description="wan2.7, wan3.0: 16:9, 9:16, 1:1, 4:3, 3:4 or adaptive"),
+    ] = None
+    obj_or_bg: Annotated[
+        tuple[str, ...] | None,
+        BeforeValidator(read.obj_or_bg),
+        Field(description="VACE image_reference: obj or bg per reference image"),
+    ] = None
+    control_condition: Annotated[
+        str | None,
+        BeforeValidator(lambda v: read.choice(v, "control_condition", read.CONTROL_CONDITIONS)),
+        Field(description="VACE: posebodyface, posebody, depth or scribble"),
+    ] = None
+    strength: Annotated[
+        float | None,
+        BeforeValidator(lambda v: read.number_in(v, "strength", 0, 1)),
+        Field(description="VACE video_repainting: 0 to 1 (default 1)"),
+    ] = None
+    mask_type: Annotated[
+        str | None,
+        BeforeValidator(lambda v: read.choice(v, "mask_type", read.MASK_TYPES)),
+        Field(description="VACE video_edit: tracking or fixed"),
+    ] = None
+    expand_ratio: Annotated[
+        float | None,
+        BeforeValidator(lambda v: read.number_in(v, "expand_ratio", 0, 1)),
+        Field(description="VACE video_edit: grow the mask by this share (default 0.05)"),
+    ] = None
+    expand_mode: Annotated[
+        str | None,
+        BeforeValidator(lambda v: read.choice(v, "expand_mode", read.EXPAND_MODES)),
+        Field(description="VACE video_edit: hull, bbox or original"),
+    ] = None
+    mask_frame_id: Annotated[
+        int | None,
+        BeforeValidator(read.mask_frame_id),
+        Field(description="VACE video_edit: the frame (from 1) the mask image shows"),
+    ] = None
+    top_scale: Annotated[float | None, BeforeValidator(_scale("top_scale"))] = None
+    bottom_scale: Annotated[float | None, BeforeValidator(_scale("bottom_scale"))] = None
+    left_scale: Annotated[float | None, BeforeValidator(_scale("left_scale"))] = None
+    right_scale: Annotated[float | None, BeforeValidator(_scale("right_scale"))] = None
+    # The VACE inputs, where the dashscope SDK sends them (see `_VACE_MEDIA`).
+    first_clip_url: Annotated[MediaSource | None, *_source("first_clip_url", "as input.*")] = None
+    last_clip_url: Annotated[MediaSource | None, *_source("last_clip_url", "as input.*")] = None
+    video_url: Annotated[MediaSource | None, *_source("video_url", "as input.*")] = None
+    mask_image_url: Annotated[MediaSource | None, *_source("mask_image_url", "as input.*")] = None
+    mask_video_url: Annotated[MediaSource | None, *_source("mask_video_url", "as input.*")] = None
+    ref_images_url: Annotated[
+        tuple[Media, ...],
+        BeforeValidator(lambda v: read.media_list(v, "ref_images_url", MediaKind.REFERENCE_IMAGE)),
+        _as_list("as input.ref_images_url"),
+    ] = ()
     steps: Annotated[
         Steps | None, BeforeValidator(read.steps), Field(description="extension: denoising steps")
     ] = None
@@ -193,10 +320,11 @@ class CreateTaskRequest(BaseModel):
         """The typed request: the media fields as `Media`, every other declared field (not the
         extra ones the SDK adds) by its name."""
         inp, params = self.input, self.parameters or CreateTaskParameters()
+        media = (*_MEDIA_FIELDS, *_LIST_FIELDS)
         return SynthesisRequest.of(
             model=self.model,
-            media=inp.media(),
-            values=_declared(inp, skip=_MEDIA_FIELDS) | _declared(params),
+            media=inp.media_from(params),
+            values=_declared(inp, skip=media) | _declared(params, skip=media),
         )
 
 

@@ -7,13 +7,24 @@ models these bodies are documented (and schema-tested) by.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from wanserve.catalog import TIER_AREA, TIER_SR, Generation, Kind, ModelCard, tier_of
+from wanserve.catalog import (
+    MEDIA_TOTAL,
+    RATIO_SIZES,
+    TIER_AREA,
+    TIER_SR,
+    Generation,
+    Kind,
+    ModelCard,
+    Sizing,
+    tier_of,
+)
 from wanserve.errors import InvalidParameter
-from wanserve.request import SEED_MAX
+from wanserve.request import ADAPTIVE, RATIOS, SEED_MAX, Function
 from wanserve.spec import Features
 from wanserve.tasks.models import Task, TaskPage, TaskQuery, TaskStatus
 from wanserve.uploads import UploadPolicy
@@ -152,7 +163,20 @@ def task_usage(task: Task) -> dict[str, Any] | None:
     spec, result = task.spec, task.result
     size = f"{result.width}*{result.height}"
     usage: dict[str, Any]
-    if spec.generation is Generation.WAN26:
+    if spec.generation in (Generation.WAN27, Generation.WAN30):
+        # The media[] protocol's usage (a captured wan2.7/wan3.0 answer): the ratio is the
+        # video's own, reduced.
+        common = math.gcd(result.width, result.height)
+        usage = {
+            "duration": float(spec.duration),
+            "input_video_duration": 0,
+            "output_video_duration": spec.duration,
+            "fps": spec.fps,
+            "SR": TIER_SR[spec.tier],
+            "ratio": f"{result.width // common}:{result.height // common}",
+            "video_count": 1,
+        }
+    elif spec.generation is Generation.WAN26:
         usage = {
             "duration": float(spec.duration),
             "input_video_duration": 0,
@@ -163,7 +187,7 @@ def task_usage(task: Task) -> dict[str, Any] | None:
         }
     else:
         usage = {"video_duration": spec.duration, "video_ratio": size, "video_count": 1}
-    if spec.generation in (Generation.WAN25, Generation.WAN26):
+    if spec.generation not in (Generation.WAN21, Generation.WAN22):
         usage["audio"] = result.has_audio
     return usage
 
@@ -232,23 +256,78 @@ _IMAGES: dict[Kind, tuple[str, ...]] = {
 }
 
 
+# The flat `input` fields of the models with routes that predate `media[]`.
+_VACE_INPUTS = (
+    "function",
+    "ref_images_url",
+    "video_url",
+    "mask_image_url",
+    "mask_video_url",
+    "first_frame_url",
+    "last_frame_url",
+    "first_clip_url",
+    "last_clip_url",
+)
+_VACE_PARAMETERS = (
+    "obj_or_bg",
+    "control_condition",
+    "strength",
+    "mask_type",
+    "expand_ratio",
+    "mask_frame_id",
+    "top_scale",
+    "bottom_scale",
+    "left_scale",
+    "right_scale",
+)
+
+
+def _input_fields(card: ModelCard) -> tuple[str, ...]:
+    if not card.routes:
+        audio = ("audio_url",) if card.audio else ()
+        return (*_IMAGES[card.kind], *audio)
+    if card.editing:
+        return _VACE_INPUTS
+    if card.generation in (Generation.WAN27, Generation.WAN30):
+        return ("media",)
+    return ("reference_urls",)
+
+
 def model_entry(card: ModelCard, *, features: Features) -> dict[str, Any]:
     """One model of `GET /api/v1/models`; every value is the card's, so a request built from
     it passes `build_spec`."""
-    t2v = card.kind is Kind.TEXT_TO_VIDEO
-    sized_by = "size" if t2v else "resolution"
-    audio = ("audio_url",) if card.audio else ()
+    rule = card.size_rule
+    sized = rule is Sizing.SIZE
+    sized_by = "size" if sized else "resolution"
     parameters = [sized_by, "duration", "seed", "prompt_extend", "watermark", "shot_type"]
+    if rule is Sizing.RATIO:
+        parameters.append("ratio")
     if card.audio:
         parameters.append("audio")
+    if card.editing:
+        parameters.extend(_VACE_PARAMETERS)
+    negative = ("negative_prompt",) if card.negative_prompt else ()
     multi_shot = card.multi_shot and features.multi_shot
     default_tier = tier_of(card.default_size) if card.default_size else card.default_tier
     return {
         "model": card.name,
         "kind": card.kind.value,
         "generation": card.generation.value,
-        "inputs": ["prompt", "negative_prompt", *_IMAGES[card.kind], *audio],
-        "prompt_required": t2v,
+        "inputs": ["prompt", *negative, *_input_fields(card)],
+        # media[] and reference models: how many of each input kind, and the mixes served.
+        "media": {k: n for k, n in card.media_limits.items() if k != MEDIA_TOTAL},
+        "media_total": card.media_limits.get(MEDIA_TOTAL),
+        "routes": [
+            {
+                "kind": route.kind.value,
+                "requires": sorted(route.requires),
+                "accepts": sorted(route.accepts - route.requires),
+                "checkpoint": route.checkpoint.source,
+            }
+            for route in card.routes
+        ],
+        "functions": [f.value for f in Function] if card.editing else [],
+        "prompt_required": card.kind in (Kind.TEXT_TO_VIDEO, Kind.COMPOSITE),
         "prompt_limit": card.prompt_limit,
         "negative_prompt_limit": card.negative_prompt_limit,
         "sized_by": sized_by,
@@ -257,13 +336,15 @@ def model_entry(card: ModelCard, *, features: Features) -> dict[str, Any]:
                 "resolution": tier,
                 "pixels": TIER_AREA[tier],
                 # Image-driven models follow the image's aspect: no size list to pick from.
-                "sizes": [str(s) for s in card.sizes if tier_of(s) == tier] if t2v else [],
+                "sizes": _sizes(card, tier),
             }
             for tier in card.tiers
         ],
         "default_size": str(card.default_size) if card.default_size else None,
         "default_resolution": default_tier,
         "durations": list(card.durations.allowed),
+        "auto_duration": card.auto_duration,
+        "ratios": [*RATIOS, ADAPTIVE] if rule is Sizing.RATIO else [],
         "default_duration": card.durations.default,
         "fps": card.fps,
         "steps": card.sampling.steps,
@@ -274,3 +355,12 @@ def model_entry(card: ModelCard, *, features: Features) -> dict[str, Any]:
         "dubbing": card.audio and features.audio_generation,
         "multi_shot": multi_shot,
     }
+
+
+def _sizes(card: ModelCard, tier: str) -> list[str]:
+    rule = card.size_rule
+    if rule is Sizing.SIZE:
+        return [str(s) for s in card.sizes if tier_of(s) == tier]
+    if rule is Sizing.RATIO:
+        return [str(s) for s in RATIO_SIZES[tier].values()]
+    return []
