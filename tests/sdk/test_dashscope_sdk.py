@@ -245,6 +245,79 @@ def test_sdk_uploads_a_local_image_and_a_local_audio_file(
         assert abs(float(track.duration * track.time_base) - 5.0) < 0.03
 
 
+def test_sdk_media_protocol_uploads_each_item(
+    small_server: tuple[ServerProcess, str], tmp_path: Path
+) -> None:
+    """wan2.7's `media=[...]`: the SDK uploads each local item and sends oss:// references;
+    a first and a last frame take the key-frame route; usage is the media[] protocol's."""
+    from tests.api.test_inputs import png
+
+    _, key = small_server
+    first, last = tmp_path / "first.png", tmp_path / "last.png"
+    first.write_bytes(png(1, (160, 120)))
+    last.write_bytes(png(2, (160, 120)))
+    rsp = VideoSynthesis.call(
+        api_key=key,
+        model="wan2.7-i2v",
+        prompt="the tide comes in",
+        media=[
+            {"type": "first_frame", "url": f"file://{first}"},
+            {"type": "last_frame", "url": str(last)},
+        ],
+        resolution="720P",
+        duration=2,
+    )
+    assert rsp.status_code == HTTPStatus.OK and rsp.output.task_status == "SUCCEEDED", rsp
+    usage = rsp.usage
+    assert (usage["SR"], usage["fps"], usage["ratio"], usage["duration"]) == (720, 30, "23:17", 2.0)
+    check_mp4(rsp.output.video_url, tmp_path / "v.mp4", size=(1104, 816), fps=30, seconds=2)
+
+
+def test_sdk_reference_to_video_and_vace(
+    small_server: tuple[ServerProcess, str], tmp_path: Path
+) -> None:
+    """wan2.6-r2v's `reference_urls` (uploaded by the SDK), and the VACE model the only way
+    the SDK can call it: `function` in `extra_input` (a `function=` keyword crashes the SDK
+    itself), the source video as a keyword (which the SDK puts in `parameters`)."""
+    from tests.api.test_inputs import png
+    from tests.video_files import video_data_uri
+
+    _, key = small_server
+    character = tmp_path / "character.png"
+    character.write_bytes(png(3, (100, 160)))
+    rsp = VideoSynthesis.call(
+        api_key=key,
+        model="wan2.6-r2v-flash",
+        prompt="character1 waves",
+        reference_urls=[str(character)],
+        size="1280*720",
+        duration=2,
+    )
+    assert rsp.status_code == HTTPStatus.OK and rsp.output.task_status == "SUCCEEDED", rsp
+    check_mp4(rsp.output.video_url, tmp_path / "r2v.mp4", size=(1280, 720), fps=24, seconds=2)
+
+    rsp = VideoSynthesis.call(
+        api_key=key,
+        model="wan2.1-vace-plus",
+        prompt="the street goes on",
+        extra_input={"function": "video_outpainting"},
+        video_url=video_data_uri(seconds=1.0, fps=12, width=64, height=64),
+        left_scale=1.5,
+        size="960*960",
+    )
+    assert rsp.status_code == HTTPStatus.OK and rsp.output.task_status == "SUCCEEDED", rsp
+    check_mp4(rsp.output.video_url, tmp_path / "vace.mp4", size=(960, 960), fps=30, seconds=5)
+
+    bad = VideoSynthesis.async_call(
+        api_key=key,
+        model="wan3.0-video",
+        prompt="p",
+        media=[{"type": "reference_video", "url": "https://example.com/v.mp4"}],
+    )
+    assert bad.status_code == HTTPStatus.BAD_REQUEST and bad.code == "InvalidParameter", bad
+    assert "reference_video" in bad.message
+
+
 @pytest.fixture(scope="module")
 def feature_server(
     tmp_path_factory: pytest.TempPathFactory,

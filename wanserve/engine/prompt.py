@@ -121,7 +121,8 @@ class ChatPromptExtender:
 
     def extend(self, job: PromptJob) -> str:
         lang = language_of(job.prompt)
-        kind = "t2v" if job.kind is Kind.TEXT_TO_VIDEO else "i2v"
+        # Composite (VACE) passes are described from their text, like text-to-video.
+        kind = "i2v" if job.kind in (Kind.IMAGE_TO_VIDEO, Kind.KEYFRAMES_TO_VIDEO) else "t2v"
         messages = [
             {"role": "system", "content": _SYSTEM[(lang, kind)]},
             self._user(job),
