@@ -696,6 +696,7 @@ def _apply_override(card: ModelCard, o: ModelOverride | None, steps: int | None)
             sampling,
             o.composite_checkpoint if o else None,
             o.steps if o and o.steps else steps,
+            o.max_area if o else None,
         ),
     )
     effective = built.continued_by
@@ -721,10 +722,12 @@ def _routes(
     sampling: Sampling,
     composite: str | None,
     steps: int | None,
+    max_area: int | None,
 ) -> tuple[Route, ...]:
     """The card's routes on this deployment: the model's own checkpoint (overridden or not)
     where a route runs it, the configured VACE checkpoint for composite routes, and each
-    other checkpoint's official sampling at the global step count."""
+    other checkpoint's official sampling at the global step count. A model's `max_area`
+    budgets every route."""
     routes = []
     for route in card.routes:
         if route.checkpoint == card.checkpoint:
@@ -733,6 +736,8 @@ def _routes(
         target = route.checkpoint
         if route.kind is Kind.COMPOSITE and composite is not None:
             target = dataclasses.replace(target, source=composite)
+        if max_area is not None:
+            target = dataclasses.replace(target, max_area=max_area)
         base = FAMILIES[target.family].sampling
         own = dataclasses.replace(base, steps=steps or base.steps)
         routes.append(dataclasses.replace(route, checkpoint=target, sampling=own))

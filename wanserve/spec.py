@@ -171,8 +171,6 @@ class GenerationSpec:
     # clips and frames to extend) and how they are used.
     inputs: tuple[MediaRef, ...] = ()
     edit: EditPlan | None = None
-    # The first pass's known frames come from a clip (first_clip): its size follows the clip.
-    sized_by_clip: bool = False
 
     @property
     def size(self) -> Size:
@@ -217,10 +215,6 @@ class GenerationSpec:
         return dataclasses.replace(
             self, image=image, last_image=last_image, audio_ref=audio_ref, inputs=inputs
         )
-
-    def with_size(self, size: Size) -> GenerationSpec:
-        """The same video at `size` (a composite pass sized by its clip)."""
-        return self._sized(size)
 
     def segment(
         self, *, num_frames: int, prompt: str, seed: int, continued: bool
@@ -412,7 +406,6 @@ def build_spec(
         adapters=adapters,
         inputs=inputs,
         edit=edit,
-        sized_by_clip=size is None and bool(req.inputs(MediaKind.FIRST_CLIP)),
     )
     return spec._sized(size) if size is not None else spec
 

@@ -87,7 +87,7 @@ SOURCE = video_data_uri(seconds=2.0, fps=12, width=64, height=64)
                 "input": {"prompt": "the car drives on", "media": [media("first_clip", CLIP)]},
                 "parameters": {"resolution": "720P", "duration": 4},
             },
-            (1168, 784, 30, 4.0),
+            (1168, 768, 30, 4.0),
         ),
         # wan2.6-r2v: a character from a reference image, at a legacy size, 24 fps.
         (

@@ -64,7 +64,8 @@ def test_every_seed_model_is_served_plus_the_later_ones(catalog: Catalog) -> Non
 
 def test_routes_follow_the_inputs_and_overrides_reach_them() -> None:
     built = Catalog.build(
-        {"wan3.0-video": ModelOverride(composite_checkpoint="/weights/vace")}, steps=3
+        {"wan3.0-video": ModelOverride(composite_checkpoint="/weights/vace", max_area=4096)},
+        steps=3,
     )
     card = built.get("wan3.0-video")
     kinds = [(r.kind, r.checkpoint.family) for r in card.routes]
@@ -76,6 +77,7 @@ def test_routes_follow_the_inputs_and_overrides_reach_them() -> None:
     ]
     assert card.routes[-1].checkpoint.source == "/weights/vace"
     assert all(r.sampling is not None and r.sampling.steps == 3 for r in card.routes)
+    assert {r.checkpoint.max_area for r in card.routes} == {4096}
     assert card.routes[0].serves(frozenset()) and not card.routes[0].serves({"first_frame"})
     assert card.routes[2].serves(frozenset({"first_frame", "last_frame"}))
 

@@ -141,6 +141,10 @@ class FamilyProfile:
     composite: bool = False
 
 
+# Wan2.1 text-to-video's official sampling (its VACE models share it).
+_WAN21_T2V = Sampling(
+    steps=50, guidance_scale=5.0, guidance_scale_2=None, flow_shift=5.0, low_res_flow_shift=3.0
+)
 _T2V = frozenset({Kind.TEXT_TO_VIDEO})
 _I2V = frozenset({Kind.IMAGE_TO_VIDEO})
 
@@ -149,13 +153,7 @@ FAMILIES: Mapping[Family, FamilyProfile] = {
     for p in (
         FamilyProfile(
             family=Family.WAN21_T2V,
-            sampling=Sampling(
-                steps=50,
-                guidance_scale=5.0,
-                guidance_scale_2=None,
-                flow_shift=5.0,
-                low_res_flow_shift=3.0,
-            ),
+            sampling=_WAN21_T2V,
             native_fps=16,
             size_multiple=16,
             kinds=_T2V,
@@ -212,13 +210,7 @@ FAMILIES: Mapping[Family, FamilyProfile] = {
         FamilyProfile(
             # Wan2.1-VACE (1.3B, 14B): the Wan2.1 T2V defaults (Wan-Video/Wan2.1 vace configs).
             family=Family.WAN21_VACE,
-            sampling=Sampling(
-                steps=50,
-                guidance_scale=5.0,
-                guidance_scale_2=None,
-                flow_shift=5.0,
-                low_res_flow_shift=3.0,
-            ),
+            sampling=_WAN21_T2V,
             native_fps=16,
             size_multiple=16,
             kinds=frozenset({Kind.COMPOSITE}),
