@@ -511,6 +511,23 @@ _CARDS += (
         routes=(_route(_C, _VACE, (_REF_IMAGE,), (_FF,)),),
         media_limits={_REF_IMAGE: 5, _REF_VIDEO: 5, _FF: 1, MEDIA_TOTAL: 5},
     ),
+    # Instruction editing and restyling of a video (its edges steer a VACE pass).
+    _card(
+        "wan2.7-videoedit",
+        ckpt=_VACE,
+        kind=_C,
+        generation=_W27,
+        tiers=("720P", "1080P"),
+        default_tier="1080P",
+        sizing=Sizing.RATIO,
+        # 0 (the default): as long as the source video (2 to 10 s); else its first seconds.
+        durations=Durations((0, *range(2, 11)), 0),
+        fps=30,
+        prompt_limit=5000,
+        audio=True,
+        routes=(_route(_C, _VACE, ("video",), (_REF_IMAGE,)),),
+        media_limits={"video": 1, _REF_IMAGE: 4},
+    ),
     # VACE editing: five functions on one checkpoint.
     _card("wan2.1-vace-plus", ckpt=_VACE, **_VACE_PLUS),
 )

@@ -52,11 +52,18 @@ class EditPlan:
 
 
 def implicit_plan(req: SynthesisRequest) -> EditPlan:
-    """The plan of a model without `function` (reference-to-video, clip continuation):
-    extend the frames and clips sent, with the references as subjects."""
+    """The plan of a model without `function`: restyle a source video sent (wan2.7-videoedit:
+    its edges steer, the prompt and references restyle), or extend the frames and clips
+    sent, with the references as subjects (reference-to-video, clip continuation)."""
+    refs = req.inputs(MediaKind.REFERENCE_IMAGE)
+    if req.inputs(MediaKind.VIDEO):
+        return EditPlan(
+            function=Function.VIDEO_REPAINTING.value,
+            roles=("obj",) * len(refs),
+            control="scribble",
+        )
     extends = any(req.inputs(kind) for kind in _FRAMES)
     function = Function.VIDEO_EXTENSION if extends else Function.IMAGE_REFERENCE
-    refs = req.inputs(MediaKind.REFERENCE_IMAGE)
     return EditPlan(function=function.value, roles=("obj",) * len(refs))
 
 

@@ -178,6 +178,7 @@ class SynthesisRequest:
     shot_type: str | None = None  # one of SHOT_TYPES
     audio: bool | None = None  # generate a sound track
     ratio: str | None = None  # an aspect ratio such as 16:9, or "adaptive" (media[] models)
+    audio_setting: str | None = None  # wan2.7-videoedit: auto | origin
     edit: Edit = Edit()
     extensions: Extensions = Extensions()
     # Not part of the generation: where the task's end is POSTed (see tasks/webhooks.py).

@@ -171,6 +171,9 @@ class GenerationSpec:
     # clips and frames to extend) and how they are used.
     inputs: tuple[MediaRef, ...] = ()
     edit: EditPlan | None = None
+    # A pass of a video edited from a source video: the source frames before its first one
+    # (its first frame is the previous pass's last, so passes overlap by one frame).
+    source_offset: int = 0
 
     @property
     def size(self) -> Size:
@@ -216,12 +219,29 @@ class GenerationSpec:
             self, image=image, last_image=last_image, audio_ref=audio_ref, inputs=inputs
         )
 
+    @property
+    def edits_a_source(self) -> bool:
+        """A composite video made from a source video, frame for frame (repainting, editing,
+        outpainting): every pass of it follows its own window of the source."""
+        return self.kind is Kind.COMPOSITE and any(
+            ref.kind == MediaKind.VIDEO.value for ref in self.inputs
+        )
+
+    def with_duration(self, seconds: int) -> GenerationSpec:
+        """The same video `seconds` long (a length taken from the source video)."""
+        return dataclasses.replace(
+            self, duration=seconds, num_frames=frames_for(seconds, self.native_fps)
+        )
+
     def segment(
-        self, *, num_frames: int, prompt: str, seed: int, continued: bool
+        self, *, num_frames: int, prompt: str, seed: int, continued: bool, offset: int = 0
     ) -> GenerationSpec:
         """One denoising pass of this video: its own frame count, prompt and seed; `continued`
-        passes are conditioned on an image through the continuation checkpoint."""
+        passes are conditioned on an image through the continuation checkpoint, or, editing a
+        source video, on their window of the source from `offset` (its frame count so far)."""
         changes: dict[str, Any] = {"num_frames": num_frames, "prompt": prompt, "seed": seed}
+        if self.edits_a_source:
+            return dataclasses.replace(self, **changes, source_offset=offset)
         if continued and self.kind in (Kind.TEXT_TO_VIDEO, Kind.COMPOSITE):
             if self.continuation_checkpoint is None or self.continuation_family is None:
                 raise ValueError(f"{self.model} has no image-to-video checkpoint to continue with")
@@ -308,6 +328,12 @@ def build_spec(
             f"negative_prompt is not a parameter of {card.name}: describe what to avoid in "
             "the prompt.",
             field="negative_prompt",
+        )
+    if req.audio_setting == "origin":
+        raise InvalidParameter(
+            "audio_setting 'origin' (keep the source video's sound) is not built on this "
+            "server yet; send 'auto' or leave it out.",
+            field="audio_setting",
         )
     if req.edit.function is not None and not card.editing:
         raise InvalidParameter(
@@ -527,7 +553,7 @@ def _size_and_tier(req: SynthesisRequest, card: ModelCard, kind: Kind) -> tuple[
 
 def _ratio_size(req: SynthesisRequest, card: ModelCard, kind: Kind) -> tuple[Size | None, str]:
     """A `resolution` tier and a `ratio`: that size; "adaptive" (the default) follows the
-    input frame where there is one, else 16:9."""
+    input frame, clip or source video where there is one (the worker sizes it), else 16:9."""
     if req.size is not None and not req.size_names_tier:
         raise InvalidParameter(
             f"size is not a parameter of {card.name}: set resolution (one of "
@@ -536,8 +562,8 @@ def _ratio_size(req: SynthesisRequest, card: ModelCard, kind: Kind) -> tuple[Siz
         )
     _, tier = _tier(req, card)  # the tier (an openai size names one)
     ratio = req.ratio or ADAPTIVE
-    framed = kind in (Kind.IMAGE_TO_VIDEO, Kind.KEYFRAMES_TO_VIDEO) or bool(
-        req.inputs(MediaKind.FIRST_FRAME)
+    framed = kind in (Kind.IMAGE_TO_VIDEO, Kind.KEYFRAMES_TO_VIDEO) or any(
+        req.inputs(k) for k in (MediaKind.FIRST_FRAME, MediaKind.FIRST_CLIP, MediaKind.VIDEO)
     )
     if ratio == ADAPTIVE:
         if framed:

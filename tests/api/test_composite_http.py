@@ -27,6 +27,7 @@ def media(kind: str, url: str) -> dict[str, str]:
 
 CLIP = video_data_uri(seconds=1.0, fps=12, width=96, height=64)
 SOURCE = video_data_uri(seconds=2.0, fps=12, width=64, height=64)
+LONG_SOURCE = video_data_uri(seconds=7.0, fps=8, width=64, height=48)
 
 
 @pytest.mark.parametrize(
@@ -122,6 +123,24 @@ def test_media_models_generate(
     res = engine.create(body)
     assert res.status_code == 200, res.text
     assert video_of(engine, engine.wait(res.json()["output"]["task_id"])) == expected
+
+
+def test_videoedit_follows_its_source_for_its_whole_length(engine: Harness) -> None:
+    """wan2.7-videoedit: duration 0 (the default) is the source's length, 7 s here: two VACE
+    passes, each over its own window of the source; the size follows the source (4:3)."""
+    body = {
+        "model": "wan2.7-videoedit",
+        "input": {
+            "prompt": "make it claymation",
+            "media": [media("video", LONG_SOURCE), media("reference_image", data_uri(9))],
+        },
+        "parameters": {"resolution": "720P"},
+    }
+    res = engine.create(body)
+    assert res.status_code == 200, res.text
+    done = engine.wait(res.json()["output"]["task_id"])
+    assert video_of(engine, done) == (1104, 832, 30, 7.0)
+    assert done["usage"]["duration"] == 7.0
 
 
 VACE = "wan2.1-vace-plus"

@@ -53,6 +53,7 @@ LATER_MODELS = {
     "wan2.6-r2v",
     "wan2.6-r2v-flash",
     "wan2.7-r2v",
+    "wan2.7-videoedit",
     "wan2.1-vace-plus",
     "wanx2.1-vace-plus",
 }

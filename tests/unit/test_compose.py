@@ -59,6 +59,26 @@ def test_long_videos_are_chained_segments(model: str, duration: int, frames: lis
         assert rest[0].spec.guidance_scale == 3.5
 
 
+def test_an_edited_source_is_followed_window_by_window() -> None:
+    """A video made from a source video stays a VACE pass throughout: each pass after the
+    first takes the source from the frame it continues (the previous pass's last)."""
+    from wanserve.request import SynthesisRequest, media_items
+
+    request = SynthesisRequest(
+        model="wan2.7-videoedit",
+        prompt="claymation",
+        media=media_items([{"type": "video", "url": "https://e.com/v.mp4"}]),
+        duration=10,
+        ratio="16:9",
+    )
+    s = build_spec(request, CATALOG.get("wan2.7-videoedit"))
+    passes = plan(s)
+    assert [p.spec.num_frames for p in passes] == [81, 81]
+    assert [p.spec.kind for p in passes] == [Kind.COMPOSITE, Kind.COMPOSITE]
+    assert [p.spec.source_offset for p in passes] == [0, 80]
+    assert passes[1].continues and passes[1].spec.family is Family.WAN21_VACE
+
+
 def test_models_without_a_continuation_generate_in_one_pass() -> None:
     s = dataclasses.replace(spec("wan2.2-t2v-plus"), num_frames=161)
     assert [p.spec.num_frames for p in plan(s)] == [161]

@@ -449,3 +449,23 @@ def test_a_request_may_choose_its_block_cache_preset() -> None:
         assert spec(cache=preset).cache == preset
     for bad in ("fastest", "", 1, True, ["fast"]):
         rejects("cache", cache=bad)
+
+
+def test_a_composite_spec_survives_the_store() -> None:
+    from wanserve.api.dashscope.protocol import read_body
+
+    request = read_body(
+        {
+            "model": "wan2.1-vace-plus",
+            "input": {
+                "prompt": "p",
+                "function": "image_reference",
+                "ref_images_url": ["https://e.com/a.png", "https://e.com/b.png"],
+            },
+            "parameters": {"obj_or_bg": ["obj", "bg"]},
+        }
+    )
+    built = build_spec(request, Catalog.build().get("wan2.1-vace-plus"))
+    assert built.edit is not None and built.edit.roles == ("obj", "bg")
+    assert [ref.kind for ref in built.inputs] == ["reference_image", "reference_image"]
+    assert GenerationSpec.from_json(built.to_json()) == built

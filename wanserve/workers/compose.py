@@ -62,6 +62,7 @@ def plan(
     limit = spec.frames_per_pass if can_chain else spec.num_frames
     chained = chain_shots and can_chain and len(prompts) > 1
     passes: list[Pass] = []
+    delivered = 0  # native frames of the video so far (a source video's frames alike)
     sizes = _split(spec, len(prompts), joined=chained)
     for shot, (prompt, frames) in enumerate(zip(prompts, sizes, strict=True)):
         remaining, index = frames, 0
@@ -75,9 +76,11 @@ def plan(
                 prompt=prompt,
                 seed=_seed(spec.seed, shot, index),
                 continued=not first,
+                offset=delivered - (0 if first else 1),
             )
             passes.append(Pass(spec=segment, continues=not first))
             remaining -= size if first else size - 1
+            delivered += size if first else size - 1
             index += 1
     return passes
 
@@ -181,7 +184,10 @@ def render(
 
         if p.continues:
             assert joiner.last_frame is not None
-            cond = Conditioning(image=Image.fromarray(joiner.last_frame))
+            # An edited source keeps its decoded frames: the pass takes its window of them.
+            cond = Conditioning(
+                image=Image.fromarray(joiner.last_frame), sources=conditioning.sources
+            )
         else:
             cond = conditioning
         request = request_for(p.spec, conditioning=cond)

@@ -14,7 +14,7 @@ from typing import Protocol
 from PIL import Image
 
 from wanserve.engine.families import Kind
-from wanserve.errors import InvalidURL
+from wanserve.errors import InvalidParameter, InvalidURL
 from wanserve.media.audio import AudioClip, AudioLimits, decode_audio
 from wanserve.media.clips import VideoLimits, decode_video, probe_video
 from wanserve.media.datauri import parse_data_uri
@@ -111,18 +111,21 @@ class MediaResolver:
         if spec.width is None:
             if images[MediaKind.FIRST_FRAME]:
                 spec = spec.with_image_size(*images[MediaKind.FIRST_FRAME][0].size)
-            else:
-                clip = refs[MediaKind.FIRST_CLIP][0]
+            else:  # a clip to continue, or a source video to edit
+                clip = (refs[MediaKind.FIRST_CLIP] or refs[MediaKind.VIDEO])[0]
                 width, height, _ = probe_video(
                     self._bytes(clip, "video", self._video_limits.max_bytes, owner),
                     field=clip.field,
-                    limits=self._clip_limits(),
+                    limits=self._video_limits,
                 )
                 spec = spec.with_image_size(width, height)
+        if spec.duration == 0:  # as long as the source video (wan2.7-videoedit's default)
+            spec = spec.with_duration(self._source_seconds(spec, refs[MediaKind.VIDEO][0], owner))
         assert spec.gen_width is not None and spec.gen_height is not None
         size = (spec.gen_width, spec.gen_height)
         fps = spec.native_fps
-        seconds = spec.frames_per_pass / fps
+        # A source is read for the whole video: each pass follows its own window of it.
+        seconds = spec.num_frames / fps
 
         def video(kind: MediaKind, *, fitted: bool = True, clip: bool = False) -> Frames | None:
             if not refs[kind]:
@@ -152,6 +155,17 @@ class MediaResolver:
             last_clip=video(MediaKind.LAST_CLIP, clip=True),
         )
         return spec, sources
+
+    def _source_seconds(self, spec: GenerationSpec, ref: MediaRef, owner: str) -> int:
+        """The whole seconds of a source video, within the model's durations."""
+        data = self._bytes(ref, "video", self._video_limits.max_bytes, owner)
+        _, _, seconds = probe_video(data, field=ref.field, limits=self._video_limits)
+        low, high = SOURCE_SECONDS
+        if seconds < low:
+            raise InvalidParameter(
+                f"{ref.field} is {seconds:.1f} s long; a video to edit needs at least {low} s."
+            )
+        return min(int(seconds), high)
 
     def _clip_limits(self) -> VideoLimits:
         """A clip to continue or lead into: DashScope's 2 to 10 seconds."""
@@ -186,6 +200,8 @@ _IMAGE_KINDS = (
 )
 # A clip to continue (first_clip) or to lead into (last_clip), in seconds.
 CLIP_SECONDS = (1.0, 10.0)
+# A source video whose length the video takes (duration 0): DashScope's 2 to 10 seconds.
+SOURCE_SECONDS = (2, 10)
 
 
 def _first(images: list[Image.Image]) -> Image.Image | None:

@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+from PIL import Image
+
 from wanserve.editing import EditPlan
 from wanserve.engine.errors import BadInput, EngineError, OutOfMemory, WeightsUnavailable
 from wanserve.engine.families import Kind
 from wanserve.engine.options import CachePreset
 from wanserve.engine.request import GenerationRequest
 from wanserve.errors import InternalError, InvalidParameter, ModelUnavailable, WanserveError
+from wanserve.media.image import fit
 from wanserve.media.video import Frames
 from wanserve.request import Function
 from wanserve.spec import GenerationSpec
@@ -44,10 +48,12 @@ def request_for(spec: GenerationSpec, *, conditioning: Conditioning) -> Generati
         try:
             composite = composite_inputs(
                 spec.edit,
-                conditioning.sources,
+                _window(conditioning.sources, spec.source_offset),
                 num_frames=spec.num_frames,
                 width=spec.gen_width,
                 height=spec.gen_height,
+                first=conditioning.image,
+                mask_frame_id=max(1, spec.edit.mask_frame_id - spec.source_offset),
             )
         except ValueError as exc:  # what the inputs sent cannot make (a clip too long, ...)
             raise InvalidParameter(f"The inputs cannot make this video: {exc}.") from None
@@ -76,11 +82,60 @@ def request_for(spec: GenerationSpec, *, conditioning: Conditioning) -> Generati
     )
 
 
+def _window(sources: Sources, offset: int) -> Sources:
+    """The sources a pass from source frame `offset` on reads (a source and mask video from
+    there; everything else as it is)."""
+    if offset == 0:
+        return sources
+    return dataclasses.replace(
+        sources,
+        video=sources.video[offset:] if sources.video is not None else None,
+        mask_video=sources.mask_video[offset:] if sources.mask_video is not None else None,
+    )
+
+
 def composite_inputs(
-    plan: EditPlan, sources: Sources, *, num_frames: int, width: int, height: int
+    plan: EditPlan,
+    sources: Sources,
+    *,
+    num_frames: int,
+    width: int,
+    height: int,
+    first: Image.Image | None = None,
+    mask_frame_id: int | None = None,
 ) -> CompositeInputs:
     """A composite pass's video, mask and references, as its plan's function builds them
-    from the decoded inputs (`workers/composite.py`)."""
+    from the decoded inputs (`workers/composite.py`); a pass that continues another keeps
+    `first` (the previous pass's last frame) as its first frame."""
+    inputs = _by_function(
+        plan,
+        sources,
+        num_frames=num_frames,
+        width=width,
+        height=height,
+        mask_frame_id=mask_frame_id or plan.mask_frame_id,
+    )
+    if first is not None and inputs.video is not None and inputs.mask is not None:
+        video, mask = inputs.video.copy(), inputs.mask.copy()
+        video[0] = np.asarray(fit(first.convert("RGB"), width, height))
+        mask[0] = composite.KEEP
+        inputs = dataclasses.replace(inputs, video=video, mask=mask)
+    if not sources.references:
+        return inputs
+    roles = plan.roles if len(plan.roles) == len(sources.references) else None
+    references = composite.references(sources.references, roles, width=width, height=height)
+    return dataclasses.replace(inputs, references=references)
+
+
+def _by_function(
+    plan: EditPlan,
+    sources: Sources,
+    *,
+    num_frames: int,
+    width: int,
+    height: int,
+    mask_frame_id: int,
+) -> CompositeInputs:
     size = {"num_frames": num_frames, "width": width, "height": height}
     function = Function(plan.function)
     if function is Function.VIDEO_EXTENSION:
@@ -105,18 +160,14 @@ def composite_inputs(
             **size,
             mask_video=sources.mask_video,
             expand_ratio=plan.expand_ratio,
-            mask_frame_id=plan.mask_frame_id,
+            mask_frame_id=mask_frame_id,
         )
     elif function is Function.VIDEO_REPAINTING:
         assert sources.video is not None
         inputs = composite.repainting(sources.video, **size, strength=plan.strength)
     else:
         inputs = composite.CompositeInputs(video=None, mask=None, references=())
-    if not sources.references:
-        return inputs
-    roles = plan.roles if len(plan.roles) == len(sources.references) else None
-    references = composite.references(sources.references, roles, width=width, height=height)
-    return dataclasses.replace(inputs, references=references)
+    return inputs
 
 
 def _context(clip: Frames | None, num_frames: int, *, keep: str) -> Frames | None:

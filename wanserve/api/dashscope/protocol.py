@@ -190,6 +190,11 @@ class CreateTaskParameters(BaseModel):
         BeforeValidator(read.ratio),
         Field(description="wan2.7, wan3.0: 16:9, 9:16, 1:1, 4:3, 3:4 or adaptive"),
     ] = None
+    audio_setting: Annotated[
+        str | None,
+        BeforeValidator(lambda v: read.choice(v, "audio_setting", ("auto", "origin"))),
+        Field(description="wan2.7-videoedit: auto (the default) or origin"),
+    ] = None
     obj_or_bg: Annotated[
         tuple[str, ...] | None,
         BeforeValidator(read.obj_or_bg),
