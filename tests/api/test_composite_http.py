@@ -139,7 +139,7 @@ def test_videoedit_follows_its_source_for_its_whole_length(engine: Harness) -> N
     res = engine.create(body)
     assert res.status_code == 200, res.text
     done = engine.wait(res.json()["output"]["task_id"])
-    assert video_of(engine, done) == (1104, 832, 30, 7.0)
+    assert video_of(engine, done) == (1104, 816, 30, 7.0)
     assert done["usage"]["duration"] == 7.0
 
 

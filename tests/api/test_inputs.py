@@ -18,6 +18,7 @@ from tests.api.test_engine_http import SMALL, data_uri
 from tests.audio_files import wav
 from tests.conftest import Harness
 from tests.media_server import media_server
+from tests.video_files import video
 from wanserve.engine.runner import PipelineRunner
 
 
@@ -34,6 +35,8 @@ def port() -> Iterator[int]:
         "/cat.png": (200, {"Content-Type": "image/png"}, png(1)),
         "/voice.wav": (200, {"Content-Type": "audio/wav"}, wav(4.0)),
         "/page": (200, {"Content-Type": "text/html"}, b"<html/>"),
+        "/clip.mp4": (200, {"Content-Type": "video/mp4"}, video(seconds=1.0, fps=12)),
+        "/clip-as-image.mp4": (200, {"Content-Type": "image/png"}, video(seconds=1.0, fps=12)),
     }
     with media_server(routes) as p:
         yield p
@@ -60,6 +63,36 @@ def tracks(h: Harness, task_id: str) -> tuple[tuple[int, int], float | None]:
             a = c.streams.audio[0]
             audio = float(a.duration * a.time_base)
         return (v.width, v.height), audio
+
+
+# -- videos by URL -----------------------------------------------------------------------------
+
+
+def test_video_by_url_through_the_guarded_fetcher(onprem: Harness, port: int) -> None:
+    body = {
+        "model": "wan2.7-i2v",
+        "input": {
+            "prompt": "on it goes",
+            "media": [{"type": "first_clip", "url": f"http://127.0.0.1:{port}/clip.mp4"}],
+        },
+        "parameters": {"resolution": "720P", "duration": 2},
+    }
+    done = finished(onprem, body)
+    assert done["output"]["task_status"] == "SUCCEEDED", done
+    assert tracks(onprem, done["output"]["task_id"])[0] == (1104, 816)
+
+
+def test_a_video_url_serving_another_type_fails_naming_the_item(onprem: Harness, port: int) -> None:
+    body = {
+        "model": "wan2.7-i2v",
+        "input": {
+            "prompt": "p",
+            "media": [{"type": "first_clip", "url": f"http://127.0.0.1:{port}/clip-as-image.mp4"}],
+        },
+    }
+    out = finished(onprem, body)["output"]
+    assert (out["task_status"], out["code"]) == ("FAILED", "InvalidParameter"), out
+    assert out["message"].startswith("input.media[0]: ") and "not video data" in out["message"]
 
 
 # -- images by URL -----------------------------------------------------------------------------

@@ -55,6 +55,7 @@ _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 _ACCEPT = {
     "image": ("image/",),
     "audio": ("audio/", "video/mpeg"),
+    "video": ("video/", "application/mp4"),
 }
 _GENERIC_TYPES = ("application/octet-stream", "binary/octet-stream", "")
 
@@ -245,7 +246,7 @@ class SafeFetcher:
                 return Posted(status=resp.status, answer=answer[:_POST_ANSWER_BYTES])
 
     def fetch(self, url: str, *, field: str, kind: str, max_bytes: int) -> Fetched:
-        """GET `url` for request field `field`, expecting `kind` ("image" or "audio")."""
+        """GET `url` for request field `field`, expecting `kind` ("image", "audio" or "video")."""
         deadline = time.monotonic() + self.policy.total_timeout
         current = url
         # The URL named in an error is the hop that failed (`current` follows redirects).
