@@ -21,22 +21,36 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from wanserve import __version__, text
 from wanserve.config import Role, Settings, WeightsMode
+from wanserve.request import (
+    ADAPTIVE,
+    CONTROL_CONDITIONS,
+    EXPAND_MODES,
+    MASK_TYPES,
+    RATIOS,
+    Function,
+    MediaKind,
+)
+
+if TYPE_CHECKING:
+    from wanserve.catalog import ModelCard
 
 EPILOG = (
     "Every option named after a setting (--data-dir, --database-url, and the options of serve, "
     "worker and models) can also be set as WANSERVE_<OPTION> in the environment, e.g. "
     "WANSERVE_DATA_DIR; the command line wins. The arguments of `keys` (--name, --admin, "
     "KEY_ID), of `usage` (--key, --since, --until, --json) and the request of `generate` "
-    "(PROMPT, -o, --model, --size, --resolution, --duration, --seed, --image, --last-frame, "
-    "--audio, --negative-prompt, --prompt-extend, --watermark, --shot-type, --generate-audio, "
-    "--server) are command-line only. "
+    "(PROMPT, -o, --model, --size, --resolution, --ratio, --duration, --seed, --image, "
+    "--last-frame, --audio, --clip, --video, --mask, --ref-image, --function, --obj-or-bg, "
+    "--control-condition, --strength, --mask-type, --expand-ratio, --expand-mode, "
+    "--mask-frame-id, --scale, --negative-prompt, --prompt-extend, --watermark, --shot-type, "
+    "--generate-audio, --server) are command-line only. "
     "See docs/configuration.md."
 )
 
@@ -288,16 +302,97 @@ def _generate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     gen.add_argument(
         "--model",
         help="model name, as `wanserve models` lists [default wan2.1-t2v-turbo; "
-        "wanx2.1-i2v-turbo with --image; wanx2.1-kf2v-plus with --last-frame]",
+        "wanx2.1-i2v-turbo with --image; wanx2.1-kf2v-plus with --last-frame; wan2.6-r2v "
+        "with --ref-image; wan2.7-i2v with --clip; wan2.1-vace-plus with --function, --video "
+        "or --mask]",
     )
     gen.add_argument("--negative-prompt", help="what the video should not show")
-    gen.add_argument("--image", metavar="PATH|URL", help="first frame (image-to-video, key frames)")
-    gen.add_argument("--last-frame", metavar="PATH|URL", help="last frame (key frames)")
-    gen.add_argument(
-        "--audio", metavar="PATH|URL", help="sound track to mux (wan2.5/wan2.6 models)"
+    inputs = gen.add_argument_group(
+        "inputs",
+        "Each a local file (sent inline embedded, uploaded with --server) or an http(s), "
+        "oss:// or data: URL. They go in input.media for the wan2.7 and wan3.0 models, in "
+        "the flat *_url fields and reference lists for the others.",
+    )
+    inputs.add_argument(
+        "--image", metavar="PATH|URL", help="first frame (image-to-video, key frames)"
+    )
+    inputs.add_argument("--last-frame", metavar="PATH|URL", help="last frame (key frames)")
+    inputs.add_argument(
+        "--audio",
+        metavar="PATH|URL",
+        help="sound track to mux (driving audio: wan2.5, wan2.6, wan2.7-i2v)",
+    )
+    inputs.add_argument(
+        "--clip", metavar="PATH|URL", help="a video to continue (first clip: wan2.7-i2v, VACE)"
+    )
+    inputs.add_argument(
+        "--video", metavar="PATH|URL", help="the source video of a VACE function (video_url)"
+    )
+    inputs.add_argument(
+        "--mask",
+        metavar="PATH|URL",
+        help="VACE video_edit mask: an image (white: edit, black: keep), or a video "
+        "(.mp4/.mov) with a mask for each frame",
+    )
+    inputs.add_argument(
+        "--ref-image",
+        dest="ref_images",
+        action="append",
+        metavar="PATH|URL",
+        help="a reference image (a subject or background); repeat for more, in order "
+        "(reference-to-video, wan3.0, VACE)",
+    )
+    vace = gen.add_argument_group(
+        "VACE editing (wan2.1-vace-plus)", "Checked by the model's rules for each function."
+    )
+    vace.add_argument(
+        "--function",
+        choices=[f.value for f in Function],
+        metavar="NAME",
+        help="the editing function: " + ", ".join(f.value for f in Function),
+    )
+    vace.add_argument(
+        "--obj-or-bg",
+        metavar="obj,bg,...",
+        help="image_reference: for each --ref-image in order, obj (a subject) or bg "
+        "(the background)",
+    )
+    vace.add_argument(
+        "--control-condition",
+        choices=list(CONTROL_CONDITIONS),
+        help="video_repainting: the signal taken from --video (scribble on this server: "
+        "the others need annotator models)",
+    )
+    vace.add_argument(
+        "--strength", type=float, help="video_repainting: 0 to 1, how closely to follow it"
+    )
+    vace.add_argument(
+        "--mask-type",
+        choices=list(MASK_TYPES),
+        help="video_edit: fixed (a mask image holds for every frame) or tracking "
+        "(follows the object: needs a tracker, so only with a mask video here)",
+    )
+    vace.add_argument(
+        "--expand-ratio", type=float, help="video_edit: grow the mask by this share (0 to 1)"
+    )
+    vace.add_argument("--expand-mode", choices=list(EXPAND_MODES), help="video_edit")
+    vace.add_argument(
+        "--mask-frame-id", type=int, help="video_edit: the frame (from 1) the mask image shows"
+    )
+    vace.add_argument(
+        "--scale",
+        metavar="TOP,BOTTOM,LEFT,RIGHT",
+        help="video_outpainting: how far to extend each side, 1 to 2 each (e.g. 1,1,1.5,1.5)",
     )
     gen.add_argument("--size", help="WIDTH*HEIGHT (or WIDTHxHEIGHT), e.g. 832*480")
-    gen.add_argument("--resolution", help="tier: 480P, 720P or 1080P (image-driven models)")
+    gen.add_argument(
+        "--resolution", help="tier: 480P, 720P or 1080P (image-driven, wan2.7 and wan3.0 models)"
+    )
+    gen.add_argument(
+        "--ratio",
+        choices=[*RATIOS, ADAPTIVE],
+        help="aspect ratio (wan2.7-r2v, wan3.0); adaptive follows the first frame",
+    )
     gen.add_argument("--duration", type=int, help="seconds")
     gen.add_argument("--seed", type=int, help="0 to 2147483647 [default random]")
     gen.add_argument(
@@ -312,7 +407,7 @@ def _generate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     gen.add_argument(
         "--generate-audio",
         action=argparse.BooleanOptionalAction,
-        help="make a sound track when no --audio is given (wan2.5/wan2.6 models)",
+        help="make a sound track when no --audio is given (wan2.5 and later models)",
     )
     gen.add_argument(
         "--server",
@@ -335,6 +430,20 @@ _GENERATE_FIELDS = (
     "image",
     "last_frame",
     "audio",
+    "clip",
+    "video",
+    "mask",
+    "ref_images",
+    "function",
+    "ratio",
+    "obj_or_bg",
+    "control_condition",
+    "strength",
+    "mask_type",
+    "expand_ratio",
+    "expand_mode",
+    "mask_frame_id",
+    "scale",
     "size",
     "resolution",
     "duration",
@@ -506,9 +615,10 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 def _generate(args: argparse.Namespace, settings: Settings) -> int:
     from wanserve.generate import GenerateOptions, run
 
-    options = GenerateOptions(
-        **{name: getattr(args, name) for name in _GENERATE_FIELDS if hasattr(args, name)}
-    )
+    given = {name: getattr(args, name) for name in _GENERATE_FIELDS if hasattr(args, name)}
+    if "ref_images" in given:
+        given["ref_images"] = tuple(given["ref_images"])
+    options = GenerateOptions(**given)
     # Library logs would break the progress display; warnings and errors still show.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     return run(options, settings)
@@ -602,10 +712,12 @@ def _models(args: argparse.Namespace, settings: Settings) -> int:
 
     catalog = Catalog.build(settings.models, steps=settings.effective_steps)
     dummy = settings.weights is WeightsMode.DUMMY
-    rows = [("MODEL", "KIND", "SIZES/TIERS", "SECONDS", "FPS", "STEPS", "CHECKPOINT")]
+    rows = [("MODEL", "KIND", "SIZES/TIERS", "SECONDS", "FPS", "STEPS", "CHECKPOINT", "INPUTS")]
     for card in sorted(catalog, key=lambda c: c.name):
         seconds = card.durations.allowed
         span = f"{seconds[0]}-{seconds[-1]}" if len(seconds) > 3 else ",".join(map(str, seconds))
+        if card.auto_duration:
+            span += ",-1"  # the model chooses
         rows.append(
             (
                 card.name,
@@ -616,10 +728,35 @@ def _models(args: argparse.Namespace, settings: Settings) -> int:
                 str(card.sampling.steps),
                 # Dummy mode loads a tiny random build of the family, not the named checkpoint.
                 f"{'dummy' if dummy else card.checkpoint.source} [{card.checkpoint.family.value}]",
+                _model_inputs(card),
             )
         )
     sys.stdout.write(_table(rows))
     return 0
+
+
+def _model_inputs(card: ModelCard) -> str:
+    """A model's inputs as a create body sends them (`GET /api/v1/models` has the detail:
+    each route's mix, the counts): the `input.media` types, the VACE functions, or the flat
+    fields."""
+    from wanserve.catalog import Generation, Kind
+
+    served = set().union(*(route.requires | route.accepts for route in card.routes))
+    kinds = ", ".join(sorted(served, key=_MEDIA_ORDER.index))
+    if card.editing:
+        return "function: " + ", ".join(f.value for f in Function)
+    if card.routes and card.generation in (Generation.WAN27, Generation.WAN30):
+        return f"media[]: {kinds}"
+    if card.routes:
+        return f"reference_urls: {kinds}"
+    fields = {
+        Kind.IMAGE_TO_VIDEO: ["img_url"],
+        Kind.KEYFRAMES_TO_VIDEO: ["first_frame_url", "last_frame_url"],
+    }.get(card.kind, ["prompt"])
+    return ", ".join(fields + (["audio_url"] if card.audio else []))
+
+
+_MEDIA_ORDER = [kind.value for kind in MediaKind]
 
 
 def _usage(args: argparse.Namespace, settings: Settings) -> int:

@@ -7,40 +7,144 @@ own parser, `api/dashscope/protocol.py`, so the two cannot drift apart.
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from wanserve.request import Inline, MediaKind, MediaSource, SynthesisRequest
 from wanserve.tasks.models import Progress, TaskError, TaskOutcome, TaskStage, TaskStatus
 
-# The DashScope `input` field of each kind of input, when it is the request's only one.
-_INPUT_FIELD = {
+# Where each kind of input travels in a create body, for the models of the flat fields (the
+# legacy ones, the VACE model's): one input each. A first frame goes as `first_frame_url` beside
+# a last frame (key frames) and to the VACE model, else as `img_url`.
+_FLAT_FIELD = {
     MediaKind.FIRST_FRAME: "img_url",
     MediaKind.LAST_FRAME: "last_frame_url",
     MediaKind.DRIVING_AUDIO: "audio_url",
+    MediaKind.FIRST_CLIP: "first_clip_url",
+    MediaKind.LAST_CLIP: "last_clip_url",
+    MediaKind.VIDEO: "video_url",
+    MediaKind.MASK_IMAGE: "mask_image_url",
+    MediaKind.MASK_VIDEO: "mask_video_url",
 }
+# The order the server reads the flat fields back in, then the lists.
+_FLAT_ORDER = (
+    "img_url",
+    "first_frame_url",
+    "last_frame_url",
+    "audio_url",
+    "first_clip_url",
+    "last_clip_url",
+    "video_url",
+    "mask_image_url",
+    "mask_video_url",
+)
+_LISTS = ("media", "ref_images_url", "reference_urls")
+# The kinds `input.media[].type` names (the masks and the last clip have flat fields only).
+_MEDIA_TYPES = frozenset(
+    {
+        MediaKind.FIRST_FRAME,
+        MediaKind.LAST_FRAME,
+        MediaKind.DRIVING_AUDIO,
+        MediaKind.FIRST_CLIP,
+        MediaKind.REFERENCE_IMAGE,
+        MediaKind.REFERENCE_VIDEO,
+        MediaKind.REFERENCE_AUDIO,
+        MediaKind.VIDEO,
+    }
+)
+# The client has no catalogue: the generations of the `media[]` protocol, by name.
+_MEDIA_PROTOCOL = ("wan2.7", "wan3.0")
+
+
+def uses_media_list(model: str) -> bool:
+    """Whether `model` takes its inputs as `input.media` (wan2.7, wan3.0)."""
+    return model.startswith(_MEDIA_PROTOCOL)
+
+
+def _slot(model: str, kind: MediaKind, *, keyframes: bool) -> tuple[str, bool]:
+    """The field an input of `kind` travels in, and whether that field is a list."""
+    vace = "vace" in model
+    if kind in _MEDIA_TYPES and uses_media_list(model):
+        return "media", True
+    if kind is MediaKind.REFERENCE_IMAGE:
+        return ("ref_images_url" if vace else "reference_urls"), True
+    if kind is MediaKind.REFERENCE_VIDEO:
+        return "reference_urls", True  # told from images by the file, as the server does
+    if kind is MediaKind.FIRST_FRAME and (keyframes or vace):
+        return "first_frame_url", False
+    if kind in _FLAT_FIELD:
+        return _FLAT_FIELD[kind], False
+    return "media", True  # reference audio: only `media[]` carries it
+
+
+def placement(model: str, kinds: Sequence[MediaKind]) -> list[tuple[int, str]]:
+    """Where the inputs of these kinds go in `model`'s create body, in the order the server
+    reads them back: `(i, name)` for `kinds[i]`, `name` the field the server names it by
+    (`img_url`, `input.media[0]`, `ref_images_url[1]`). Each flat field carries one input
+    (ValueError for a second)."""
+    return [(i, name) for i, _, name in _placed(model, kinds)]
+
+
+def _placed(model: str, kinds: Sequence[MediaKind]) -> list[tuple[int, str, str]]:
+    """`placement`, with the body field each input goes in: `(i, field, name)`."""
+    keyframes = MediaKind.LAST_FRAME in kinds
+    slots = [_slot(model, kind, keyframes=keyframes) for kind in kinds]
+    found: list[tuple[int, str, str]] = []
+    for field in _FLAT_ORDER:
+        sent = [i for i, (name, many) in enumerate(slots) if name == field and not many]
+        if len(sent) > 1:
+            raise ValueError(f"{field} carries one input; {len(sent)} were given")
+        found += [(i, field, field) for i in sent]
+    for field in _LISTS:
+        members = [i for i, (name, many) in enumerate(slots) if name == field and many]
+        shown = "input.media" if field == "media" else field
+        found += [(i, field, f"{shown}[{n}]") for n, i in enumerate(members)]
+    return found
 
 
 def create_body(request: SynthesisRequest) -> dict[str, Any]:
-    """The create-task body that the DashScope door reads back as `request`. A first frame
-    goes as `first_frame_url` beside a last frame (key frames), else as `img_url`."""
-    keyframes = bool(request.inputs(MediaKind.LAST_FRAME))
+    """The create-task body that the DashScope door reads back as `request` (when its inputs
+    are in `placement`'s order and named as it names them). Inputs go in `input.media` for
+    the wan2.7 and wan3.0 models; elsewhere in the flat fields (`img_url`, `video_url`, ...)
+    and the reference lists: `ref_images_url` for the VACE models, `reference_urls` for
+    the others (reference-to-video)."""
     inp: dict[str, Any] = {"prompt": request.prompt, "negative_prompt": request.negative_prompt}
-    for media in request.media:
-        name = _INPUT_FIELD[media.kind]
-        if media.kind is MediaKind.FIRST_FRAME and keyframes:
-            name = "first_frame_url"
-        inp[name] = reference(media.source)
+    kinds = [media.kind for media in request.media]
+    for i, field, _ in _placed(request.model, kinds):
+        media = request.media[i]
+        if field == "media":
+            inp.setdefault("media", []).append(
+                {"type": media.kind.value, "url": reference(media.source)}
+            )
+        elif field in _LISTS:
+            inp.setdefault(field, []).append(reference(media.source))
+        else:
+            inp[field] = reference(media.source)
+    edit = request.edit
+    inp["function"] = None if edit.function is None else edit.function.value
     ext = request.extensions
     params: dict[str, Any] = {
         "size": None if request.size is None else str(request.size),
         "resolution": request.resolution,
+        "ratio": request.ratio,
         "duration": request.duration,
         "seed": request.seed,
         "prompt_extend": request.prompt_extend,
         "watermark": request.watermark,
         "shot_type": request.shot_type,
         "audio": request.audio,
+        "obj_or_bg": None if edit.obj_or_bg is None else list(edit.obj_or_bg),
+        "control_condition": edit.control_condition,
+        "strength": edit.strength,
+        "mask_type": edit.mask_type,
+        "expand_ratio": edit.expand_ratio,
+        "expand_mode": edit.expand_mode,
+        "mask_frame_id": edit.mask_frame_id,
+        "top_scale": edit.top_scale,
+        "bottom_scale": edit.bottom_scale,
+        "left_scale": edit.left_scale,
+        "right_scale": edit.right_scale,
         "steps": ext.steps,
         "guidance_scale": ext.guidance_scale,
         "lora": ext.lora,

@@ -26,10 +26,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TextIO
 
+from wanserve import client_wire as wire
 from wanserve import request as read
 from wanserve.config import Settings
 from wanserve.errors import InvalidApiKey, InvalidParameter, WanserveError
-from wanserve.request import Inline, Media, MediaKind, MediaSource, SynthesisRequest
+from wanserve.request import (
+    Edit,
+    Function,
+    Inline,
+    Media,
+    MediaKind,
+    MediaSource,
+    Medium,
+    SynthesisRequest,
+)
 from wanserve.spec import media_scheme
 from wanserve.tasks.models import Progress, TaskError, TaskOutcome, TaskStage, TaskStatus
 
@@ -53,6 +63,20 @@ class GenerateOptions:
     image: str | None = None  # a local path or an http(s)/oss/data URL
     last_frame: str | None = None
     audio: str | None = None
+    clip: str | None = None  # a video to continue
+    video: str | None = None  # the source video of an edit (VACE)
+    mask: str | None = None  # an image, or a video (by its file type): white edits
+    ref_images: tuple[str, ...] = ()
+    function: str | None = None  # a VACE function
+    ratio: str | None = None
+    obj_or_bg: str | None = None  # "obj,bg": one per reference image
+    control_condition: str | None = None
+    strength: float | None = None
+    mask_type: str | None = None
+    expand_ratio: float | None = None
+    expand_mode: str | None = None
+    mask_frame_id: int | None = None
+    scale: str | None = None  # "top,bottom,left,right"
     size: str | None = None
     resolution: str | None = None
     duration: int | None = None
@@ -83,6 +107,12 @@ class Display(Protocol):
 
 
 def default_model(options: GenerateOptions) -> str:
+    if options.function is not None or options.video is not None or options.mask is not None:
+        return "wan2.1-vace-plus"
+    if options.clip is not None:
+        return "wan2.7-i2v"
+    if options.ref_images:
+        return "wan2.6-r2v"
     if options.last_frame is not None:
         return "wanx2.1-kf2v-plus"
     if options.image is not None:
@@ -90,28 +120,29 @@ def default_model(options: GenerateOptions) -> str:
     return "wan2.1-t2v-turbo"
 
 
+Reference = Callable[[str, str, MediaKind], MediaSource]
+
+
 def build_request(
-    options: GenerateOptions, *, model: str, reference: Callable[[str, str], MediaSource]
+    options: GenerateOptions, *, model: str, reference: Reference
 ) -> SynthesisRequest:
-    """The request the options describe (the command line is this door's wire format);
-    `reference(value, field)` turns a local path into something the server reads (its bytes
-    embedded, an uploaded file remotely). Values are read as every door reads them."""
-    first_field = "first_frame_url" if options.last_frame is not None else "img_url"
-    inputs = (
-        (MediaKind.FIRST_FRAME, first_field, options.image),
-        (MediaKind.LAST_FRAME, "last_frame_url", options.last_frame),
-        (MediaKind.DRIVING_AUDIO, "audio_url", options.audio),
+    """The request the options describe (the command line is this door's wire format), its
+    inputs named and ordered as the server reads `client_wire.create_body` back (so the
+    embedded and the remote run submit the same request). `reference(value, field, kind)`
+    turns a local path into something the server reads (its bytes embedded, an uploaded file
+    remotely). Values are read as every door reads them."""
+    model = read.model_name(model)
+    given = _inputs(options)
+    media = tuple(
+        Media(given[i][0], reference(given[i][1], name, given[i][0]), name)
+        for i, name in wire.placement(model, [kind for kind, _ in given])
     )
     size = options.size.replace("x", "*").replace("X", "*") if options.size else None
     return SynthesisRequest(
-        model=read.model_name(model),
+        model=model,
         prompt=read.text(options.prompt, "prompt"),
         negative_prompt=read.text(options.negative_prompt, "negative_prompt"),
-        media=tuple(
-            Media(kind, reference(value, name), name)
-            for kind, name, value in inputs
-            if value is not None
-        ),
+        media=media,
         size=read.size(size),
         resolution=options.resolution,
         duration=options.duration,
@@ -120,7 +151,80 @@ def build_request(
         watermark=options.watermark,
         shot_type=read.shot_type(options.shot_type),
         audio=options.generate_audio,
+        ratio=read.ratio(options.ratio),
+        edit=_edit(options),
     )
+
+
+def _inputs(options: GenerateOptions) -> list[tuple[MediaKind, str]]:
+    mask = MediaKind.MASK_IMAGE
+    if options.mask is not None and _is_video(options.mask):
+        mask = MediaKind.MASK_VIDEO
+    given = [
+        (MediaKind.FIRST_FRAME, options.image),
+        (MediaKind.LAST_FRAME, options.last_frame),
+        (MediaKind.DRIVING_AUDIO, options.audio),
+        (MediaKind.FIRST_CLIP, options.clip),
+        (MediaKind.VIDEO, options.video),
+        (mask, options.mask),
+        *((MediaKind.REFERENCE_IMAGE, path) for path in options.ref_images),
+    ]
+    return [(kind, value) for kind, value in given if value is not None]
+
+
+def _is_video(value: str) -> bool:
+    """A video by its name (or a data URI's type): .mp4, .mov, ..."""
+    return (mimetypes.guess_type(value)[0] or "").startswith("video/")
+
+
+_SCALES = ("top_scale", "bottom_scale", "left_scale", "right_scale")
+
+
+def _edit(options: GenerateOptions) -> Edit:
+    """The VACE function and parameters, read as the DashScope door reads them."""
+    function = read.function(options.function)
+    if options.function is not None and function is None:
+        names = ", ".join(f.value for f in Function)
+        raise InvalidParameter(
+            f"function {options.function!r} must be one of {names}.", field="function"
+        )
+    roles = None
+    if options.obj_or_bg is not None:
+        roles = read.obj_or_bg([part.strip() for part in options.obj_or_bg.split(",")])
+    top, bottom, left, right = _scales(options.scale)
+    return Edit(
+        function=function,
+        obj_or_bg=roles,
+        control_condition=read.choice(
+            options.control_condition, "control_condition", read.CONTROL_CONDITIONS
+        ),
+        strength=read.number_in(options.strength, "strength", 0, 1),
+        mask_type=read.choice(options.mask_type, "mask_type", read.MASK_TYPES),
+        expand_ratio=read.number_in(options.expand_ratio, "expand_ratio", 0, 1),
+        expand_mode=read.choice(options.expand_mode, "expand_mode", read.EXPAND_MODES),
+        mask_frame_id=read.mask_frame_id(options.mask_frame_id),
+        top_scale=top,
+        bottom_scale=bottom,
+        left_scale=left,
+        right_scale=right,
+    )
+
+
+def _scales(value: str | None) -> list[float | None]:
+    """`--scale top,bottom,left,right` (video_outpainting), each from 1 to 2."""
+    if value is None:
+        return [None] * len(_SCALES)
+    try:
+        numbers = [float(part) for part in value.split(",")]
+    except ValueError:
+        numbers = []
+    if len(numbers) != len(_SCALES):
+        raise InvalidParameter(
+            f"scale {value!r} must be four numbers, top,bottom,left,right, each from 1 to 2 "
+            "(1: that side is not extended).",
+            field="scale",
+        )
+    return [read.number_in(n, name, 1, 2) for name, n in zip(_SCALES, numbers, strict=True)]
 
 
 def local_file(value: str, field: str, *, max_bytes: int) -> Path | None:
@@ -178,9 +282,14 @@ def _embedded(
         settings = settings.model_copy(update={"workers": 1})
         model = options.model or default_model(options)
 
-        def reference(value: str, field: str) -> MediaSource:
-            limit = settings.max_audio_bytes if field == "audio_url" else settings.max_image_bytes
-            path = local_file(value, field, max_bytes=limit)
+        limits = {
+            Medium.IMAGE: settings.max_image_bytes,
+            Medium.AUDIO: settings.max_audio_bytes,
+            Medium.VIDEO: settings.max_video_bytes,
+        }
+
+        def reference(value: str, field: str, kind: MediaKind) -> MediaSource:
+            path = local_file(value, field, max_bytes=limits[kind.medium])
             return _sent(value, field) if path is None else inline(path)
 
         try:
@@ -275,8 +384,9 @@ def _remote(options: GenerateOptions, settings: Settings, *, display: Display, e
     task_id: str | None = None
     try:
 
-        def reference(value: str, field: str) -> MediaSource:
-            limit = settings.max_audio_bytes if field == "audio_url" else settings.max_upload_bytes
+        def reference(value: str, field: str, kind: MediaKind) -> MediaSource:
+            audio = kind.medium is Medium.AUDIO
+            limit = settings.max_audio_bytes if audio else settings.max_upload_bytes
             path = local_file(value, field, max_bytes=limit)
             return _sent(value if path is None else server.upload(path, model=model), field)
 
@@ -319,8 +429,6 @@ class _Unreachable(Exception):
 def _watch_remote(server: RemoteServer, task_id: str, *, display: Display) -> TaskOutcome:
     """Follow the event stream to the done event, resuming after dropped connections."""
     import httpx
-
-    from wanserve import client_wire as wire
 
     last_id: str | None = None
     status, position, progress = TaskStatus.PENDING, None, None

@@ -23,6 +23,7 @@ from PIL import Image
 
 from tests.api.test_engine_http import SMALL
 from tests.server import ServerProcess
+from tests.video_files import video as make_video
 from tests.waiting import scaled, wait_process
 
 SECRET = "generate-test-secret-0123456789"
@@ -160,6 +161,33 @@ def test_server_run_uploads_a_local_image_and_downloads_the_video(
     log = server.log.read_text()
     assert "GET /api/v1/uploads -> 200" in log and "POST /api/v1/uploads -> 200" in log
     assert "/events -> 200" in log
+
+
+@pytest.mark.timeout(scaled(900))
+def test_server_run_of_a_vace_function_uploads_the_source_video(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    key = server.create_key()
+    source = tmp_path / "source.mp4"
+    make_video(seconds=1.0, fps=12, width=64, height=48, path=source)
+    out = generate(
+        "a fox in the snow",
+        "-o",
+        "wider.mp4",
+        "--server",
+        server.base,
+        "--function",
+        "video_outpainting",  # the model defaults to wan2.1-vace-plus
+        "--video",
+        str(source),
+        "--scale",
+        "1,1,1.5,1.5",
+        cwd=tmp_path,
+        WANSERVE_API_KEY=key,
+    )
+    assert out.returncode == 0, out.stderr
+    assert video(tmp_path / "wider.mp4") == (1280, 720, 5.0)  # the model's default size
+    assert "POST /api/v1/uploads -> 200" in server.log.read_text()
 
 
 def test_server_refusals_exit_2_with_the_servers_code(
