@@ -71,6 +71,8 @@ class TaskUsage(BaseModel):
     SR: int | None = None
     size: str | None = None
     audio: bool | None = None
+    fps: int | None = Field(default=None, description="wan2.7, wan3.0")
+    ratio: str | None = Field(default=None, description="wan2.7, wan3.0: the video's, reduced")
 
 
 class TaskResponse(BaseModel):
@@ -129,16 +131,36 @@ class ModelResolution(BaseModel):
     )
 
 
+class ModelRoute(BaseModel):
+    """One input mix a model serves, and the open checkpoint that serves it."""
+
+    model_config = _CLOSED
+    kind: Literal["t2v", "i2v", "kf2v", "vace"]
+    requires: list[str] = Field(description="input kinds it needs")
+    accepts: list[str] = Field(description="input kinds it takes besides")
+    checkpoint: str
+
+
 class ModelEntry(BaseModel):
     """What one model name takes, as this deployment serves it."""
 
     model_config = _CLOSED
     model: str
-    kind: Literal["t2v", "i2v", "kf2v"] = Field(
-        description="t2v: text; i2v: a first frame (img_url); kf2v: first and last frames"
+    kind: Literal["t2v", "i2v", "kf2v", "vace"] = Field(
+        description="t2v: text; i2v: a first frame (img_url); kf2v: first and last frames; "
+        "vace: references, clips, source videos and masks (a model with routes takes its "
+        "first route's kind here)"
     )
-    generation: Literal["wan2.1", "wan2.2", "wan2.5", "wan2.6"]
+    generation: Literal["wan2.1", "wan2.2", "wan2.5", "wan2.6", "wan2.7", "wan3.0"]
     inputs: list[str] = Field(description="the `input` fields it reads")
+    media: dict[str, int] = Field(
+        description="media[] and reference models: the most of each input kind it takes"
+    )
+    media_total: int | None = Field(description="reference images and videos together")
+    routes: list[ModelRoute] = Field(
+        description="the input mixes it serves, in order; the first that fits is taken"
+    )
+    functions: list[str] = Field(description="VACE functions (`input.function`)")
     prompt_required: bool
     prompt_limit: int = Field(description="characters of prompt used; the rest is dropped")
     negative_prompt_limit: int
@@ -151,6 +173,8 @@ class ModelEntry(BaseModel):
     default_resolution: str
     durations: list[int] = Field(description="allowed `duration` values, in seconds")
     default_duration: int
+    auto_duration: bool = Field(description="`duration: -1` lets the model choose")
+    ratios: list[str] = Field(description="`ratio` values (wan2.7-r2v, wan2.7-videoedit, wan3.0)")
     fps: int = Field(description="frame rate of the delivered video")
     steps: int = Field(description="denoising steps per pass on this server")
     seed_max: int
