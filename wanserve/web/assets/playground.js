@@ -30,6 +30,22 @@ const el = {
   prompt: $("prompt"),
   promptCount: $("prompt-count"),
   negative: $("negative-prompt"),
+  negativeField: $("negative-field"),
+  func: $("function"),
+  funcField: $("function-field"),
+  funcHint: $("function-hint"),
+  mediaFields: $("media-fields"),
+  mediaHint: $("media-hint"),
+  rolesField: $("roles-field"),
+  roles: $("roles"),
+  editOptions: $("edit-options"),
+  control: $("control-condition"),
+  strength: $("strength"),
+  maskType: $("mask-type"),
+  expandRatio: $("expand-ratio"),
+  maskFrame: $("mask-frame-id"),
+  ratio: $("ratio"),
+  ratioField: $("ratio-field"),
   size: $("size"),
   resolution: $("resolution"),
   duration: $("duration"),
@@ -58,10 +74,83 @@ const FILES = {
   last_frame_url: $("last-frame"),
   audio_url: $("audio"),
 };
+// The inputs of the `media[]`, reference and editing (VACE) models, one file field per kind,
+// in the order they are sent. Files are sent inline, as base64 data: URIs.
+const MEDIA_KINDS = [
+  "first_frame",
+  "last_frame",
+  "first_clip",
+  "last_clip",
+  "video",
+  "mask_image",
+  "mask_video",
+  "driving_audio",
+  "reference_image",
+  "reference_video",
+  "reference_audio",
+];
+const MEDIA = Object.fromEntries(
+  MEDIA_KINDS.map((kind) => [kind, $(`media-${kind.replaceAll("_", "-")}`)]),
+);
+const MEDIA_NAMES = {
+  first_frame: "first frame",
+  last_frame: "last frame",
+  first_clip: "first clip",
+  last_clip: "last clip",
+  video: "source video",
+  mask_image: "mask image",
+  mask_video: "mask video",
+  driving_audio: "sound track",
+  reference_image: "reference images",
+  reference_video: "reference videos",
+  reference_audio: "reference audio",
+};
+// An editing model's flat input field for each kind (ref_images_url is a list).
+const EDIT_FIELDS = {
+  reference_image: "ref_images_url",
+  video: "video_url",
+  mask_image: "mask_image_url",
+  mask_video: "mask_video_url",
+  first_frame: "first_frame_url",
+  last_frame: "last_frame_url",
+  first_clip: "first_clip_url",
+  last_clip: "last_clip_url",
+};
+// What each VACE function reads (wanserve/editing.py): the kinds and how many of each.
+const FUNCTIONS = {
+  image_reference: {
+    name: "Image reference",
+    hint: "A video of the subjects (and at most one background) in the reference images.",
+    takes: { reference_image: 3 },
+  },
+  video_repainting: {
+    name: "Video repainting",
+    hint: "A new video that keeps the source video's motion, drawn as the prompt says.",
+    takes: { video: 1, reference_image: 1 },
+  },
+  video_edit: {
+    name: "Video edit",
+    hint: "Redraws the masked area of the source video (white in the mask) as the prompt says.",
+    takes: { video: 1, mask_image: 1, mask_video: 1, reference_image: 1 },
+  },
+  video_extension: {
+    name: "Video extension",
+    hint: "A video that continues from, or leads into, the frames and clips given (one or more).",
+    takes: { first_clip: 1, first_frame: 1, last_frame: 1, last_clip: 1 },
+  },
+  video_outpainting: {
+    name: "Video outpainting",
+    hint: "The source video in a larger frame: each side grown by its scale.",
+    takes: { video: 1 },
+  },
+};
+const SCALES = ["top", "bottom", "left", "right"];
+const TYPES = { ".mp4": "video/mp4", ".mov": "video/quicktime", ".wav": "audio/wav", ".mp3": "audio/mpeg" };
 
 let apiKey = sessionStorage.getItem(KEY_STORAGE) || "";
 let catalogue = null; // the body of GET /api/v1/models
 let watching = null; // {taskId, controller} of the task shown in the result panel
+const roleChoices = new Map(); // reference image (index, name, size) -> "obj" | "bg"
 
 // -- HTTP ------------------------------------------------------------------------------------
 
@@ -198,7 +287,12 @@ function forgetKey() {
 
 // -- The form adapts to the model ---------------------------------------------------------------
 
-const KIND_NAMES = { t2v: "text to video", i2v: "image to video", kf2v: "first and last frame to video" };
+const KIND_NAMES = {
+  t2v: "text to video",
+  i2v: "image to video",
+  kf2v: "first and last frame to video",
+  vace: "references and editing",
+};
 
 function option(value, text, selected = false) {
   const node = document.createElement("option");
@@ -223,7 +317,9 @@ function fillModels() {
     }
     groups.get(model.kind).append(option(model.model, model.model));
   }
-  el.model.replaceChildren(...["t2v", "i2v", "kf2v"].filter((k) => groups.has(k)).map((k) => groups.get(k)));
+  // The known kinds in this order, then any other the server lists.
+  const order = [...new Set([...Object.keys(KIND_NAMES), ...groups.keys()])];
+  el.model.replaceChildren(...order.filter((k) => groups.has(k)).map((k) => groups.get(k)));
   const names = catalogue.models.map((m) => m.model);
   el.model.value = names.includes(previous) ? previous : names.includes("wan2.1-t2v-turbo") ? "wan2.1-t2v-turbo" : names[0];
   adaptForm();
@@ -234,12 +330,13 @@ function adaptForm() {
   if (!model) return;
   const audio = model.audio ? ", sound" : "";
   el.summary.textContent =
-    `${KIND_NAMES[model.kind]}, ${model.fps} fps, ${model.steps} steps${audio}; ` +
+    `${KIND_NAMES[model.kind] || model.kind}, ${model.fps} fps, ${model.steps} steps${audio}; ` +
     `prompts up to ${model.prompt_limit} characters.`;
 
   for (const [field, input] of Object.entries(FILES)) {
     const wrapper = input.closest(".field");
-    const used = model.inputs.includes(field);
+    // An editing model names first_frame_url and last_frame_url too: its own fields take them.
+    const used = !isEditing(model) && model.inputs.includes(field);
     wrapper.hidden = !used;
     input.disabled = !used;
   }
@@ -266,20 +363,160 @@ function adaptForm() {
     );
   }
   el.duration.replaceChildren(
-    ...model.durations.map((d) => option(d, `${d} seconds`, d === model.default_duration)),
+    ...model.durations.map((d) => option(d, durationName(d), d === model.default_duration)),
+    ...(model.auto_duration ? [option(-1, "Auto (-1)")] : []),
   );
-  el.duration.disabled = model.durations.length === 1;
+  el.duration.disabled = model.durations.length === 1 && !model.auto_duration;
+  const ratios = model.ratios || [];
+  el.ratioField.hidden = !ratios.length;
+  el.ratio.disabled = !ratios.length;
+  el.ratio.replaceChildren(
+    ...ratios.map((r) =>
+      option(r, r === "adaptive" ? "Adaptive (the input's, else 16:9)" : r, r === "adaptive"),
+    ),
+  );
   el.seed.max = String(model.seed_max);
 
   const features = catalogue.features;
   showFeature("prompt_extension", features.prompt_extension);
   showFeature("multi_shot", model.shot_types.includes("multi"));
   showFeature("dubbing", model.dubbing);
+  const negative = model.inputs.includes("negative_prompt");
+  el.negativeField.hidden = !negative;
+  el.negative.disabled = !negative;
+
+  const editing = isEditing(model);
+  el.funcField.hidden = !editing;
+  el.func.disabled = !editing;
+  if (editing) {
+    const previous = el.func.value;
+    el.func.replaceChildren(...model.functions.map((f) => option(f, FUNCTIONS[f] ? FUNCTIONS[f].name : f)));
+    if (model.functions.includes(previous)) el.func.value = previous;
+  } else {
+    el.func.replaceChildren();
+  }
+  adaptMedia();
+
   el.prompt.required = model.prompt_required;
   el.prompt.placeholder = model.prompt_required
     ? "Describe the video"
     : "Optional: describe the motion";
   countPrompt();
+}
+
+function durationName(seconds) {
+  // 0: as long as the source video (a video-editing model).
+  return seconds === 0 ? "The source's length (0)" : `${seconds} seconds`;
+}
+
+function isEditing(model) {
+  return (model.functions || []).length > 0;
+}
+
+function takesMedia(model) {
+  return model.inputs.includes("media") || model.inputs.includes("reference_urls");
+}
+
+// The file fields the chosen model (and function) takes: kind -> how many files.
+function mediaLimits(model) {
+  const media = model.media || {};
+  const limits = {};
+  if (isEditing(model)) {
+    const fn = FUNCTIONS[el.func.value];
+    for (const [kind, most] of Object.entries(fn ? fn.takes : {})) {
+      if (media[kind]) limits[kind] = Math.min(most, media[kind]);
+    }
+  } else if (takesMedia(model)) {
+    // Only the kinds some route serves: the others are refused on this server.
+    const served = new Set(model.routes.flatMap((r) => [...r.requires, ...r.accepts]));
+    for (const [kind, most] of Object.entries(media)) {
+      if (served.has(kind) && kind in MEDIA) limits[kind] = most;
+    }
+  }
+  return limits;
+}
+
+function mediaName(kind) {
+  return MEDIA_NAMES[kind] || kind.replaceAll("_", " ");
+}
+
+function describeRoutes(model) {
+  return model.routes
+    .map((route) => {
+      const need = route.requires.map(mediaName).join(" + ") || "no file (text only)";
+      return route.accepts.length ? `${need} (optional: ${route.accepts.map(mediaName).join(", ")})` : need;
+    })
+    .join("; or ");
+}
+
+function describeCount(kind, most, model, fn) {
+  if (fn === "image_reference" && kind === "reference_image") {
+    return `1 to ${most} images; at most one may be the background.`;
+  }
+  if (fn && kind === "reference_image") return "Optional: one image of the subject.";
+  if (most < 2) return "";
+  let text = `Up to ${most}.`;
+  if (model.media_total && kind.startsWith("reference_") && kind !== "reference_audio") {
+    text = `Up to ${most} (${model.media_total} reference images and videos in all).`;
+  }
+  if (model.inputs.includes("reference_urls")) text += " Call them character1, character2, … in the prompt.";
+  return text;
+}
+
+function adaptMedia() {
+  const model = currentModel();
+  if (!model) return;
+  const limits = mediaLimits(model);
+  const fn = isEditing(model) ? el.func.value : null;
+  for (const [kind, input] of Object.entries(MEDIA)) {
+    const most = limits[kind] || 0;
+    input.closest(".field").hidden = !most;
+    input.disabled = !most;
+    input.multiple = most > 1;
+    const count = $(`${input.id}-count`);
+    count.textContent = most ? describeCount(kind, most, model, fn) : "";
+    count.hidden = !count.textContent;
+  }
+  el.mediaFields.hidden = Object.keys(limits).length === 0;
+  el.mediaHint.textContent = takesMedia(model) && !fn ? `Takes ${describeRoutes(model)}.` : "";
+  el.mediaHint.hidden = !el.mediaHint.textContent;
+  el.funcHint.textContent = fn && FUNCTIONS[fn] ? FUNCTIONS[fn].hint : "";
+  el.editOptions.hidden = !fn;
+  for (const wrapper of document.querySelectorAll("[data-functions]")) {
+    const used = fn !== null && wrapper.dataset.functions.split(" ").includes(fn);
+    wrapper.hidden = !used;
+    for (const input of wrapper.querySelectorAll("input, select")) input.disabled = !used;
+  }
+  renderRoles();
+}
+
+// image_reference: a subject (obj) or background (bg) select per reference image.
+function renderRoles() {
+  const model = currentModel();
+  const input = MEDIA.reference_image;
+  const used = Boolean(model) && isEditing(model) && el.func.value === "image_reference" &&
+    !input.disabled && input.files.length > 0;
+  el.rolesField.hidden = !used;
+  if (!used) {
+    el.roles.replaceChildren();
+    return;
+  }
+  el.roles.replaceChildren(
+    ...[...input.files].map((file, i) => {
+      const item = document.createElement("li");
+      const label = document.createElement("label");
+      label.htmlFor = `role-${i}`;
+      label.textContent = `Image ${i + 1}: ${file.name}`;
+      const select = document.createElement("select");
+      select.id = `role-${i}`;
+      select.dataset.file = `${i}:${file.name}:${file.size}`;
+      select.append(option("obj", "Subject (obj)"), option("bg", "Background (bg)"));
+      select.value = roleChoices.get(select.dataset.file) || "obj";
+      select.addEventListener("change", () => roleChoices.set(select.dataset.file, select.value));
+      item.append(label, select);
+      return item;
+    }),
+  );
 }
 
 function showFeature(name, available) {
@@ -336,6 +573,133 @@ async function upload(file, model) {
   return `oss://${key}`;
 }
 
+// -- Inline inputs: data: URIs ---------------------------------------------------------------------
+
+function dataUri(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => {
+      let uri = String(reader.result);
+      if (!file.type) {
+        // A file the browser cannot type (a dropped .mov, say): name it by its extension.
+        const dot = file.name.lastIndexOf(".");
+        const type = dot > 0 ? TYPES[file.name.slice(dot).toLowerCase()] : undefined;
+        if (type) uri = uri.replace(/^data:[^;,]*/, `data:${type}`);
+      }
+      resolve(uri);
+    };
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+}
+
+class FormError extends ApiError {
+  constructor(message, field) {
+    super("InvalidParameter", message);
+    this.field = field;
+  }
+}
+
+function fieldName(input) {
+  const label = document.querySelector(`label[for="${input.id}"]`);
+  return label.firstChild.textContent.trim();
+}
+
+// The files to send, in a stable order ([{kind, file}]); a FormError if they cannot be served.
+function chosenMedia(model) {
+  const limits = mediaLimits(model);
+  const chosen = [];
+  const present = new Set();
+  let references = 0;
+  for (const kind of MEDIA_KINDS) {
+    const most = limits[kind];
+    const input = MEDIA[kind];
+    if (!most || !input.files.length) continue;
+    if (input.files.length > most) {
+      throw new FormError(`${fieldName(input)}: choose at most ${most}.`, input);
+    }
+    present.add(kind);
+    if (kind === "reference_image" || kind === "reference_video") references += input.files.length;
+    for (const file of input.files) chosen.push({ kind, file });
+  }
+  if (model.media_total && references > model.media_total) {
+    throw new FormError(
+      `At most ${model.media_total} reference images and videos together.`,
+      MEDIA.reference_image,
+    );
+  }
+  if (isEditing(model)) {
+    checkFunction(el.func.value, present);
+  } else if (takesMedia(model)) {
+    // A route serves the mix sent: all the kinds it requires, and none it does not take.
+    const served = model.routes.some(
+      (r) => r.requires.every((k) => present.has(k)) &&
+        [...present].every((k) => r.requires.includes(k) || r.accepts.includes(k)),
+    );
+    if (!served) {
+      const first = Object.keys(limits).map((k) => MEDIA[k])[0];
+      throw new FormError(`${model.model} takes ${describeRoutes(model)}.`, first);
+    }
+  }
+  return chosen;
+}
+
+// The inputs each editing function needs (wanserve/editing.py).
+function checkFunction(fn, present) {
+  if (fn === "image_reference") {
+    if (!present.has("reference_image")) {
+      throw new FormError("Reference images: choose 1 to 3 images.", MEDIA.reference_image);
+    }
+    const roles = [...el.roles.querySelectorAll("select")];
+    if (roles.filter((s) => s.value === "bg").length > 1) {
+      throw new FormError("At most one reference image may be the background.", roles[0]);
+    }
+  } else if (fn === "video_extension") {
+    if (!["first_clip", "first_frame", "last_frame", "last_clip"].some((k) => present.has(k))) {
+      throw new FormError("Choose a first clip, a first frame, a last frame or a last clip.", MEDIA.first_clip);
+    }
+  } else if (!present.has("video")) {
+    throw new FormError("Source video: choose a video.", MEDIA.video);
+  } else if (fn === "video_edit") {
+    if (!present.has("mask_image") && !present.has("mask_video")) {
+      throw new FormError("Mask image: choose a mask image or a mask video.", MEDIA.mask_image);
+    }
+    if (present.has("mask_image") && present.has("mask_video")) {
+      throw new FormError("Choose a mask image or a mask video, not both.", MEDIA.mask_video);
+    }
+  }
+}
+
+function numberIn(input, low, high, { whole = false } = {}) {
+  const value = input.value === "" ? NaN : Number(input.value);
+  if (!Number.isFinite(value) || value < low || value > high || (whole && !Number.isInteger(value))) {
+    const what = whole ? "a whole number" : "a number";
+    throw new FormError(`${fieldName(input)}: enter ${what} from ${low} to ${high}.`, input);
+  }
+  return value;
+}
+
+// The parameters of an editing function.
+function editParameters(fn) {
+  if (fn === "image_reference") {
+    return { obj_or_bg: [...el.roles.querySelectorAll("select")].map((s) => s.value) };
+  }
+  if (fn === "video_repainting") {
+    return { control_condition: el.control.value, strength: numberIn(el.strength, 0, 1) };
+  }
+  if (fn === "video_edit") {
+    const parameters = { mask_type: el.maskType.value, expand_ratio: numberIn(el.expandRatio, 0, 1) };
+    if (MEDIA.mask_image.files.length) {
+      parameters.mask_frame_id = numberIn(el.maskFrame, 1, 10000, { whole: true });
+    }
+    return parameters;
+  }
+  if (fn === "video_outpainting") {
+    return Object.fromEntries(SCALES.map((side) => [`${side}_scale`, numberIn($(`${side}-scale`), 1, 2)]));
+  }
+  return {};
+}
+
 // -- Create ------------------------------------------------------------------------------------
 
 async function submit(event) {
@@ -351,7 +715,7 @@ async function submit(event) {
   }
   const input = {};
   if (prompt) input.prompt = prompt;
-  if (el.negative.value.trim()) input.negative_prompt = el.negative.value.trim();
+  if (!el.negative.disabled && el.negative.value.trim()) input.negative_prompt = el.negative.value.trim();
   const parameters = { duration: Number(el.duration.value) };
   if (model.sized_by === "size") parameters.size = el.size.value;
   else parameters.resolution = el.resolution.value;
@@ -368,8 +732,20 @@ async function submit(event) {
   parameters.watermark = el.watermark.checked;
   if (model.shot_types.includes("multi")) parameters.shot_type = el.shotType.value;
   if (model.dubbing) parameters.audio = el.generateAudio.checked;
+  if ((model.ratios || []).length) parameters.ratio = el.ratio.value;
 
-  const wanted = model.inputs.filter((f) => f in FILES);
+  let media;
+  try {
+    media = chosenMedia(model);
+    if (isEditing(model)) Object.assign(parameters, editParameters(el.func.value));
+  } catch (error) {
+    if (!(error instanceof FormError)) throw error;
+    showError(error);
+    if (error.field) error.field.focus();
+    return;
+  }
+
+  const wanted = isEditing(model) ? [] : model.inputs.filter((f) => f in FILES);
   for (const field of wanted) {
     if (field !== "audio_url" && !FILES[field].files.length) {
       const label = document.querySelector(`label[for="${FILES[field].id}"]`);
@@ -389,6 +765,20 @@ async function submit(event) {
       say(`Uploading ${file.name}…`);
       input[field] = await upload(file, model.model);
       uploaded = true;
+    }
+    if (media.length) say(media.length === 1 ? `Reading ${media[0].file.name}…` : `Reading ${media.length} files…`);
+    const uris = await Promise.all(media.map(({ file }) => dataUri(file)));
+    if (isEditing(model)) {
+      input.function = el.func.value;
+      media.forEach(({ kind }, i) => {
+        const field = EDIT_FIELDS[kind];
+        if (kind === "reference_image") (input[field] ||= []).push(uris[i]);
+        else input[field] = uris[i];
+      });
+    } else if (model.inputs.includes("media")) {
+      if (media.length) input.media = media.map(({ kind }, i) => ({ type: kind, url: uris[i] }));
+    } else if (model.inputs.includes("reference_urls")) {
+      input.reference_urls = uris;
     }
     say("Submitting…");
     const headers = { "Content-Type": "application/json", "X-DashScope-Async": "enable" };
@@ -689,7 +1079,8 @@ for (const zone of document.querySelectorAll(".drop")) {
     zone.classList.remove("over");
     if (!input.disabled && event.dataTransfer.files.length) {
       const files = new DataTransfer();
-      files.items.add(event.dataTransfer.files[0]);
+      const dropped = [...event.dataTransfer.files];
+      for (const file of input.multiple ? dropped : dropped.slice(0, 1)) files.items.add(file);
       input.files = files.files;
       input.dispatchEvent(new Event("change"));
     }
@@ -698,18 +1089,18 @@ for (const zone of document.querySelectorAll(".drop")) {
 }
 
 function preview(zone, input) {
-  let img = zone.querySelector("img.preview");
-  const file = input.files[0];
-  if (img) {
+  for (const img of zone.querySelectorAll("img.preview")) {
     URL.revokeObjectURL(img.src);
     img.remove();
   }
-  if (!file || !file.type.startsWith("image/")) return;
-  img = document.createElement("img");
-  img.className = "preview";
-  img.alt = `Preview of ${file.name}`;
-  img.src = URL.createObjectURL(file);
-  zone.append(img);
+  for (const file of input.files) {
+    if (!file.type.startsWith("image/")) continue;
+    const img = document.createElement("img");
+    img.className = "preview";
+    img.alt = `Preview of ${file.name}`;
+    img.src = URL.createObjectURL(file);
+    zone.append(img);
+  }
 }
 
 // -- Wiring -----------------------------------------------------------------------------------------
@@ -721,6 +1112,8 @@ el.keyForm.addEventListener("submit", (event) => {
 });
 el.forget.addEventListener("click", forgetKey);
 el.model.addEventListener("change", adaptForm);
+el.func.addEventListener("change", adaptMedia);
+MEDIA.reference_image.addEventListener("change", renderRoles);
 el.prompt.addEventListener("input", countPrompt);
 el.form.addEventListener("submit", submit);
 el.cancel.addEventListener("click", cancelTask);
