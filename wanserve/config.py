@@ -171,6 +171,11 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(default=4096 * 4096, ge=256)
     max_audio_bytes: int = Field(default=15 * 1024 * 1024, ge=1024)
+    depth_annotator: str | None = Field(
+        default=None,
+        description="a transformers depth model (local directory or hub id) that draws "
+        "depth control videos: enables control_condition depth of the VACE model",
+    )
     max_video_bytes: int = Field(
         default=100 * 1024 * 1024, ge=1024, description="an input video (clips, VACE sources)"
     )

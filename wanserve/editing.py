@@ -6,9 +6,10 @@ implicitly (references, or a clip to continue). `edit_plan` checks a request's i
 parameters against the function and returns the `EditPlan` the worker builds the pass from
 (`workers/composite.py`); every refusal is an `InvalidParameter` naming the field at fault.
 
-What the open weights cannot do here is refused with the reason: a pose or depth control
-signal needs an annotator model, and a `tracking` mask a segmentation tracker, neither of
-which this server runs yet (scribble control and fixed masks need none).
+What the open weights cannot do here is refused with the reason: a depth control signal
+needs a depth model (the `depth_annotator` setting enables it), a pose signal a pose
+annotator and a `tracking` mask a segmentation tracker, which this server does not run yet
+(scribble control and fixed masks need none).
 """
 
 from __future__ import annotations
@@ -67,8 +68,11 @@ def implicit_plan(req: SynthesisRequest) -> EditPlan:
     return EditPlan(function=function.value, roles=("obj",) * len(refs))
 
 
-def edit_plan(req: SynthesisRequest, model: str) -> EditPlan:
-    """The plan of an editing model's request (`input.function` and its parameters)."""
+def edit_plan(
+    req: SynthesisRequest, model: str, *, annotators: frozenset[str] = frozenset()
+) -> EditPlan:
+    """The plan of an editing model's request (`input.function` and its parameters);
+    `annotators`: the control signals this deployment can draw besides scribble."""
     edit = req.edit
     function = edit.function
     if function is None:
@@ -115,7 +119,8 @@ def edit_plan(req: SynthesisRequest, model: str) -> EditPlan:
                 "video_repainting needs parameters.control_condition (scribble on this server).",
                 field="control_condition",
             )
-        _no_control(control if control in _ANNOTATED else None, function)
+        if control not in annotators:
+            _no_control(control if control in _ANNOTATED else None, function)
         return EditPlan(
             function=function.value,
             roles=roles,
@@ -183,11 +188,19 @@ def _roles(values: tuple[str, ...] | None, refs: int, function: Function) -> tup
 def _no_control(control: str | None, function: Function) -> None:
     if control is None:
         return
+    if control == "depth" and function is Function.VIDEO_REPAINTING:
+        raise InvalidParameter(
+            "control_condition 'depth' needs a depth annotator model, which this server is not "
+            "configured with: an operator sets depth_annotator (docs/configuration.md); "
+            "'scribble' (edges drawn from the source video) needs none.",
+            field="control_condition",
+        )
     if control in _ANNOTATED:
         raise InvalidParameter(
-            f"control_condition {control!r} needs a {'depth' if control == 'depth' else 'pose'} "
-            "annotator model, which this server does not run yet; video_repainting takes "
-            "'scribble' here (edges drawn from the source video).",
+            f"control_condition {control!r} needs a "
+            f"{'depth' if control == 'depth' else 'pose'} annotator, which this server does "
+            f"not run for {function.value} yet; video_repainting takes 'scribble'"
+            " (and 'depth' where depth_annotator is set).",
             field="control_condition",
         )
     raise InvalidParameter(

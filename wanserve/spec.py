@@ -117,6 +117,8 @@ class Features:
 
     audio_generation: bool = False
     multi_shot: bool = False
+    # Control signals an annotator model draws here (VACE repainting): "depth".
+    annotators: frozenset[str] = frozenset()
     # LoRA adapters requests may name (`parameters.lora`), listed from disk per request;
     # None: this server has no adapter directory.
     adapters: AdapterDirectory | None = None
@@ -361,7 +363,11 @@ def build_spec(
     inputs: tuple[MediaRef, ...] = ()
     edit: EditPlan | None = None
     if kind is Kind.COMPOSITE:
-        edit = edit_plan(req, card.name) if card.editing else implicit_plan(req)
+        edit = (
+            edit_plan(req, card.name, annotators=features.annotators)
+            if card.editing
+            else implicit_plan(req)
+        )
         inputs = tuple(
             MediaRef.of(m, kinded=True) for m in req.media if m.kind is not MediaKind.DRIVING_AUDIO
         )

@@ -339,3 +339,19 @@ def test_a_bad_video_fails_the_task_with_a_clear_error(engine: Harness) -> None:
     out = engine.wait(engine.create(body).json()["output"]["task_id"])["output"]
     assert (out["task_status"], out["code"]) == ("FAILED", "InvalidParameter"), out
     assert out["message"].startswith("video_url ")
+
+
+def test_depth_control_with_a_depth_annotator_configured(
+    harness_factory: Callable[..., Harness], runner: PipelineRunner
+) -> None:
+    """With `depth_annotator` set (a tiny random depth model in dummy mode), repainting
+    takes depth control: the source's depth maps steer the pass."""
+    h = harness_factory(runner=runner, models=SMALL, steps=1, depth_annotator="depth-model")
+    body = {
+        "model": VACE,
+        "input": {"prompt": "a fox", "function": "video_repainting", "video_url": SOURCE},
+        "parameters": {"size": "960*960", "control_condition": "depth", "strength": 0.8},
+    }
+    res = h.create(body)
+    assert res.status_code == 200, res.text
+    assert video_of(h, h.wait(res.json()["output"]["task_id"])) == (960, 960, 30, 5.0)

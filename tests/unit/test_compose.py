@@ -186,3 +186,39 @@ def picture() -> Any:
     from PIL import Image
 
     return Image.fromarray(np.zeros((48, 64, 3), dtype=np.uint8))
+
+
+def test_each_window_of_an_edited_source_starts_from_the_last_frame_made() -> None:
+    from wanserve.catalog import ModelOverride
+    from wanserve.request import SynthesisRequest, media_items
+    from wanserve.workers.inputs import Sources
+
+    catalog = Catalog.build({"wan2.7-videoedit": ModelOverride(max_area=64 * 48)}, steps=1)
+    request = SynthesisRequest(
+        model="wan2.7-videoedit",
+        prompt="claymation",
+        media=media_items([{"type": "video", "url": "https://e.com/v.mp4"}]),
+        duration=7,
+        ratio="4:3",
+    )
+    s = build_spec(request, catalog.get("wan2.7-videoedit"))
+    assert (s.gen_width, s.gen_height) == (64, 48)
+    source = np.random.default_rng(0).integers(0, 256, (s.num_frames, 48, 64, 3), dtype=np.uint8)
+    runner = FakeRunner()
+    render(
+        s,
+        runner=runner,
+        conditioning=Conditioning(sources=Sources(video=source)),
+        shots=None,
+        on_progress=lambda _: None,
+        should_cancel=lambda: False,
+    )
+    first, second = runner.calls
+    assert first.video is not None and second.video is not None and second.mask is not None
+    assert first.first_frame is None and second.first_frame is None
+    assert np.array_equal(second.video[0], runner.outputs[0][-1])  # the last frame made
+    assert second.mask[0].max() == 0 and second.mask[1:].min() == 255  # kept, then generated
+    # Both are edges of their own window of the source: the second starts at frame 80.
+    from wanserve.workers.composite import edges
+
+    assert np.array_equal(second.video[1:], edges(source[81 : 81 + 32]))

@@ -469,3 +469,25 @@ def test_a_composite_spec_survives_the_store() -> None:
     assert built.edit is not None and built.edit.roles == ("obj", "bg")
     assert [ref.kind for ref in built.inputs] == ["reference_image", "reference_image"]
     assert GenerationSpec.from_json(built.to_json()) == built
+
+
+def test_depth_control_needs_the_depth_annotator_setting() -> None:
+    from wanserve.api.dashscope.protocol import read_body
+
+    request = read_body(
+        {
+            "model": "wan2.1-vace-plus",
+            "input": {
+                "prompt": "p",
+                "function": "video_repainting",
+                "video_url": "https://e.com/v.mp4",
+            },
+            "parameters": {"control_condition": "depth", "strength": 0.7},
+        }
+    )
+    card = Catalog.build().get("wan2.1-vace-plus")
+    with pytest.raises(InvalidParameter, match="sets depth_annotator") as info:
+        build_spec(request, card)
+    assert info.value.field == "control_condition"
+    built = build_spec(request, card, features=Features(annotators=frozenset({"depth"})))
+    assert built.edit is not None and (built.edit.control, built.edit.strength) == ("depth", 0.7)

@@ -27,6 +27,7 @@ from wanserve.compose.api import (
 from wanserve.compose.shared import (
     ProcessKind,
     adapter_directory,
+    annotators_of,
     build_shared,
     check_process_model,
 )
@@ -88,6 +89,7 @@ def build_components(
         audio_generation=execution.dubber is not None,
         multi_shot=execution.extender is not None,
         adapters=adapter_directory(settings),
+        annotators=annotators_of(settings),
     )
     generation = Probe(
         "workers",

@@ -107,7 +107,13 @@ def features_of(settings: Settings) -> Features:
         audio_generation=settings.dubbing,
         multi_shot=settings.prompt_extender != "none",
         adapters=adapter_directory(settings),
+        annotators=annotators_of(settings),
     )
+
+
+def annotators_of(settings: Settings) -> frozenset[str]:
+    """The control signals this deployment's workers can draw."""
+    return frozenset({"depth"} if settings.depth_annotator else ())
 
 
 def fetch_policy(settings: Settings) -> FetchPolicy:

@@ -47,7 +47,7 @@ from wanserve.observability import (
 )
 from wanserve.tasks.dispatch import Dispatcher
 from wanserve.workers.execute import Execution, InputResolver
-from wanserve.workers.inputs import MediaResolver
+from wanserve.workers.inputs import Annotate, MediaResolver
 from wanserve.workers.job import Job
 from wanserve.workers.loop import WorkerLoop
 from wanserve.workers.shutdown import Shutdown
@@ -89,6 +89,7 @@ def build_execution(
             video_limits=VideoLimits(
                 max_bytes=settings.max_video_bytes, max_seconds=settings.max_video_seconds
             ),
+            annotators=build_annotators(settings, engine_config),
         ),
         scratch_dir=settings.data_dir / "tmp",
         free_space=shared.free_space,
@@ -141,6 +142,15 @@ def build_engine_config(settings: Settings, catalog: Catalog) -> EngineConfig:
         lora_dir=settings.effective_lora_dir,
         lora_cache_size=settings.lora_cache_size,
     )
+
+
+def build_annotators(settings: Settings, engine: EngineConfig) -> dict[str, Annotate]:
+    """The control signals this worker draws with a model (loaded on first use)."""
+    if not settings.depth_annotator:
+        return {}
+    from wanserve.engine.annotators import DepthAnnotator
+
+    return {"depth": DepthAnnotator(engine, settings.depth_annotator)}
 
 
 def build_dubber(settings: Settings, engine: EngineConfig) -> AudioGenerator:

@@ -126,6 +126,8 @@ class TaskRow(Base):
     # Transformer block evaluations the run computed and a block cache skipped; None: uncounted.
     blocks_computed: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     blocks_skipped: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Seconds delivered, where the length was decided while running; None: the spec's.
+    duration: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # The extended prompt or shot plan (JSON), recorded at the first attempt.
     extension: Mapped[str | None] = mapped_column(Text, nullable=True)
     has_audio: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -74,6 +74,9 @@ class TaskResult:
     # None when the engine did not count them (a fake runner).
     blocks_computed: int | None = None
     blocks_skipped: int | None = None
+    # Seconds of video delivered, where the worker decided it (a source video's length);
+    # None: the spec's duration.
+    duration: int | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,13 @@ class Task:
     deleted: bool = False  # deleted by its owner: hidden from every caller, purged when ended
     # PENDING tasks of the same model ahead of this one (claim order); None unless PENDING.
     queue_position: int | None = None
+
+    @property
+    def seconds(self) -> int:
+        """The video's length: as delivered, where the worker decided it, else as asked."""
+        if self.result is not None and self.result.duration is not None:
+            return self.result.duration
+        return self.spec.duration
 
 
 @dataclass(frozen=True)

@@ -461,6 +461,7 @@ class SqlTaskStore:
             actual_prompt=result.actual_prompt,
             blocks_computed=result.blocks_computed,
             blocks_skipped=result.blocks_skipped,
+            duration=result.duration,
             progress=100,
             step=TaskRow.total_steps,
             # The video stays downloadable for the full TTL after it is made.
@@ -681,7 +682,8 @@ class SqlTaskStore:
                 .values(status=status.value, end_time=self._now(), heartbeat_at=None, **values)
                 .returning(*_ENDED)
             )
-            return self._ended(s, res, status, video_seconds=claim.task.spec.duration)
+            delivered = values.get("duration") or claim.task.spec.duration
+            return self._ended(s, res, status, video_seconds=delivered)
 
     def _transition(
         self, task_id: str, target: TaskStatus, *, only_from: set[TaskStatus], **values: Any
@@ -811,6 +813,7 @@ def _to_task(row: TaskRow | Row[*tuple[Any, ...]], *, ahead: int | None = None) 
             actual_prompt=row.actual_prompt,
             blocks_computed=row.blocks_computed,
             blocks_skipped=row.blocks_skipped,
+            duration=row.duration,
         )
     error = None
     if status is TaskStatus.FAILED:

@@ -230,6 +230,7 @@ def _run(claim: Claim, ex: Execution, signals: _Signals) -> TaskStatus | None:
             else None,
             blocks_computed=clip.blocks.computed if clip.blocks is not None else None,
             blocks_skipped=clip.blocks.skipped if clip.blocks is not None else None,
+            duration=spec.duration if spec.duration != task.spec.duration else None,
         )
         if signals.should_stop():  # asked to cancel (or stop) while encoding: honour it
             ex.storage.delete(key)

@@ -8,6 +8,7 @@ URLs go through the one guarded fetcher, and `oss://` references come from the u
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -47,6 +48,12 @@ class Sources:
     last_frame: Image.Image | None = None
     first_clip: Frames | None = None
     last_clip: Frames | None = None
+    # The control video an annotator drew from `video` (depth), at the denoising size.
+    control: Frames | None = None
+
+
+# Draws a control video (depth maps) from frames; polls its cancel check between batches.
+Annotate = Callable[[Frames], Frames]
 
 
 @dataclass(frozen=True)
@@ -75,12 +82,14 @@ class MediaResolver:
         image_limits: ImageLimits | None = None,
         audio_limits: AudioLimits | None = None,
         video_limits: VideoLimits | None = None,
+        annotators: Mapping[str, Annotate] | None = None,
     ) -> None:
         self._fetcher = fetcher
         self._uploads = uploads
         self._image_limits = image_limits or ImageLimits()
         self._audio_limits = audio_limits or AudioLimits()
         self._video_limits = video_limits or VideoLimits()
+        self._annotators = dict(annotators or {})
 
     def resolve(self, spec: GenerationSpec, *, owner: str) -> ResolvedInputs:
         """Decode `spec`'s inputs for the task of API key `owner` (uploads must be theirs)."""
@@ -154,6 +163,9 @@ class MediaResolver:
             first_clip=video(MediaKind.FIRST_CLIP, clip=True),
             last_clip=video(MediaKind.LAST_CLIP, clip=True),
         )
+        control = spec.edit.control if spec.edit is not None else None
+        if control in self._annotators and sources.video is not None:
+            sources = dataclasses.replace(sources, control=self._annotators[control](sources.video))
         return spec, sources
 
     def _source_seconds(self, spec: GenerationSpec, ref: MediaRef, owner: str) -> int:

@@ -71,7 +71,8 @@ def request_for(spec: GenerationSpec, *, conditioning: Conditioning) -> Generati
         seed=spec.seed,
         prompt=spec.prompt,
         negative_prompt=spec.negative_prompt,
-        first_frame=conditioning.image,
+        # A composite pass takes its first frame (if any) as part of its video, above.
+        first_frame=None if composite is not None else conditioning.image,
         last_frame=conditioning.last_image,
         cache=CachePreset(spec.cache),
         adapters=spec.adapters,
@@ -91,6 +92,7 @@ def _window(sources: Sources, offset: int) -> Sources:
         sources,
         video=sources.video[offset:] if sources.video is not None else None,
         mask_video=sources.mask_video[offset:] if sources.mask_video is not None else None,
+        control=sources.control[offset:] if sources.control is not None else None,
     )
 
 
@@ -164,7 +166,16 @@ def _by_function(
         )
     elif function is Function.VIDEO_REPAINTING:
         assert sources.video is not None
-        inputs = composite.repainting(sources.video, **size, strength=plan.strength)
+        if sources.control is not None:  # drawn by an annotator (depth)
+            control = composite.fit_frames(sources.control, num_frames, width, height)
+            inputs = composite.CompositeInputs(
+                video=control,
+                mask=np.full(control.shape[:3], composite.GENERATE, dtype=np.uint8),
+                references=(),
+                conditioning_scale=plan.strength,
+            )
+        else:
+            inputs = composite.repainting(sources.video, **size, strength=plan.strength)
     else:
         inputs = composite.CompositeInputs(video=None, mask=None, references=())
     return inputs

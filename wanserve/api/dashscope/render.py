@@ -161,6 +161,7 @@ def task_usage(task: Task) -> dict[str, Any] | None:
     if task.status is not TaskStatus.SUCCEEDED or task.result is None:
         return None
     spec, result = task.spec, task.result
+    seconds = task.seconds  # as delivered (a source video's length may decide it)
     size = f"{result.width}*{result.height}"
     usage: dict[str, Any]
     if spec.generation in (Generation.WAN27, Generation.WAN30):
@@ -168,9 +169,9 @@ def task_usage(task: Task) -> dict[str, Any] | None:
         # video's own, reduced.
         common = math.gcd(result.width, result.height)
         usage = {
-            "duration": float(spec.duration),
+            "duration": float(seconds),
             "input_video_duration": 0,
-            "output_video_duration": spec.duration,
+            "output_video_duration": seconds,
             "fps": spec.fps,
             "SR": TIER_SR[spec.tier],
             "ratio": f"{result.width // common}:{result.height // common}",
@@ -178,15 +179,15 @@ def task_usage(task: Task) -> dict[str, Any] | None:
         }
     elif spec.generation is Generation.WAN26:
         usage = {
-            "duration": float(spec.duration),
+            "duration": float(seconds),
             "input_video_duration": 0,
-            "output_video_duration": spec.duration,
+            "output_video_duration": seconds,
             "SR": TIER_SR[spec.tier],
             "size": size,
             "video_count": 1,
         }
     else:
-        usage = {"video_duration": spec.duration, "video_ratio": size, "video_count": 1}
+        usage = {"video_duration": seconds, "video_ratio": size, "video_count": 1}
     if spec.generation not in (Generation.WAN21, Generation.WAN22):
         usage["audio"] = result.has_audio
     return usage

@@ -72,7 +72,7 @@ def video(task: Task) -> dict[str, Any]:
         # When the downloadable video goes: only a finished video has one.
         "expires_at": _unix(task.expires_at) if task.result is not None else None,
         "prompt": spec.orig_prompt,
-        "seconds": str(spec.duration),
+        "seconds": str(task.seconds),
         "size": _shown_size(task),
         "remixed_from_video_id": None,
         "error": _error(task),
