@@ -747,12 +747,13 @@ def _routes(
     budgets every route."""
     routes = []
     for route in card.routes:
-        if route.checkpoint == card.checkpoint:
+        if route.kind is Kind.COMPOSITE and composite is not None:
+            target = dataclasses.replace(route.checkpoint, source=composite)
+        elif route.checkpoint == card.checkpoint:
             routes.append(dataclasses.replace(route, checkpoint=checkpoint, sampling=sampling))
             continue
-        target = route.checkpoint
-        if route.kind is Kind.COMPOSITE and composite is not None:
-            target = dataclasses.replace(target, source=composite)
+        else:
+            target = route.checkpoint
         if max_area is not None:
             target = dataclasses.replace(target, max_area=max_area)
         base = FAMILIES[target.family].sampling

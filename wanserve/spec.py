@@ -385,9 +385,22 @@ def build_spec(
 
     profile = FAMILIES[checkpoint.family]
     continuation = card.continued_by if kind is card.kind else _continued_by(kind, route, card)
-    if kind is Kind.KEYFRAMES_TO_VIDEO and frames_for(duration, profile.native_fps) > (
-        profile.frames_per_pass
-    ):
+    frames = frames_for(duration, profile.native_fps)
+    if kind is Kind.COMPOSITE and frames > profile.frames_per_pass:
+        for media in (*req.inputs(MediaKind.LAST_FRAME), *req.inputs(MediaKind.LAST_CLIP)):
+            raise InvalidParameter(
+                f"{media.field}: a video that ends on a given frame or clip is one pass here, "
+                f"at most {profile.frames_per_pass // profile.native_fps} seconds; duration "
+                f"{duration} is longer.",
+                field=media.field,
+            )
+    if edit is not None and edit.mask_frame_id > frames:
+        raise InvalidParameter(
+            f"mask_frame_id {edit.mask_frame_id} is past the video's {frames} frames (counted "
+            f"at {profile.native_fps} fps).",
+            field="mask_frame_id",
+        )
+    if kind is Kind.KEYFRAMES_TO_VIDEO and frames > profile.frames_per_pass:
         raise InvalidParameter(
             f"duration {duration} is too long for a first and last frame video on this server: "
             f"{checkpoint.family.value} makes one pass of at most "
@@ -566,7 +579,21 @@ def _ratio_size(req: SynthesisRequest, card: ModelCard, kind: Kind) -> tuple[Siz
             f"{', '.join(card.tiers)}) and ratio.",
             field="size",
         )
-    _, tier = _tier(req, card)  # the tier (an openai size names one)
+    if req.size is not None:  # a door that names sizes (/v1/videos): the tier and ratio of it
+        for tier in card.tiers:
+            for name, size in RATIO_SIZES[tier].items():
+                if size == req.size:
+                    return _ratio_size(
+                        dataclasses.replace(req, size=None, resolution=tier, ratio=name),
+                        card,
+                        kind,
+                    )
+        listed = ", ".join(str(RATIO_SIZES[t][r]) for t in card.tiers for r in RATIO_SIZES[t])
+        raise InvalidParameter(
+            f"size '{req.size}' is not supported by {card.name}; allowed sizes: {listed}.",
+            field="size",
+        )
+    _, tier = _tier(req, card)
     ratio = req.ratio or ADAPTIVE
     framed = kind in (Kind.IMAGE_TO_VIDEO, Kind.KEYFRAMES_TO_VIDEO) or any(
         req.inputs(k) for k in (MediaKind.FIRST_FRAME, MediaKind.FIRST_CLIP, MediaKind.VIDEO)

@@ -81,6 +81,9 @@ def test_routes_follow_the_inputs_and_overrides_reach_them() -> None:
     assert {r.checkpoint.max_area for r in card.routes} == {4096}
     assert card.routes[0].serves(frozenset()) and not card.routes[0].serves({"first_frame"})
     assert card.routes[2].serves(frozenset({"first_frame", "last_frame"}))
+    # A model that runs VACE itself takes the override too (a 1.3B checkpoint, say).
+    vace = Catalog.build({"wan2.7-videoedit": ModelOverride(composite_checkpoint="/w/1.3b")})
+    assert [r.checkpoint.source for r in vace.get("wan2.7-videoedit").routes] == ["/w/1.3b"]
 
 
 def test_first_and_last_frame_model(catalog: Catalog) -> None:

@@ -491,3 +491,64 @@ def test_depth_control_needs_the_depth_annotator_setting() -> None:
     assert info.value.field == "control_condition"
     built = build_spec(request, card, features=Features(annotators=frozenset({"depth"})))
     assert built.edit is not None and (built.edit.control, built.edit.strength) == ("depth", 0.7)
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        (
+            {
+                "model": "wan2.7-i2v",
+                "input": {
+                    "prompt": "p",
+                    "media": [
+                        {"type": "first_clip", "url": "https://e.com/c.mp4"},
+                        {"type": "last_frame", "url": "https://e.com/l.png"},
+                    ],
+                },
+                "parameters": {"duration": 15},
+            },
+            "input.media[1]",
+            "ends on a given frame or clip is one pass",
+        ),
+        (
+            {
+                "model": "wan2.1-vace-plus",
+                "input": {
+                    "prompt": "p",
+                    "function": "video_edit",
+                    "video_url": "https://e.com/v.mp4",
+                    "mask_image_url": "https://e.com/m.png",
+                },
+                "parameters": {"mask_type": "fixed", "mask_frame_id": 82},
+            },
+            "mask_frame_id",
+            "past the video's 81 frames",
+        ),
+    ],
+)
+def test_composite_requests_a_pass_cannot_make_are_refused_at_once(
+    body: dict[str, Any], field: str, message: str
+) -> None:
+    from wanserve.api.dashscope.protocol import read_body
+
+    request = read_body(body)
+    with pytest.raises(InvalidParameter, match=message) as info:
+        build_spec(request, Catalog.build().get(request.model))
+    assert info.value.field == field
+
+
+def test_a_door_naming_sizes_picks_the_tier_and_ratio_of_a_ratio_model() -> None:
+    from wanserve.catalog import Size
+    from wanserve.request import SynthesisRequest
+
+    card = Catalog.build().get("wan3.0-video")
+    tall = SynthesisRequest(
+        model="wan3.0-video", prompt="p", size=Size(720, 1280), size_names_tier=True
+    )
+    assert build_spec(tall, card).size == Size(720, 1280)
+    legacy = SynthesisRequest(
+        model="wan3.0-video", prompt="p", size=Size(1088, 832), size_names_tier=True
+    )
+    with pytest.raises(InvalidParameter, match="1104\\*832"):
+        build_spec(legacy, card)

@@ -308,6 +308,16 @@ def _dilate(region: NDArray[np.bool_], radius: int) -> NDArray[np.bool_]:
     return region
 
 
+def source_size(
+    width: int, height: int, *, top: float, bottom: float, left: float, right: float
+) -> tuple[int, int]:
+    """(width, height) the outpainting source occupies on a `width` x `height` canvas: the
+    size to decode it at (so a large source is never held at its own size)."""
+    x0, x1 = _span(width, left, right)
+    y0, y1 = _span(height, top, bottom)
+    return x1 - x0, y1 - y0
+
+
 def _span(size: int, before: float, after: float) -> tuple[int, int]:
     """Where the source lies along a side of `size` pixels grown by `before` and `after`."""
     grown = before + after - 1

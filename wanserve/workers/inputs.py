@@ -24,6 +24,7 @@ from wanserve.media.image import ImageLimits, decode_image, fit
 from wanserve.media.video import Frames
 from wanserve.request import MediaKind
 from wanserve.spec import GenerationSpec, MediaRef, MediaScheme
+from wanserve.workers.composite import source_size as composite_source_size
 
 
 class Fetcher(Protocol):
@@ -117,45 +118,61 @@ class MediaResolver:
         where the video follows them."""
         refs = {kind: [r for r in spec.inputs if r.kind == kind] for kind in MediaKind}
         images = {k: [self.image(r, owner) for r in refs[k]] for k in _IMAGE_KINDS}
+        cache: dict[str, bytes] = {}
+
+        def fetched(ref: MediaRef, max_bytes: int) -> bytes:
+            """A video's bytes, fetched once per task (sizing, length and frames read the
+            same file)."""
+            if ref.field not in cache:
+                cache[ref.field] = self._bytes(ref, "video", max_bytes, owner)
+            return cache[ref.field]
+
         if spec.width is None:
             if images[MediaKind.FIRST_FRAME]:
                 spec = spec.with_image_size(*images[MediaKind.FIRST_FRAME][0].size)
             else:  # a clip to continue, or a source video to edit
                 clip = (refs[MediaKind.FIRST_CLIP] or refs[MediaKind.VIDEO])[0]
                 width, height, _ = probe_video(
-                    self._bytes(clip, "video", self._video_limits.max_bytes, owner),
+                    fetched(clip, self._video_limits.max_bytes),
                     field=clip.field,
                     limits=self._video_limits,
                 )
                 spec = spec.with_image_size(width, height)
         if spec.duration == 0:  # as long as the source video (wan2.7-videoedit's default)
-            spec = spec.with_duration(self._source_seconds(spec, refs[MediaKind.VIDEO][0], owner))
+            source = refs[MediaKind.VIDEO][0]
+            data = fetched(source, self._video_limits.max_bytes)
+            spec = _source_length(spec, source, data, self._video_limits)
         assert spec.gen_width is not None and spec.gen_height is not None
         size = (spec.gen_width, spec.gen_height)
         fps = spec.native_fps
         # A source is read for the whole video: each pass follows its own window of it.
         seconds = spec.num_frames / fps
 
-        def video(kind: MediaKind, *, fitted: bool = True, clip: bool = False) -> Frames | None:
+        def video(
+            kind: MediaKind, *, at: tuple[int, int] = size, clip: bool = False
+        ) -> Frames | None:
             if not refs[kind]:
                 return None
             ref = refs[kind][0]
             limits = self._clip_limits() if clip else self._video_limits
-            data = self._bytes(ref, "video", limits.max_bytes, owner)
             decoded = decode_video(
-                data,
+                fetched(ref, limits.max_bytes),
                 field=ref.field,
                 limits=limits,
                 fps=fps,
                 max_seconds=None if clip else seconds,
-                size=size if fitted else None,
+                size=at,
             )
             return decoded.frames
 
-        outpainting = spec.edit is not None and spec.edit.function == "video_outpainting"
+        plan = spec.edit
+        source_at = size
+        if plan is not None and plan.function == "video_outpainting":
+            top, bottom, left, right = plan.scales
+            source_at = composite_source_size(*size, top=top, bottom=bottom, left=left, right=right)
         sources = Sources(
             references=tuple(images[MediaKind.REFERENCE_IMAGE]),
-            video=video(MediaKind.VIDEO, fitted=not outpainting),
+            video=video(MediaKind.VIDEO, at=source_at),
             mask_image=_first(images[MediaKind.MASK_IMAGE]),
             mask_video=video(MediaKind.MASK_VIDEO),
             first_frame=_first(images[MediaKind.FIRST_FRAME]),
@@ -167,17 +184,6 @@ class MediaResolver:
         if control in self._annotators and sources.video is not None:
             sources = dataclasses.replace(sources, control=self._annotators[control](sources.video))
         return spec, sources
-
-    def _source_seconds(self, spec: GenerationSpec, ref: MediaRef, owner: str) -> int:
-        """The whole seconds of a source video, within the model's durations."""
-        data = self._bytes(ref, "video", self._video_limits.max_bytes, owner)
-        _, _, seconds = probe_video(data, field=ref.field, limits=self._video_limits)
-        low, high = SOURCE_SECONDS
-        if seconds < low:
-            raise InvalidParameter(
-                f"{ref.field} is {seconds:.1f} s long; a video to edit needs at least {low} s."
-            )
-        return min(int(seconds), high)
 
     def _clip_limits(self) -> VideoLimits:
         """A clip to continue or lead into: DashScope's 2 to 10 seconds."""
@@ -218,3 +224,17 @@ SOURCE_SECONDS = (2, 10)
 
 def _first(images: list[Image.Image]) -> Image.Image | None:
     return images[0] if images else None
+
+
+def _source_length(
+    spec: GenerationSpec, ref: MediaRef, data: bytes, limits: VideoLimits
+) -> GenerationSpec:
+    """A video as long as its source (duration 0): whole seconds, 2 to 10. (With a duration
+    longer than the source, the source's last frame holds for the rest.)"""
+    _, _, seconds = probe_video(data, field=ref.field, limits=limits)
+    low, high = SOURCE_SECONDS
+    if seconds < low:
+        raise InvalidParameter(
+            f"{ref.field} is {seconds:.1f} s long; a video to edit needs at least {low} s."
+        )
+    return spec.with_duration(min(int(seconds), high))

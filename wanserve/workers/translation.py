@@ -90,10 +90,17 @@ def _window(sources: Sources, offset: int) -> Sources:
         return sources
     return dataclasses.replace(
         sources,
-        video=sources.video[offset:] if sources.video is not None else None,
-        mask_video=sources.mask_video[offset:] if sources.mask_video is not None else None,
-        control=sources.control[offset:] if sources.control is not None else None,
+        video=_from(sources.video, offset),
+        mask_video=_from(sources.mask_video, offset),
+        control=_from(sources.control, offset),
     )
+
+
+def _from(frames: Frames | None, offset: int) -> Frames | None:
+    """`frames` from `offset` on; past their end, the last one (which then holds)."""
+    if frames is None or not len(frames):
+        return frames
+    return frames[min(offset, len(frames) - 1) :]
 
 
 def composite_inputs(
@@ -141,10 +148,14 @@ def _by_function(
     size = {"num_frames": num_frames, "width": width, "height": height}
     function = Function(plan.function)
     if function is Function.VIDEO_EXTENSION:
+        # The known frames share at most half the pass: the single frames, then the clips.
+        singles = (sources.first_frame is not None) + (sources.last_frame is not None)
+        clips = (sources.first_clip is not None) + (sources.last_clip is not None)
+        share = max(1, ((num_frames - 1) // 2 - singles) // max(1, clips))
         inputs = composite.extension(
             **size,
-            first_clip=_context(sources.first_clip, num_frames, keep="end"),
-            last_clip=_context(sources.last_clip, num_frames, keep="start"),
+            first_clip=_context(sources.first_clip, share, keep="end"),
+            last_clip=_context(sources.last_clip, share, keep="start"),
             first_frame=sources.first_frame,
             last_frame=sources.last_frame,
         )
@@ -166,6 +177,11 @@ def _by_function(
         )
     elif function is Function.VIDEO_REPAINTING:
         assert sources.video is not None
+        if plan.control == "depth" and sources.control is None:
+            raise ModelUnavailable(
+                "This worker has no depth annotator (depth_annotator is set on the API but "
+                "not on this worker): set it alike on every process."
+            )
         if sources.control is not None:  # drawn by an annotator (depth)
             control = composite.fit_frames(sources.control, num_frames, width, height)
             inputs = composite.CompositeInputs(
@@ -181,13 +197,11 @@ def _by_function(
     return inputs
 
 
-def _context(clip: Frames | None, num_frames: int, *, keep: str) -> Frames | None:
-    """The part of a clip a pass can take as known frames: at most half the pass (the rest
-    is what it generates), the clip's end for a clip to continue, its start for one to lead
-    into."""
+def _context(clip: Frames | None, most: int, *, keep: str) -> Frames | None:
+    """The part of a clip a pass takes as known frames, at most `most`: the clip's end for a
+    clip to continue, its start for one to lead into."""
     if clip is None:
         return None
-    most = max(1, (num_frames - 1) // 2)
     return clip[-most:] if keep == "end" else clip[:most]
 
 
