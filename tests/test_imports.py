@@ -28,6 +28,7 @@ TORCH_MODULES = {
     "engine/dummy.py",
     "engine/dubbing.py",
     "engine/random_weights.py",
+    "engine/annotators.py",
 }
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import Harness
 from wanserve.catalog import Catalog, Kind, tier_of
+from wanserve.request import Function
 
 
 def models(h: Harness) -> dict[str, Any]:
@@ -38,8 +39,17 @@ def test_every_model_is_listed_with_its_cards_limits(harness: Harness) -> None:
         assert entry["default_duration"] == card.durations.default
         assert [r["resolution"] for r in entry["resolutions"]] == list(card.tiers)
         assert entry["audio"] is card.audio
-        assert ("audio_url" in entry["inputs"]) is card.audio
         assert ("audio" in entry["parameters"]) is card.audio
+        if card.routes:  # a model that chooses its checkpoint by the inputs sent
+            routes = [(r["kind"], r["checkpoint"]) for r in entry["routes"]]
+            assert routes == [(r.kind.value, r.checkpoint.source) for r in card.routes]
+            assert entry["media"] == {k: n for k, n in card.media_limits.items() if k != "total"}
+            assert entry["prompt_required"] is (card.kind in (Kind.TEXT_TO_VIDEO, Kind.COMPOSITE))
+            assert ("ratio" in entry["parameters"]) is bool(entry["ratios"])
+            assert entry["functions"] == ([f.value for f in Function] if card.editing else [])
+            continue
+        assert ("audio_url" in entry["inputs"]) is card.audio
+        assert entry["routes"] == [] and entry["media"] == {} and entry["functions"] == []
         if card.kind is Kind.TEXT_TO_VIDEO:
             assert entry["sized_by"] == "size" and entry["prompt_required"]
             listed = [s for r in entry["resolutions"] for s in r["sizes"]]
