@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from wanserve.request import Inline, MediaKind, MediaSource, SynthesisRequest
+from wanserve.request import MEDIA_TYPES, Inline, MediaKind, MediaSource, SynthesisRequest
 from wanserve.tasks.models import Progress, TaskError, TaskOutcome, TaskStage, TaskStatus
 
 # Where each kind of input travels in a create body, for the models of the flat fields (the
@@ -40,19 +40,6 @@ _FLAT_ORDER = (
     "mask_video_url",
 )
 _LISTS = ("media", "ref_images_url", "reference_urls")
-# The kinds `input.media[].type` names (the masks and the last clip have flat fields only).
-_MEDIA_TYPES = frozenset(
-    {
-        MediaKind.FIRST_FRAME,
-        MediaKind.LAST_FRAME,
-        MediaKind.DRIVING_AUDIO,
-        MediaKind.FIRST_CLIP,
-        MediaKind.REFERENCE_IMAGE,
-        MediaKind.REFERENCE_VIDEO,
-        MediaKind.REFERENCE_AUDIO,
-        MediaKind.VIDEO,
-    }
-)
 # The client has no catalogue: the generations of the `media[]` protocol, by name.
 _MEDIA_PROTOCOL = ("wan2.7", "wan3.0")
 
@@ -65,7 +52,7 @@ def uses_media_list(model: str) -> bool:
 def _slot(model: str, kind: MediaKind, *, keyframes: bool) -> tuple[str, bool]:
     """The field an input of `kind` travels in, and whether that field is a list."""
     vace = "vace" in model
-    if kind in _MEDIA_TYPES and uses_media_list(model):
+    if kind in MEDIA_TYPES and uses_media_list(model):
         return "media", True
     if kind is MediaKind.REFERENCE_IMAGE:
         return ("ref_images_url" if vace else "reference_urls"), True

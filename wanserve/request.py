@@ -579,7 +579,7 @@ def media_items(value: object) -> tuple[Media, ...]:
             'input.media must be a list of {"type": ..., "url": ...} objects.', field="media"
         )
     _check_count(value, "input.media")
-    kinds = ", ".join(k.value for k in MediaKind if k in _MEDIA_TYPES)
+    kinds = ", ".join(k.value for k in MediaKind if k in MEDIA_TYPES)
     found = []
     for i, item in enumerate(value):
         name = f"media[{i}]"
@@ -588,7 +588,7 @@ def media_items(value: object) -> tuple[Media, ...]:
                 f'input.{name} must be an object with "type" and "url".', field=name
             )
         kind = item.get("type")
-        if not isinstance(kind, str) or kind not in _MEDIA_TYPES:
+        if not isinstance(kind, str) or kind not in MEDIA_TYPES:
             raise InvalidParameter(
                 f"input.{name}.type {kind!r} is not a media type; one of {kinds}.", field=name
             )
@@ -606,7 +606,7 @@ def media_items(value: object) -> tuple[Media, ...]:
 
 
 # The types `input.media[].type` may name (the VACE masks and last clip have flat fields only).
-_MEDIA_TYPES = frozenset(
+MEDIA_TYPES = frozenset(
     {
         MediaKind.FIRST_FRAME,
         MediaKind.LAST_FRAME,
