@@ -219,6 +219,19 @@ class ModelCard:
             return self.checkpoint
         return self.continuation  # text-only and composite passes continue from an image
 
+    def continued_on(self, route: Route | None) -> Checkpoint | None:
+        """The checkpoint that extends a video `route` starts (None: the model's own kind):
+        an image-to-video route continues itself, any other the model's continuation."""
+        if route is None or route.kind is self.kind:
+            return self.continued_by
+        if route.kind is Kind.IMAGE_TO_VIDEO:
+            return route.checkpoint
+        if self.continuation is not None:
+            return self.continuation
+        if Kind.IMAGE_TO_VIDEO in FAMILIES[self.checkpoint.family].kinds:
+            return self.checkpoint
+        return None
+
 
 def _card(name: str, *, ckpt: str, **kw: object) -> ModelCard:
     checkpoint = CHECKPOINTS[ckpt]

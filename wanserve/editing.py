@@ -119,8 +119,8 @@ def edit_plan(
                 "video_repainting needs parameters.control_condition (scribble on this server).",
                 field="control_condition",
             )
-        if control not in annotators:
-            _no_control(control if control in _ANNOTATED else None, function)
+        if control != "scribble" and control not in annotators:
+            _no_control(control, function)
         return EditPlan(
             function=function.value,
             roles=roles,

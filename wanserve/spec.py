@@ -27,7 +27,6 @@ from wanserve.catalog import (
     RATIO_SIZES,
     TIER_AREA,
     Catalog,
-    Checkpoint,
     Family,
     Generation,
     Kind,
@@ -384,7 +383,7 @@ def build_spec(
     adapters = _adapters(extensions.lora, extensions.lora_scale, card, features=features)
 
     profile = FAMILIES[checkpoint.family]
-    continuation = card.continued_by if kind is card.kind else _continued_by(kind, route, card)
+    continuation = card.continued_on(route)
     frames = frames_for(duration, profile.native_fps)
     if kind is Kind.COMPOSITE and frames > profile.frames_per_pass:
         for media in (*req.inputs(MediaKind.LAST_FRAME), *req.inputs(MediaKind.LAST_CLIP)):
@@ -523,17 +522,6 @@ def _framed(req: SynthesisRequest, kind: Kind) -> tuple[MediaRef | None, MediaRe
     first = _one(req, MediaKind.FIRST_FRAME)
     last = _one(req, MediaKind.LAST_FRAME) if kind is Kind.KEYFRAMES_TO_VIDEO else None
     return first, last
-
-
-def _continued_by(kind: Kind, route: Route | None, card: ModelCard) -> Checkpoint | None:
-    """The checkpoint that continues a route's video past one pass."""
-    if route is not None and kind is Kind.IMAGE_TO_VIDEO:
-        return route.checkpoint
-    if card.continuation is not None:
-        return card.continuation
-    if Kind.IMAGE_TO_VIDEO in FAMILIES[card.checkpoint.family].kinds:
-        return card.checkpoint
-    return None
 
 
 def _size_and_tier(req: SynthesisRequest, card: ModelCard, kind: Kind) -> tuple[Size | None, str]:

@@ -213,16 +213,25 @@ def masked_edit(
 
 
 def repainting(
-    video: Frames, *, num_frames: int, width: int, height: int, strength: float
+    video: Frames,
+    *,
+    num_frames: int,
+    width: int,
+    height: int,
+    strength: float,
+    control: Frames | None = None,
 ) -> CompositeInputs:
-    """video_repainting with control_condition "scribble": the control video is `edges` of the
-    cover-cropped source frames (a shorter video repeats its last frame), the mask is 255
-    everywhere (follow the control, keep nothing), and `strength` (0..1) is the conditioning
-    scale."""
+    """video_repainting: the control video is `control` when an annotator drew one (depth
+    maps), else the scribble stand-in, `edges` of the source frames; either is cover-cropped
+    to the size (a shorter video repeats its last frame). The mask is 255 everywhere (follow
+    the control, keep nothing), and `strength` (0..1) is the conditioning scale."""
     _check_size(width, height, num_frames)
     if not 0.0 <= strength <= 1.0:
         raise ValueError(f"strength {strength} is not in [0, 1]")
-    control = edges(fit_frames(video, num_frames, width, height))
+    if control is None:
+        control = edges(fit_frames(video, num_frames, width, height))
+    else:
+        control = fit_frames(control, num_frames, width, height)
     mask = np.full((num_frames, height, width), GENERATE, dtype=np.uint8)
     return CompositeInputs(video=control, mask=mask, references=(), conditioning_scale=strength)
 

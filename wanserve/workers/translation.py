@@ -182,16 +182,9 @@ def _by_function(
                 "This worker has no depth annotator (depth_annotator is set on the API but "
                 "not on this worker): set it alike on every process."
             )
-        if sources.control is not None:  # drawn by an annotator (depth)
-            control = composite.fit_frames(sources.control, num_frames, width, height)
-            inputs = composite.CompositeInputs(
-                video=control,
-                mask=np.full(control.shape[:3], composite.GENERATE, dtype=np.uint8),
-                references=(),
-                conditioning_scale=plan.strength,
-            )
-        else:
-            inputs = composite.repainting(sources.video, **size, strength=plan.strength)
+        inputs = composite.repainting(
+            sources.video, **size, strength=plan.strength, control=sources.control
+        )
     else:
         inputs = composite.CompositeInputs(video=None, mask=None, references=())
     return inputs
